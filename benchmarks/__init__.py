@@ -1,0 +1,1 @@
+"""Runnable measurements (installed as ``tbfast_benchmarks``): they print and save figures."""

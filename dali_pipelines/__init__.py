@@ -1,0 +1,1 @@
+"""DALI clip pipelines: the only package of tbfast that imports nvidia.dali."""

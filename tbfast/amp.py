@@ -26,9 +26,11 @@ import torch
 from torch import nn
 
 #: relative weight-gradient error under which a reduced-precision configuration "matches fp32".
-#: Healthy bf16 gives 1e-3..6e-2 (convs before BatchNorm see cancelling gradients); the oneDNN
-#: fault gives 0.8 to 1e36.
-BF16_GRAD_TOLERANCE = 1e-1
+#: Healthy bf16 autocast gives 1e-3 to 0.3: the first convs of a net fed [0,1] inputs and followed
+#: by BatchNorm sum strongly cancelling products, which amplifies bf16 rounding (measured on the
+#: tiny backbone: 0.22-0.24 in its stem with every shallow conv in fp32). The oneDNN fault gives
+#: 0.8 to 1e36 (usually > 1e15).
+BF16_GRAD_TOLERANCE = 0.5
 
 
 class ShallowSafeConv3d(nn.Conv3d):

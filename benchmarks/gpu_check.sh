@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One-shot check for an H100/H200 machine: needs only PyTorch (+ what travels with the repository);
+# finishes in under 8 minutes. Writes OUTDIR/*.json, OUTDIR/gpu_check.log and OUTDIR/SUMMARY.md.
+#   bash benchmarks/gpu_check.sh OUTDIR
+# - training-step throughput of r3d18 (16x112^2) and r50 (8x224^2) in fp32, fp32+cl, bf16, bf16+cl,
+#   each with its weight gradients compared with fp32 (so cuDNN's bf16 path is verified before
+#   its speed is claimed), plus the student step with its two frozen teachers;
+# - the loss kernels: Triton / fused vs reference;
+# - when DALI is importable (source .dali/install_dali.sh first), the mixed (NVDEC) decode rate.
+# Optional wheels (pytorchvideo, fvcore, iopath for r50) may be carried in .whl/ (see README).
+set -uo pipefail
+out=${1:?usage: bash benchmarks/gpu_check.sh OUTDIR}
+mkdir -p "$out"
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+py=${PYTHON:-python3}
+# the repository without installing it: tbfast_benchmarks is the benchmarks/ folder
+shim=$(mktemp -d)
+ln -s "$root/benchmarks" "$shim/tbfast_benchmarks"
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$shim/site" .whl/*.whl \
+    && export PYTHONPATH="$shim/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$root:$shim${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+log="$out/gpu_check.log"
+tb() { timeout "$1" $py -m tbfast "${@:2}" 2>&1 | tee -a "$log"; }
+start=$(date +%s)
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true; } | tee "$log"
+$py -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" | tee -a "$log"
+
+tb 150 bench step --backbone r3d18 --device cuda --steps 10 --warmup 3 --no-compile --json "$out/step_r3d18.json"
+if $py -c "import pytorchvideo.models" 2>/dev/null; then
+  tb 150 bench step --backbone r50 --device cuda --steps 10 --warmup 3 --no-compile --no-student --json "$out/step_r50.json"
+else
+  echo "pytorchvideo not importable here: r50 skipped (carry its wheels in .whl/)" | tee -a "$log"
+fi
+tb 90 bench losses --device cuda --json "$out/losses.json"
+if $py -c "import nvidia.dali" 2>/dev/null; then
+  tb 90 bench loader --device gpu --decode-only --synthetic --json "$out/loader_gpu.json"
+else
+  echo "DALI not importable here: NVDEC decode rate skipped (source .dali/install_dali.sh first)" | tee -a "$log"
+fi
+$py - "$out" <<'PY' | tee "$out/SUMMARY.md"
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+print("# GPU check\n")
+for name in ("step_r3d18", "step_r50"):
+    f = out / f"{name}.json"
+    if not f.exists():
+        continue
+    r = json.loads(f.read_text())
+    print(f"## {r['backbone']} {r['clip_shape']} batch {r['batch']} on {r['machine'].get('gpu')}\n")
+    print("| config | clips/s | speed-up | peak MiB | grads match fp32 | rel. err |\n|---|---|---|---|---|---|")
+    for c in r["configs"]:
+        sp = c["counted_speedup"]
+        print(f"| {c['config']} | {c['clips_per_s']:.1f} | {'-' if sp is None else f'{sp:.2f}x'} | {c['peak_mem_mb']:.0f} | {'yes' if c['grad_ok'] else 'NO'} | {c['grad_rel_err']:.1e} |")
+    st = r.get("student")
+    if st:
+        for k, v in st.items():
+            if k.startswith("teachers_"):
+                print(f"\nstudent step, {k}: {v['clips_per_s']:.1f} clips/s, teachers' share {100*v['teacher_share']:.0f}%")
+    print()
+for name in ("losses", "loader_gpu"):
+    f = out / f"{name}.json"
+    print(f"- {name}: {'written' if f.exists() else 'missing'}")
+PY
+echo "gpu_check finished in $(( $(date +%s) - start )) s" | tee -a "$log"
+rm -rf "$shim"

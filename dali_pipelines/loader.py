@@ -1,0 +1,234 @@
+"""`build_loader`: manifest + plans -> DALI graph -> torch channels-last NCTHW batches.
+
+The loader owns the order (one permutation per seed and epoch, sliced per shard) and computes every
+sample's plan in Python; the DALI pipeline is fed batch by batch with ``feed_input`` and runs one
+batch ahead of the consumer (``schedule_run`` before the previous batch is handed over).
+
+Hand-over: on the CPU the pipeline's output buffer becomes the torch tensor's memory (numpy array
+interface, no copy); the dynamic executor allocates a fresh buffer per iteration, so a batch stays
+valid while anything references it. On the GPU the output is wrapped through DLPack.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from tbfast.data.manifest import VideoRecord, read_manifest, split_indices
+from tbfast.data.plans import MODES, ClipSpec, SamplePlan, default_spec, epoch_batches, plan_sample
+from tbfast.errors import UserError
+
+
+class CorruptVideoError(UserError):
+    """A video of the manifest could not be decoded (the message names it)."""
+
+
+class ClipLoader:
+    """Iterable of batches (dicts of tensors); see docs/ARCHITECTURE.md "Loaders"."""
+
+    def __init__(self, prepared, mode: str, *, indices: Sequence[int] | None = None, split: str = "train",
+                 batch_size: int = 8, size: int = 112, device: str = "cpu", device_id: int | None = None,
+                 num_threads: int = 2, seed: int = 0, shard_id: int = 0, num_shards: int = 1,
+                 augment: bool = True, spec: ClipSpec | None = None, drop_last: bool | None = None,
+                 shuffle: bool | None = None, records: Sequence[VideoRecord] | None = None):
+        if mode not in MODES:
+            raise UserError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if device not in ("cpu", "gpu"):
+            raise UserError(f"device must be 'cpu' or 'gpu', not {device!r}")
+        self.prepared = Path(prepared)
+        self.mode = mode
+        self.records = list(records) if records is not None else read_manifest(self.prepared)
+        self.indices = list(indices) if indices is not None else split_indices(self.records, split)
+        for i in self.indices:
+            if not 0 <= i < len(self.records):
+                raise UserError(f"manifest index {i} out of range (manifest has {len(self.records)} records)")
+        if not self.indices:
+            raise UserError(f"no videos to load from {self.prepared} (split {split!r}, mode {mode})")
+        self.spec = spec if spec is not None else default_spec(mode)
+        if self.spec.mode != mode:
+            self.spec = replace(self.spec, mode=mode)
+        self.batch_size, self.size, self.seed = int(batch_size), int(size), int(seed)
+        self.device = device
+        if device == "gpu" and device_id is None:
+            import torch
+
+            device_id = torch.cuda.current_device()
+        self.device_id = device_id
+        self.num_threads = int(num_threads)
+        self.shard_id, self.num_shards = int(shard_id), int(num_shards)
+        self.augment = bool(augment)
+        training = mode in ("ssl", "train")
+        self.shuffle = training if shuffle is None else bool(shuffle)
+        self.drop_last = training if drop_last is None else bool(drop_last)
+        self.epoch, self.start_batch = 0, 0
+        self._pipe = None
+        self._io = cf.ThreadPoolExecutor(max(1, self.num_threads), thread_name_prefix="tbfast-read")
+        from dali_pipelines.graph import GraphLayout
+
+        self.layout = GraphLayout(self.spec, self.augment)
+
+    # ------------------------------------------------------------------ order
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch (order and augmentation) and skip its first ``start_batch`` batches."""
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
+
+    def batches(self, epoch: int | None = None) -> list[list[int]]:
+        """This shard's batches of manifest indices for ``epoch`` (default: the current one)."""
+        return epoch_batches(self.indices, batch_size=self.batch_size, seed=self.seed,
+                             epoch=self.epoch if epoch is None else epoch, shuffle=self.shuffle,
+                             drop_last=self.drop_last, shard_id=self.shard_id, num_shards=self.num_shards)
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    def plan(self, index: int, epoch: int | None = None) -> SamplePlan:
+        r = self.records[index]
+        return plan_sample(index, r.frames, r.height, r.width, spec=self.spec, size=self.size,
+                           seed=self.seed, epoch=self.epoch if epoch is None else epoch,
+                           augment=self.augment)
+
+    # ------------------------------------------------------------------ DALI
+    def _pipeline(self):
+        if self._pipe is None:
+            from dali_pipelines.graph import build_pipeline
+
+            pipe = build_pipeline(self.layout, size=self.size, batch_size=self.batch_size,
+                                  device=self.device, device_id=self.device_id,
+                                  num_threads=self.num_threads, seed=self.seed)
+            pipe.build()
+            self._pipe = pipe
+        return self._pipe
+
+    def _read(self, index: int) -> np.ndarray:
+        path = self.prepared / self.records[index].path
+        try:
+            return np.fromfile(path, dtype=np.uint8)
+        except OSError as exc:
+            raise UserError(f"cannot read {path} (manifest index {index}): {exc}; re-run `tbfast data prep`") from exc
+
+    def _feeds(self, plans: list[SamplePlan], encoded: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
+        lay, size = self.layout, self.size
+        feeds: dict[str, list[np.ndarray]] = {"encoded": encoded,
+                                              "decode": [p.decode.astype(np.int32) for p in plans]}
+        for g in lay.groups:
+            if lay.per_clip:
+                for k in range(lay.clips_in(g)):
+                    feeds[lay.order_name(g, k)] = [p.orders[g][k].astype(np.int32) for p in plans]
+            else:
+                feeds[lay.order_name(g, 0)] = [p.orders[g].reshape(-1).astype(np.int32) for p in plans]
+        for _, g, v in lay.outputs:
+            for k in range(lay.clips_in(g) if lay.per_clip else 1):
+                cv = [p.views[g][v][k] for p in plans]
+                feeds[lay.param_name(g, v, k, "roi_start")] = [np.float32(c.roi[:2]) for c in cv]
+                feeds[lay.param_name(g, v, k, "roi_end")] = [np.float32(c.roi[2:]) for c in cv]
+                if not lay.per_clip:
+                    continue
+                for name in ("brightness", "contrast", "hue", "saturation"):
+                    feeds[lay.param_name(g, v, k, name)] = [np.float32([getattr(c, name)]) for c in cv]
+                args = [c.erase_args(size) for c in cv]
+                feeds[lay.param_name(g, v, k, "erase_anchor")] = [a for a, _ in args]
+                feeds[lay.param_name(g, v, k, "erase_shape")] = [s for _, s in args]
+        return feeds
+
+    def _submit(self, pipe, batch: list[int], epoch: int) -> list[SamplePlan]:
+        encoded = list(self._io.map(self._read, batch))
+        plans = [self.plan(i, epoch) for i in batch]
+        for name, data in self._feeds(plans, encoded).items():
+            pipe.feed_input(name, data)
+        pipe.schedule_run()
+        return plans
+
+    def _locate_corrupt(self, batch: list[int], plans: list[SamplePlan], exc: Exception) -> CorruptVideoError:
+        """Decode each sample of the failed batch alone to name the broken file(s)."""
+        from dali_pipelines.probe import probe_decode
+
+        bad = []
+        for i, p in zip(batch, plans):
+            err = probe_decode(self._read(i), p.decode)
+            if err is not None:
+                bad.append(f"{self.prepared / self.records[i].path} (manifest index {i}): {err}")
+        first = str(exc).strip().splitlines()
+        detail = "; ".join(bad) if bad else f"one of {[self.records[i].path for i in batch]} ({first[0] if first else exc})"
+        return CorruptVideoError(f"cannot decode {detail}; re-encode it with `tbfast data prep` or remove it "
+                                 "from the manifest/split list")
+
+    def __iter__(self) -> Iterator[dict]:
+        batches = self.batches()[self.start_batch:]
+        epoch = self.epoch
+        self.start_batch = 0  # a resume skips once; the next pass is the whole epoch
+        if not batches:
+            return
+        pipe = self._pipeline()
+        queue = [(batches[0], self._submit(pipe, batches[0], epoch))]
+        nxt = 1
+        try:
+            while queue:
+                batch, plans = queue.pop(0)
+                try:
+                    outs = pipe.outputs()
+                except Exception as exc:  # DALI reports decoder failures as RuntimeError/IndexError
+                    self._pipe = None  # a pipeline with a critical error is not reusable
+                    raise self._locate_corrupt(batch, plans, exc) from exc
+                if nxt < len(batches):
+                    queue.append((batches[nxt], self._submit(pipe, batches[nxt], epoch)))
+                    nxt += 1
+                yield self._to_batch(outs, batch, plans)
+        finally:
+            if queue:  # abandoned mid-epoch: drain what is in flight so the pipeline stays usable
+                try:
+                    for _ in queue:
+                        pipe.outputs()
+                except Exception:
+                    self._pipe = None
+
+    # ------------------------------------------------------------------ torch hand-over
+    def _tensor(self, out):
+        import torch
+
+        if self.device == "gpu":
+            t = torch.from_dlpack(out.as_tensor())
+        else:
+            t = torch.from_numpy(np.asarray(out.as_tensor()))
+        return t  # (B, K*T, S, S, 3)
+
+    def _to_batch(self, outs, batch: list[int], plans: list[SamplePlan]) -> dict:
+        import torch
+
+        b = len(batch)
+        res: dict = {}
+        for (name, group, _), out in zip(self.layout.outputs, outs):
+            t = self._tensor(out)
+            k = plans[0].clips[group].shape[0]
+            t = t.reshape(b * k, t.shape[1] // k, *t.shape[2:])  # a view: clips are contiguous in F
+            res[name] = t.permute(0, 4, 1, 2, 3)  # NTHWC -> logical NCTHW, memory channels_last_3d
+        res["label"] = torch.tensor([self.records[i].label for i in batch], dtype=torch.int64)
+        res["index"] = torch.tensor(batch, dtype=torch.int64)
+        if self.mode == "ssl":
+            res["frames_long"] = torch.from_numpy(np.stack([p.clips["long"][0] for p in plans]))
+            res["frames_short"] = torch.from_numpy(np.stack([p.clips["short"] for p in plans]))
+        elif self.mode == "train":
+            res["frames"] = torch.from_numpy(np.stack([p.clips["clip"][0] for p in plans]))
+        else:
+            res["frames"] = torch.from_numpy(np.stack([p.clips["clip"] for p in plans]))
+        return res
+
+    def close(self) -> None:
+        self._pipe = None
+        self._io.shutdown(wait=False)
+
+
+def build_loader(prepared, mode: str, *, indices: Sequence[int] | None = None, split: str = "train",
+                 batch_size: int = 8, size: int = 112, device: str = "cpu", device_id: int | None = None,
+                 num_threads: int = 2, seed: int = 0, shard_id: int = 0, num_shards: int = 1,
+                 augment: bool = True, spec: ClipSpec | None = None, **kwargs) -> ClipLoader:
+    """A DALI clip loader over ``prepared`` for ``mode`` in ssl | train | eval | similarity.
+
+    Extra keyword arguments: ``drop_last``, ``shuffle`` (defaults: True for ssl/train, False for
+    eval/similarity) and ``records`` (an already read manifest).
+    """
+    return ClipLoader(prepared, mode, indices=indices, split=split, batch_size=batch_size, size=size,
+                      device=device, device_id=device_id, num_threads=num_threads, seed=seed,
+                      shard_id=shard_id, num_shards=num_shards, augment=augment, spec=spec, **kwargs)

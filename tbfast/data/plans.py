@@ -1,0 +1,266 @@
+"""Per-sample frame plans and augmentation plans (pure Python + numpy; METHOD.md §2-3).
+
+Everything a loader does at random is decided here, as a pure function of
+``(seed, epoch, manifest index, view)``: the epoch order of the samples, each sample's start frame,
+and every clip view's crop window, flip, colour jitter, grayscale, dropped channel and erase boxes.
+The DALI graph (``dali_pipelines``) only *executes* these plans, so tests can compare a plan with
+the pipeline's output, a resumed epoch reproduces the interrupted one exactly, and shards are
+slices of one per-epoch permutation.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+
+MODES = ("ssl", "train", "eval", "similarity")
+_MODE_CODE = {m: i for i, m in enumerate(MODES)}
+
+
+@dataclass(frozen=True)
+class AugSpec:
+    """Probabilities and ranges of the clip augmentation (parameters constant within a clip)."""
+
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # crop side / short side, aspect kept (square)
+    flip_p: float = 0.5
+    contrast_p: float = 0.25
+    contrast: tuple[float, float] = (0.75, 1.25)
+    hue_p: float = 0.3
+    hue: tuple[float, float] = (-0.1, 0.1)  # fraction of the hue circle
+    saturation_p: float = 0.3
+    saturation: tuple[float, float] = (0.75, 1.25)
+    brightness_p: float = 0.3
+    brightness: tuple[float, float] = (0.75, 1.25)
+    gray_p: float = 0.175
+    channel_drop_p: float = 0.125
+    erase_p: float = 0.7
+    num_erase: int = 1
+    erase_size: tuple[float, float] = (1 / 6, 1 / 3)  # of the output height / width, [lo, hi)
+
+
+SSL_AUG = AugSpec()
+TRAIN_AUG = AugSpec(crop_scale=(0.4, 1.0), contrast_p=0.125, contrast=(0.9, 1.1), hue_p=0.15,
+                    hue=(-0.05, 0.05), saturation_p=0.15, saturation=(0.9, 1.1), brightness_p=0.15,
+                    brightness=(0.9, 1.1), gray_p=0.1, channel_drop_p=0.0, erase_p=0.4, num_erase=2)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What a mode cuts from each video.
+
+    ``num_clips`` clips of ``clip_len`` frames ``stride`` apart. ssl: the short clips tile the span
+    ``num_clips * clip_len`` and the long clip takes ``clip_len`` frames ``long_stride`` apart over
+    the same span. ``views`` independent augmentations of every clip (ssl: 2).
+    ``center_crop``: side factor of the centred square crop used without augmentation.
+    """
+
+    mode: str
+    clip_len: int
+    stride: int = 1
+    num_clips: int = 1
+    long_stride: int = 0
+    views: int = 1
+    center_crop: float = 0.8
+    aug: AugSpec | None = None
+
+    @property
+    def clip_span(self) -> int:
+        """Source frames covered by one (short) clip."""
+        return (self.clip_len - 1) * self.stride + 1
+
+    @property
+    def span(self) -> int:
+        """Consecutive source frames one sample needs (ssl, train, similarity)."""
+        if self.mode == "ssl":
+            return max(self.num_clips * self.clip_len, (self.clip_len - 1) * self.long_stride + 1)
+        if self.mode == "similarity":
+            return self.num_clips * self.clip_len
+        return self.clip_span
+
+
+def default_spec(mode: str, **overrides) -> ClipSpec:
+    """METHOD.md's clips for ``mode``; keyword overrides replace fields (e.g. ``clip_len=8``)."""
+    if mode == "ssl":
+        spec = ClipSpec("ssl", clip_len=16, stride=1, num_clips=4, long_stride=4, views=2, aug=SSL_AUG)
+    elif mode == "train":
+        spec = ClipSpec("train", clip_len=8, stride=2, num_clips=1, aug=TRAIN_AUG)
+    elif mode == "eval":
+        spec = ClipSpec("eval", clip_len=8, stride=2, num_clips=10)
+    elif mode == "similarity":
+        spec = ClipSpec("similarity", clip_len=16, stride=1, num_clips=4)
+    else:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    return replace(spec, **overrides) if overrides else spec
+
+
+# ----------------------------------------------------------------------------- order, sharding
+
+
+def epoch_batches(indices: Sequence[int], *, batch_size: int, seed: int, epoch: int, shuffle: bool,
+                  drop_last: bool, shard_id: int = 0, num_shards: int = 1) -> list[list[int]]:
+    """This shard's batches (lists of manifest indices) for one epoch.
+
+    One permutation per (seed, epoch), shared by all ranks; rank r takes every ``num_shards``-th
+    sample from r. With ``drop_last`` the permutation is first cut to a multiple of
+    ``num_shards * batch_size`` so every rank has the same number of full batches and no sample
+    is seen twice; otherwise every sample is seen by exactly one rank and the last batch may be
+    smaller (ranks may then differ by one sample).
+    """
+    if not 0 <= shard_id < num_shards:
+        raise ValueError(f"shard_id {shard_id} not in [0, {num_shards})")
+    order = np.asarray(list(indices), dtype=np.int64)
+    if shuffle:
+        rng = np.random.default_rng([int(seed), int(epoch), 0x5EED])
+        order = order[rng.permutation(len(order))]
+    if drop_last:
+        keep = (len(order) // (num_shards * batch_size)) * num_shards * batch_size
+        order = order[:keep]
+    mine = order[shard_id::num_shards].tolist()
+    return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+# ----------------------------------------------------------------------------- frame plans
+
+
+@dataclass
+class ClipView:
+    """One augmented view of one clip: where to crop and what to do to the colours.
+
+    ``roi`` = (y0, x0, y1, x1) in source pixels; x0 > x1 means horizontally flipped (DALI's resize
+    flips a reversed ROI). ``hue`` in degrees. ``saturation`` 0 = grayscale. ``erase`` rows are
+    (y, x, c, h, w, nc) boxes in output pixels over all channels, or a whole-image box on one
+    channel for the channel drop.
+    """
+
+    roi: tuple[float, float, float, float]
+    flip: bool = False
+    brightness: float = 1.0
+    contrast: float = 1.0
+    hue: float = 0.0
+    saturation: float = 1.0
+    gray: bool = False
+    drop_channel: int = -1
+    erase: list[tuple[int, int, int, int]] = field(default_factory=list)  # (y, x, h, w)
+
+    def erase_args(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``fn.erase`` anchor and shape over axes "HWC" (flattened, possibly empty)."""
+        anchors, shapes = [], []
+        for y, x, h, w in self.erase:
+            anchors += [y, x, 0]
+            shapes += [h, w, 3]
+        if self.drop_channel >= 0:
+            anchors += [0, 0, self.drop_channel]
+            shapes += [size, size, 1]
+        return np.asarray(anchors, np.float32), np.asarray(shapes, np.float32)
+
+
+@dataclass
+class SamplePlan:
+    """Everything the pipeline does to one video.
+
+    ``decode``: sorted source frame indices to decode (clamped to n-1). ``clips[name]``: (K, T)
+    source frame indices of the K clips of each clip group (``long``/``short`` for ssl, ``clip``
+    otherwise); ``orders[name]``: the same as positions into ``decode`` (sequence_rearrange).
+    ``views[name][v][k]``: the :class:`ClipView` of clip k, view v.
+    """
+
+    index: int
+    decode: np.ndarray
+    clips: dict[str, np.ndarray]
+    orders: dict[str, np.ndarray]
+    views: dict[str, list[list[ClipView]]]
+
+
+def clip_frames(mode: str, num_frames: int, start: int, spec: ClipSpec) -> dict[str, np.ndarray]:
+    """Source frame indices of every clip, clamped to the last frame (short videos are padded)."""
+    n = max(int(num_frames), 1)
+    if mode == "ssl":
+        short = start + np.arange(spec.num_clips)[:, None] * spec.clip_len + np.arange(spec.clip_len)
+        long = start + np.arange(spec.clip_len)[None] * spec.long_stride
+        out = {"long": long, "short": short}
+    elif mode == "train":
+        out = {"clip": start + np.arange(spec.clip_len)[None] * spec.stride}
+    elif mode == "eval":
+        starts = eval_starts(n, spec)
+        out = {"clip": starts[:, None] + np.arange(spec.clip_len)[None] * spec.stride}
+    elif mode == "similarity":
+        s = max((n - spec.span) // 2, 0)
+        out = {"clip": s + np.arange(spec.num_clips)[:, None] * spec.clip_len + np.arange(spec.clip_len)}
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    return {k: np.minimum(v, n - 1).astype(np.int64) for k, v in out.items()}
+
+
+def eval_starts(num_frames: int, spec: ClipSpec) -> np.ndarray:
+    """Starts of ``spec.num_clips`` clips evenly spaced over the video (first at 0, last at the end)."""
+    last = max(num_frames - spec.clip_span, 0)
+    return np.rint(np.linspace(0, last, spec.num_clips)).astype(np.int64)
+
+
+def random_start(rng: np.random.Generator, num_frames: int, span: int) -> int:
+    return int(rng.integers(0, max(num_frames - span, 0) + 1))
+
+
+def _u(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    return float(rng.uniform(lo_hi[0], lo_hi[1]))
+
+
+def center_view(height: int, width: int, factor: float) -> ClipView:
+    side = factor * min(height, width)
+    y0, x0 = (height - side) / 2, (width - side) / 2
+    return ClipView(roi=(y0, x0, y0 + side, x0 + side))
+
+
+def random_view(rng: np.random.Generator, height: int, width: int, size: int, aug: AugSpec) -> ClipView:
+    """Draw one clip view per METHOD.md §3 (a fixed number of draws, whatever is applied)."""
+    side = _u(rng, aug.crop_scale) * min(height, width)
+    y0 = float(rng.uniform(0, height - side))
+    x0 = float(rng.uniform(0, width - side))
+    flip = bool(rng.random() < aug.flip_p)
+    roi = (y0, x0 + side, y0 + side, x0) if flip else (y0, x0, y0 + side, x0 + side)
+    draws = rng.random(6)
+    contrast = _u(rng, aug.contrast) if draws[0] < aug.contrast_p else 1.0
+    hue = _u(rng, aug.hue) * 360.0 if draws[1] < aug.hue_p else 0.0
+    saturation = _u(rng, aug.saturation) if draws[2] < aug.saturation_p else 1.0
+    brightness = _u(rng, aug.brightness) if draws[3] < aug.brightness_p else 1.0
+    gray = bool(draws[4] < aug.gray_p)
+    channel = int(rng.integers(0, 3))
+    drop = channel if draws[5] < aug.channel_drop_p else -1
+    erase = []
+    lo, hi = aug.erase_size
+    for _ in range(aug.num_erase):
+        p = rng.random()
+        h = int(rng.integers(math.ceil(size * lo), max(math.ceil(size * hi), math.ceil(size * lo) + 1)))
+        w = int(rng.integers(math.ceil(size * lo), max(math.ceil(size * hi), math.ceil(size * lo) + 1)))
+        y = int(rng.integers(0, size - h + 1))
+        x = int(rng.integers(0, size - w + 1))
+        if p < aug.erase_p:
+            erase.append((y, x, h, w))
+    return ClipView(roi=roi, flip=flip, brightness=brightness, contrast=contrast, hue=hue,
+                    saturation=0.0 if gray else saturation, gray=gray, drop_channel=drop, erase=erase)
+
+
+def sample_rng(seed: int, epoch: int, index: int, mode: str) -> np.random.Generator:
+    """The generator of one sample in one epoch: independent of batch, shard and order."""
+    return np.random.default_rng([int(seed), int(epoch), int(index), _MODE_CODE[mode]])
+
+
+def plan_sample(index: int, num_frames: int, height: int, width: int, *, spec: ClipSpec, size: int,
+                seed: int = 0, epoch: int = 0, augment: bool = True) -> SamplePlan:
+    """The complete plan of manifest record ``index`` (``num_frames`` x ``height`` x ``width``)."""
+    mode = spec.mode
+    rng = sample_rng(seed, epoch, index, mode)
+    start = random_start(rng, num_frames, spec.span) if mode in ("ssl", "train") else 0
+    clips = clip_frames(mode, num_frames, start, spec)
+    decode = np.unique(np.concatenate([c.ravel() for c in clips.values()]))
+    orders = {k: np.searchsorted(decode, v) for k, v in clips.items()}
+    use_aug = augment and spec.aug is not None
+    views: dict[str, list[list[ClipView]]] = {}
+    for name, c in clips.items():
+        views[name] = [[random_view(rng, height, width, size, spec.aug) if use_aug
+                        else center_view(height, width, spec.center_crop)
+                        for _ in range(c.shape[0])] for _ in range(spec.views)]
+    return SamplePlan(index=int(index), decode=decode.astype(np.int64), clips=clips, orders=orders,
+                      views=views)

@@ -1,0 +1,122 @@
+"""The prepared-dataset manifest: one JSON object per video, order = manifest index.
+
+Layout and fields are fixed in docs/ARCHITECTURE.md ("Prepared dataset").
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from tbfast.errors import UserError
+
+MANIFEST = "manifest.jsonl"
+CLASSES = "classes.txt"
+REPORT = "prep_report.json"
+SPLITS_DIR = "splits"
+SHORT_FRAMES = 64  # one self-supervised sample spans 64 frames (METHOD.md §2)
+
+
+@dataclass
+class VideoRecord:
+    path: str  # relative to the prepared folder, posix
+    label: int  # 0-based, line number in classes.txt
+    class_name: str
+    split: str  # "train" | "test"
+    frames: int
+    fps: float
+    width: int
+    height: int
+    source: str = ""  # relative to the source folder
+    flags: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VideoRecord":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder, fsync, then rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_manifest(prepared: str | Path, records: Iterable[VideoRecord]) -> Path:
+    path = Path(prepared) / MANIFEST
+    atomic_write_text(path, "".join(r.to_json() + "\n" for r in records))
+    return path
+
+
+def write_classes(prepared: str | Path, classes: list[str]) -> Path:
+    path = Path(prepared) / CLASSES
+    atomic_write_text(path, "".join(c + "\n" for c in classes))
+    return path
+
+
+def read_manifest(prepared: str | Path) -> list[VideoRecord]:
+    path = Path(prepared) / MANIFEST
+    if not path.is_file():
+        raise UserError(f"no {MANIFEST} in {prepared}; prepare the dataset first with `tbfast data prep SRC {prepared}`")
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(VideoRecord.from_dict(json.loads(line)))
+            except (ValueError, TypeError) as exc:
+                raise UserError(f"{path}:{n}: not a manifest line ({exc}); re-run `tbfast data prep`") from exc
+    return records
+
+
+def read_classes(prepared: str | Path) -> list[str]:
+    path = Path(prepared) / CLASSES
+    if not path.is_file():
+        raise UserError(f"no {CLASSES} in {prepared}; prepare the dataset first with `tbfast data prep`")
+    return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def read_split_list(prepared: str | Path, file: str | Path) -> list[int]:
+    """Manifest indices of the paths listed in ``file`` (absolute, or relative to PREPARED/splits or PREPARED)."""
+    prepared = Path(prepared)
+    file = Path(file)
+    if not file.is_absolute():
+        for cand in (prepared / SPLITS_DIR / file, prepared / file, file):
+            if cand.is_file():
+                file = cand
+                break
+    if not file.is_file():
+        raise UserError(f"split list {file} not found; write one with `tbfast data splits {prepared} --fraction F --seed S`")
+    index = {r.path: i for i, r in enumerate(read_manifest(prepared))}
+    out, unknown = [], []
+    for ln in file.read_text(encoding="utf-8").splitlines():
+        ln = ln.strip()
+        if not ln:
+            continue
+        if ln in index:
+            out.append(index[ln])
+        else:
+            unknown.append(ln)
+    if unknown:
+        raise UserError(
+            f"{file}: {len(unknown)} path(s) not in {prepared / MANIFEST}, e.g. {unknown[0]!r}; "
+            "the split list belongs to another prepared dataset - regenerate it with `tbfast data splits`"
+        )
+    return out
+
+
+def split_indices(records: list[VideoRecord], split: str) -> list[int]:
+    if split not in ("train", "test"):
+        raise UserError(f"split must be 'train' or 'test', not {split!r}")
+    return [i for i, r in enumerate(records) if r.split == split]

@@ -1,0 +1,223 @@
+"""``tbfast data prep``: transcode a dataset in parallel and write its manifest.
+
+Safety: every output is written under a temporary name (``.<name>.partial-<pid>``) and renamed
+only after it decoded with the expected frame count. Each finished video is then appended to a
+journal (``OUT/.prep_journal.jsonl``, flushed and fsync'd), so completed work survives a kill -9;
+a re-run trusts an output only when the journal has it with the same settings, the same source
+size/mtime and the same output size. Temporary files are never trusted and are removed on start.
+The manifest, classes and report are written atomically at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from multiprocessing import get_context
+from pathlib import Path
+
+from tbfast.data.manifest import (REPORT, SHORT_FRAMES, VideoRecord, atomic_write_text, write_classes,
+                                  write_manifest)
+from tbfast.data.sources import SourceItem, list_source
+from tbfast.data.transcode import CODECS, BadVideo, Settings, transcode
+from tbfast.errors import UserError
+
+JOURNAL = ".prep_journal.jsonl"
+
+
+def _safe_dir(name: str) -> str:
+    return name.replace("/", "_").replace("\\", "_").replace(" ", "_")
+
+
+def output_paths(items: list[SourceItem], codec: str) -> list[str]:
+    """``videos/<class>/<stem><ext>`` for each item, unique (a clash keeps the source extension)."""
+    ext = CODECS[codec][2]
+    stems = [(_safe_dir(it.class_name), Path(it.source).stem) for it in items]
+    seen: dict[tuple[str, str], int] = {}
+    for s in stems:
+        seen[s] = seen.get(s, 0) + 1
+    out = []
+    for it, (d, stem) in zip(items, stems):
+        if seen[(d, stem)] > 1:
+            stem = f"{stem}_{Path(it.source).suffix.lstrip('.')}"
+        out.append(f"videos/{d}/{stem}{ext}")
+    return out
+
+
+def _source_id(path: Path) -> list:
+    try:
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [None, None]
+
+
+def _work(src: str, dst: str, settings: Settings) -> dict:
+    """Worker: transcode to a temporary name, verify, rename. Returns a plain dict."""
+    import av
+
+    av.logging.set_level(av.logging.PANIC)
+    dst_p = Path(dst)
+    dst_p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst_p.with_name(f".{dst_p.name}.partial-{os.getpid()}")
+    try:
+        res = transcode(src, tmp, settings)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst_p)
+        return {"ok": True, **asdict(res), "size": dst_p.stat().st_size}
+    except BadVideo as exc:
+        return {"ok": False, "reason": str(exc)}
+    except Exception as exc:  # a crash on one video must not stop the others
+        return {"ok": False, "reason": f"unexpected error: {type(exc).__name__}: {exc}"}
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _read_journal(path: Path) -> dict[str, dict]:
+    entries: dict[str, dict] = {}
+    if not path.is_file():
+        return entries
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                e = json.loads(line)
+                entries[e["source"]] = e
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line after a kill
+    return entries
+
+
+def prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path | None = None, split_id: int = 1,
+            test_fraction: float = 0.0, seed: int = 0, codec: str = "vp9", fps: float | None = None,
+            gop: int = 16, short_side: int = 128, workers: int | None = None, crf: int | None = None,
+            console=None, show_progress: bool = True) -> dict:
+    """Prepare ``src`` into ``out``; return the report dict (also written to OUT/prep_report.json)."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    console = console or Console(stderr=True)
+    src, out = Path(src), Path(out)
+    if codec not in CODECS:
+        raise UserError(f"--codec {codec!r}: choose one of {', '.join(CODECS)}")
+    if gop < 1:
+        raise UserError("--gop must be at least 1")
+    if short_side < 2:
+        raise UserError("--short-side must be at least 2")
+    if fps is not None and fps <= 0:
+        raise UserError("--fps must be positive")
+    if out.resolve() == src.resolve():
+        raise UserError("OUT must differ from SRC")
+    classes, items = list_source(fmt, src, Path(splits) if splits else None, split_id, test_fraction, seed)
+    if not items:
+        raise UserError(f"no videos listed in {src} for format {fmt}; check SRC, --format and --splits")
+    workers = workers or os.cpu_count() or 1
+    workers = max(1, min(workers, len(items)))
+    settings = Settings(codec=codec, fps=fps, gop=gop, short_side=short_side,
+                        threads=max(1, (os.cpu_count() or 1) // workers), crf=crf)
+    out.mkdir(parents=True, exist_ok=True)
+    # temporary files of an interrupted run are never trusted
+    if (out / "videos").is_dir():
+        for p in (out / "videos").rglob(".*.partial-*"):
+            p.unlink(missing_ok=True)
+    dsts = output_paths(items, codec)
+    label = {c: i for i, c in enumerate(classes)}
+    journal_path = out / JOURNAL
+    journal = _read_journal(journal_path)
+    key = settings.key()
+
+    records: dict[int, VideoRecord] = {}
+    failures, warnings, todo = [], [], []
+    kept: dict[str, dict] = {}  # journal entries of this run's valid outputs
+    skipped = 0
+    for i, (it, dst) in enumerate(zip(items, dsts)):
+        e = journal.get(it.source)
+        sid = _source_id(src / it.source)
+        if (e and e.get("key") == key and e.get("src_id") == sid and e["record"]["path"] == dst
+                and (out / dst).is_file() and (out / dst).stat().st_size == e.get("size")):
+            rec = VideoRecord.from_dict(e["record"])
+            rec.label, rec.class_name, rec.split = label[it.class_name], it.class_name, it.split
+            records[i] = rec
+            kept[it.source] = e
+            warnings.extend({"source": it.source, "reason": n} for n in e.get("notes", []))
+            skipped += 1
+        else:
+            todo.append(i)
+    if skipped:
+        console.print(f"[green]skipping {skipped} video(s) already prepared and valid[/green]")
+
+    t0 = time.time()
+    jf = open(journal_path, "a", encoding="utf-8")
+
+    def done(i: int, res: dict) -> None:
+        it, dst = items[i], dsts[i]
+        if not res["ok"]:
+            failures.append({"source": it.source, "class_name": it.class_name, "split": it.split,
+                             "reason": res["reason"]})
+            console.print(f"[red]FAILED[/red] {it.source}: {res['reason']}")
+            return
+        flags = ["short"] if res["frames"] < SHORT_FRAMES else []
+        if res["src_width"] % 2 or res["src_height"] % 2:
+            flags.append("odd_size")
+        rec = VideoRecord(path=dst, label=label[it.class_name], class_name=it.class_name, split=it.split,
+                          frames=res["frames"], fps=round(res["fps"], 6), width=res["width"],
+                          height=res["height"], source=it.source, flags=flags)
+        records[i] = rec
+        for n in res["notes"]:
+            warnings.append({"source": it.source, "reason": n})
+            console.print(f"[yellow]note[/yellow] {it.source}: {n}")
+        entry = {"source": it.source, "key": key, "src_id": _source_id(src / it.source),
+                 "size": res["size"], "record": asdict(rec), "notes": res["notes"]}
+        kept[it.source] = entry
+        jf.write(json.dumps(entry) + "\n")
+        jf.flush()
+        os.fsync(jf.fileno())
+
+    columns = (TextColumn("[bold]prep[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("videos"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console, disable=not show_progress or not todo) as bar:
+            task = bar.add_task("prep", total=len(todo))
+            if workers == 1 or len(todo) <= 1:
+                for i in todo:
+                    done(i, _work(str(src / items[i].source), str(out / dsts[i]), settings))
+                    bar.advance(task)
+            elif todo:
+                with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                    futs = {pool.submit(_work, str(src / items[i].source), str(out / dsts[i]), settings): i
+                            for i in todo}
+                    for fut in as_completed(futs):
+                        done(futs[fut], fut.result())
+                        bar.advance(task)
+    finally:
+        jf.close()
+
+    # compact the journal to this run's outputs
+    atomic_write_text(journal_path, "".join(json.dumps(kept[k]) + "\n" for k in sorted(kept)))
+    ordered = [records[i] for i in sorted(records, key=lambda i: dsts[i])]
+    write_manifest(out, ordered)
+    write_classes(out, classes)
+    counts = {
+        "listed": len(items),
+        "prepared": len(ordered),
+        "transcoded": len(ordered) - skipped,
+        "skipped": skipped,
+        "failed": len(failures),
+        "short": sum("short" in r.flags for r in ordered),
+        "train": sum(r.split == "train" for r in ordered),
+        "test": sum(r.split == "test" for r in ordered),
+        "classes": len(classes),
+    }
+    report = {
+        "format": fmt, "source": str(src), "split_id": split_id,
+        "settings": {"codec": codec, "fps": fps, "gop": gop, "short_side": short_side, "workers": workers},
+        "counts": counts, "elapsed_s": round(time.time() - t0, 3),
+        "failures": sorted(failures, key=lambda f: f["source"]),
+        "warnings": sorted(warnings, key=lambda w: (w["source"], w["reason"])),
+        "skipped": skipped,
+    }
+    atomic_write_text(out / REPORT, json.dumps(report, indent=1) + "\n")
+    return report

@@ -1,0 +1,112 @@
+"""Synthetic dataset: official UCF101 layout, determinism, time-reversal pairs."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from tbfast.data.synthetic import class_names, make_synthetic_dataset, render_video, SynthOptions
+from tbfast.errors import UserError
+
+
+def test_layout_and_split_files(synth_src):
+    lists = synth_src / "ucfTrainTestlist"
+    ci = (lists / "classInd.txt").read_bytes()
+    assert ci == b"1 Square\r\n2 Ring\r\n3 MoveUp\r\n4 MoveDown\r\n"
+    train = (lists / "trainlist01.txt").read_bytes().decode().split("\r\n")[:-1]
+    test = (lists / "testlist01.txt").read_bytes().decode().split("\r\n")[:-1]
+    assert len(train) == 8 and len(test) == 8
+    assert "Ring/v_Ring_g13_c01.avi 2" in train
+    for ln in test:
+        cls, name = ln.split("/")
+        assert name.startswith(f"v_{cls}_g") and int(name.split("_g")[1][:2]) <= 7 and " " not in ln
+    for ln in train:
+        path, label = ln.split(" ")
+        assert int(path.split("_g")[1][:2]) >= 8
+        assert (synth_src / "UCF-101" / path).is_file()
+
+
+def test_videos_are_mpeg4_avi_with_varied_lengths(synth_src):
+    import av
+
+    lengths = []
+    for p in sorted((synth_src / "UCF-101").rglob("*.avi")):
+        with av.open(str(p)) as c:
+            st = c.streams.video[0]
+            assert c.format.name == "avi" and st.codec_context.name == "mpeg4"
+            assert (st.codec_context.width, st.codec_context.height) == (32, 24)
+            lengths.append(sum(1 for _ in c.decode(st)))
+    assert len(lengths) == 16 and min(lengths) >= 20 and max(lengths) <= 70
+    assert min(lengths) < 64 and len(set(lengths)) > 4
+
+
+def test_deterministic_and_reused(tmp_path):
+    opts = dict(classes=2, videos_per_class=2, size=(16, 16), frames=(6, 8), seed=3)
+    digests = []
+    for sub in ("a", "b"):
+        out = make_synthetic_dataset(tmp_path / sub, **opts)
+        digests.append({p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                        for p in sorted(out.rglob("*")) if p.is_file()})
+    assert digests[0] == digests[1] and len(digests[0]) == 4 + 3 + 1
+    other = make_synthetic_dataset(tmp_path / "c", **{**opts, "seed": 4})
+    v = "UCF-101/MoveUp/v_MoveUp_g01_c01.avi"
+    assert (other / v).read_bytes() != (tmp_path / "a" / v).read_bytes()
+    # same options: reused untouched; other options: refused without force
+    mtime = (tmp_path / "a" / v).stat().st_mtime_ns
+    make_synthetic_dataset(tmp_path / "a", **opts)
+    assert (tmp_path / "a" / v).stat().st_mtime_ns == mtime
+    with pytest.raises(UserError, match="--force"):
+        make_synthetic_dataset(tmp_path / "a", **{**opts, "seed": 5})
+    make_synthetic_dataset(tmp_path / "a", force=True, **{**opts, "seed": 4})
+    assert (tmp_path / "a" / v).read_bytes() == (other / v).read_bytes()
+
+
+def test_order_pairs_are_time_reversals():
+    for fwd, rev in [("MoveUp", "MoveDown"), ("Grow", "Shrink"), ("FadeIn", "FadeOut"), ("SpeedUp", "SlowDown")]:
+        a = render_video(fwd, 12, (32, 24), np.random.default_rng(1), np.random.default_rng(2))
+        b = render_video(rev, 12, (32, 24), np.random.default_rng(1), np.random.default_rng(2))
+        assert np.array_equal(a[::-1], b)
+        assert not np.array_equal(a, b)
+
+
+def _object_row(frames, bg_frames):
+    diff = np.abs(frames.astype(float) - bg_frames.astype(float)).mean(-1)
+    rows = np.arange(frames.shape[1])[None, :, None]
+    return (diff * rows).sum((1, 2)) / diff.sum((1, 2))
+
+
+def test_move_up_goes_up_even_in_grey_and_flipped():
+    rng_args = lambda: (np.random.default_rng(7), np.random.default_rng(8))  # noqa: E731
+    up = render_video("MoveUp", 40, (64, 48), *rng_args()).astype(float)
+    grey = up.mean(-1, keepdims=True)
+    flipped = grey[:, :, ::-1]
+    # the object's luminance differs from the background's, so it moves in grey, flipped frames too
+    row_centre = []
+    for clip in (grey, flipped):
+        med = np.median(clip, axis=0)
+        d = (np.abs(clip - med).sum(-1) > 50).astype(float)  # object and distractors, not noise
+        rows = np.arange(clip.shape[1])[None, :, None]
+        row_centre.append((d * rows).sum((1, 2)) / np.maximum(d.sum((1, 2)), 1))
+    for rc in row_centre:
+        assert rc[:8].mean() - rc[-8:].mean() > 8  # moved up by more than 8 px of 48
+
+
+def test_class_counts_and_validation():
+    assert class_names(SynthOptions()) == ["Square", "Ring", "Stripes", "Cross", "MoveUp", "MoveDown",
+                                           "Grow", "Shrink", "FadeIn", "FadeOut"]
+    assert len(class_names(SynthOptions(classes=16))) == 16
+    for bad in (dict(classes=17), dict(size=(33, 24)), dict(frames=(10, 5)), dict(videos_per_class=1),
+                dict(groups=5)):
+        with pytest.raises(UserError):
+            SynthOptions(**bad).validate()
+
+
+def test_cli_synth(tmp_path, capsys):
+    from tbfast.cli import main
+
+    rc = main(["data", "synth", str(tmp_path / "s"), "--classes", "2", "--videos-per-class", "2",
+               "--size", "16x16", "--frames", "4", "5"])
+    assert rc == 0 and "4 videos, 2 classes" in capsys.readouterr().out
+    assert len(list((tmp_path / "s" / "UCF-101").rglob("*.avi"))) == 4
+    assert main(["data", "synth", str(tmp_path / "s"), "--size", "17x16"]) == 2

@@ -103,7 +103,7 @@ def build_pipeline(layout: GraphLayout, *, size: int, batch_size: int, device: s
         encoded = _src("encoded", types.UINT8, 1)
         frames = _src("decode", types.INT32, 1)
         video = fn.decoders.video(encoded, frames=frames, device="mixed" if device == "gpu" else "cpu",
-                                  name="decoder")
+                                  pad_mode="edge", name="decoder")  # a manifest overcounting frames repeats the last
         cut = {}  # (group, k) -> rearranged clip, shared by the views
         for group in layout.groups:
             for k in range(layout.clips_in(group) if layout.per_clip else 1):

@@ -143,15 +143,14 @@ class ClipLoader:
 
     def _locate_corrupt(self, batch: list[int], plans: list[SamplePlan], exc: Exception) -> CorruptVideoError:
         """Decode each sample of the failed batch alone to name the broken file(s)."""
-        from dali_pipelines.probe import probe_decode
+        from dali_pipelines.probe import dali_reason, probe_decode
 
         bad = []
         for i, p in zip(batch, plans):
             err = probe_decode(self._read(i), p.decode)
             if err is not None:
                 bad.append(f"{self.prepared / self.records[i].path} (manifest index {i}): {err}")
-        first = str(exc).strip().splitlines()
-        detail = "; ".join(bad) if bad else f"one of {[self.records[i].path for i in batch]} ({first[0] if first else exc})"
+        detail = "; ".join(bad) if bad else f"one of {[self.records[i].path for i in batch]} ({dali_reason(exc)})"
         return CorruptVideoError(f"cannot decode {detail}; re-encode it with `tbfast data prep` or remove it "
                                  "from the manifest/split list")
 

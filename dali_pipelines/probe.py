@@ -25,6 +25,18 @@ def probe_decode(encoded: np.ndarray, frames: np.ndarray) -> str | None:
         if out.shape()[0][0] != len(frames):
             return f"decoded {out.shape()[0][0]} of {len(frames)} frames"
     except Exception as exc:  # noqa: BLE001 - any decoder failure means "this file is broken"
-        lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-        return lines[0] if lines else type(exc).__name__
+        return dali_reason(exc)
     return None
+
+
+def dali_reason(exc: BaseException) -> str:
+    """The informative line of a DALI pipeline error (not "Critical error in pipeline")."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith(("Assert on", "Error", "[")) and "pipeline definition" not in ln:
+            if ln.startswith("Assert on") and "failed:" in ln:
+                return ln.split("failed:", 1)[1].strip()
+    for ln in lines:
+        if "Critical error" not in ln and "no longer valid" not in ln and not ln.startswith("File "):
+            return ln
+    return type(exc).__name__

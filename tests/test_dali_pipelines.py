@@ -1,0 +1,234 @@
+"""DALI clip pipelines on tiny frame-coded VP9 videos (CPU backend; GPU tests skip without CUDA)."""
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("nvidia.dali")
+
+from dali_pipelines import build_loader  # noqa: E402
+from dali_pipelines.testdata import decode_index, make_dataset  # noqa: E402
+
+LENGTHS = [100, 70, 20, 90, 64, 45, 80, 33, 100]  # index 2 (20) and 7 (33) are short: padded
+STATIC = [False] * 9 + [True, True, True, True]
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dali_prepared")
+    return make_dataset(root, LENGTHS + [40] * 4, static=STATIC, width=48, height=32)
+
+
+CODED = list(range(len(LENGTHS)))
+STILL = list(range(len(LENGTHS), len(LENGTHS) + 4))
+
+
+def pyav_frames(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def clip_indices(clips):
+    """(N, 3, T, S, S) -> (N, T) decoded frame codes."""
+    x = clips.permute(0, 2, 3, 4, 1).numpy()
+    return np.array([[decode_index(x[n, t]) for t in range(x.shape[1])] for n in range(x.shape[0])])
+
+
+def halves(frame):
+    h, w = frame.shape[:2]
+    return np.array([frame[h // 4, w // 2], frame[3 * h // 4, w // 2]], np.float64)
+
+
+def check_layout(t, n, frames):
+    assert t.dtype == torch.float32 and t.shape == (n, 3, frames, SIZE, SIZE)
+    assert t.is_contiguous(memory_format=torch.channels_last_3d)
+    assert float(t.min()) >= 0.0 and float(t.max()) <= 1.0
+
+
+@pytest.mark.parametrize("mode", ["ssl", "train", "eval", "similarity"])
+def test_every_mode_returns_exactly_the_planned_frames(prepared, mode):
+    from tbfast.data.manifest import read_manifest
+
+    records = read_manifest(prepared)
+    loader = build_loader(prepared, mode, indices=CODED, batch_size=3, size=SIZE, augment=False, seed=3)
+    seen = []
+    decoded = {}
+    for batch in loader:
+        b = len(batch["index"])
+        seen += batch["index"].tolist()
+        if mode == "ssl":
+            check_layout(batch["long0"], b, 16)
+            check_layout(batch["short1"], 4 * b, 16)
+            pairs = [(batch["long0"], batch["frames_long"].reshape(b, 16)),
+                     (batch["long1"], batch["frames_long"].reshape(b, 16)),
+                     (batch["short0"], batch["frames_short"].reshape(4 * b, 16)),
+                     (batch["short1"], batch["frames_short"].reshape(4 * b, 16))]
+            fl, fs = batch["frames_long"], batch["frames_short"]
+            for i in range(b):  # long clip = s0 + 4k, shorts tile s0..s0+63 (clamped)
+                n = records[int(batch["index"][i])].frames
+                s0 = int(fs[i, 0, 0])
+                assert fl[i].tolist() == [min(s0 + 4 * k, n - 1) for k in range(16)]
+                assert fs[i].reshape(-1).tolist() == [min(s0 + k, n - 1) for k in range(64)]
+        else:
+            k = {"train": 1, "eval": 10, "similarity": 4}[mode]
+            t = {"train": 8, "eval": 8, "similarity": 16}[mode]
+            check_layout(batch["clip"], k * b, t)
+            pairs = [(batch["clip"], batch["frames"].reshape(k * b, t))]
+        assert batch["label"].tolist() == [records[i].label for i in batch["index"].tolist()]
+        for clips, frames in pairs:
+            # strict identity: every frame is the planned source frame
+            assert (clip_indices(clips) == frames.numpy()).all()
+            # and its colours agree with an independent PyAV decode (rounding tolerance)
+            rows = np.repeat(batch["index"].numpy(), clips.shape[0] // b)
+            for r in range(0, clips.shape[0], max(1, clips.shape[0] // 4)):
+                idx = int(rows[r])
+                if idx not in decoded:
+                    decoded[idx] = pyav_frames(prepared / records[idx].path)
+                for t in range(clips.shape[2]):
+                    ours = halves(clips[r, :, t].permute(1, 2, 0).numpy() * 255)
+                    ref = halves(decoded[idx][int(frames[r, t])])
+                    assert np.abs(ours - ref).max() <= 6
+    if mode in ("eval", "similarity"):
+        assert seen == CODED  # in order, every sample once, last batch smaller
+    else:
+        assert len(seen) == len(CODED) // 3 * 3 and len(set(seen)) == len(seen)
+
+
+def test_short_video_is_padded_by_repeating_the_last_frame(prepared):
+    loader = build_loader(prepared, "ssl", indices=[2], batch_size=1, size=SIZE, augment=False)
+    batch = next(iter(loader))
+    assert batch["frames_short"].reshape(-1).tolist() == list(range(20)) + [19] * 44
+    assert clip_indices(batch["short0"]).reshape(-1).tolist() == list(range(20)) + [19] * 44
+    assert clip_indices(batch["long1"])[0, -1] == 19
+
+
+def test_augmentation_constant_within_clip_and_independent_between_views(prepared):
+    loader = build_loader(prepared, "ssl", indices=STILL, batch_size=4, size=SIZE, seed=11)
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        batch = next(iter(loader))
+        for name in ("long0", "long1", "short0", "short1"):
+            x = batch[name]
+            # a still video: every frame of an augmented clip must be identical
+            assert (x - x[:, :, :1]).abs().max() < 1e-6, name
+        assert not torch.allclose(batch["long0"], batch["long1"])
+        assert not torch.allclose(batch["short0"], batch["short1"])
+        # the four short clips of one view got their own parameters
+        s = batch["short0"].reshape(4, 4, 3, 16, SIZE, SIZE)
+        assert not all(torch.allclose(s[0, 0], s[0, j]) for j in range(1, 4))
+        # the plan is what was applied: erase boxes are zero, a dropped channel is zero, grey is grey
+        for b, idx in enumerate(batch["index"].tolist()):
+            plan = loader.plan(idx)
+            for v in range(2):
+                view = plan.views["long"][v][0]
+                img = batch[f"long{v}"][b, :, 0].numpy()  # (3, S, S)
+                for y, x0, h, w in view.erase:
+                    assert np.all(img[:, y : y + h, x0 : x0 + w] == 0)
+                if view.drop_channel >= 0:
+                    assert np.all(img[view.drop_channel] == 0)
+                if view.gray and view.drop_channel < 0 and not view.erase:
+                    assert np.abs(img[0] - img[1]).max() < 2 / 255 and np.abs(img[1] - img[2]).max() < 2 / 255
+
+
+def test_flip_and_crop_follow_the_plan(prepared):
+    """A still picture with a red top-left block: a flipped view has it on the right."""
+    # crop side = short side, so the block (left third, top third) is in every crop but the rightmost
+    from tbfast.data.plans import AugSpec, default_spec
+
+    aug = AugSpec(crop_scale=(1.0, 1.0), flip_p=0.5, contrast_p=0, hue_p=0, saturation_p=0,
+                  brightness_p=0, gray_p=0, channel_drop_p=0, erase_p=0)
+    spec = default_spec("train", aug=aug)
+    loader = build_loader(prepared, "train", indices=STILL, batch_size=4, size=SIZE, seed=2, spec=spec)
+    flips = []
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        batch = next(iter(loader))
+        for b, idx in enumerate(batch["index"].tolist()):
+            flip = loader.plan(idx).views["clip"][0][0].flip
+            blue = batch["clip"][b, 2, 0]  # (S, S): 30/255 in the block, 96/255 elsewhere
+            left, right = float(blue[:3, :3].mean()), float(blue[:3, -3:].mean())
+            if abs(left - right) < 0.1:  # the crop left the block out
+                continue
+            assert (right < left) == flip
+            flips.append(flip)
+    assert any(flips) and not all(flips)
+
+
+def test_sharding_two_ranks_disjoint_complete(prepared):
+    got = []
+    for rank in range(2):
+        loader = build_loader(prepared, "eval", indices=CODED, batch_size=2, size=SIZE, shard_id=rank,
+                              num_shards=2)
+        got.append([i for b in loader for i in b["index"].tolist()])
+    assert not set(got[0]) & set(got[1]) and sorted(got[0] + got[1]) == CODED
+    lens = [len(build_loader(prepared, "ssl", indices=CODED, batch_size=2, shard_id=r, num_shards=2)) for r in range(2)]
+    assert lens == [2, 2]
+
+
+def test_epochs_reorder_and_start_batch_resumes_exactly(prepared):
+    loader = build_loader(prepared, "train", indices=CODED, batch_size=2, size=SIZE, seed=4)
+    assert len(loader) == 4
+    loader.set_epoch(1)
+    full = [(b["index"].clone(), b["clip"].clone()) for b in loader]
+    loader.set_epoch(2)
+    other = [b["index"].tolist() for b in loader]
+    assert [i.tolist() for i, _ in full] != other
+    loader.set_epoch(1, start_batch=2)
+    resumed = [(b["index"].clone(), b["clip"].clone()) for b in loader]
+    assert len(resumed) == 2
+    for (i0, c0), (i1, c1) in zip(full[2:], resumed):
+        assert torch.equal(i0, i1) and torch.equal(c0, c1)
+    # a fresh loader with the same seed reproduces the epoch (another process after SIGKILL)
+    again = build_loader(prepared, "train", indices=CODED, batch_size=2, size=SIZE, seed=4)
+    again.set_epoch(1)
+    assert all(torch.equal(b["clip"], c) for b, (_, c) in zip(again, full))
+
+
+def test_batches_stay_valid_while_referenced(prepared):
+    """The zero-copy hand-over must not let a later batch overwrite an earlier one."""
+    loader = build_loader(prepared, "train", indices=CODED, batch_size=2, size=SIZE)
+    it = iter(loader)
+    first = next(it)
+    saved = first["clip"].clone()
+    for _ in it:
+        pass
+    assert torch.equal(first["clip"], saved)
+
+
+def test_abandoned_epoch_leaves_the_loader_usable(prepared):
+    loader = build_loader(prepared, "train", indices=CODED, batch_size=2, size=SIZE)
+    for _ in loader:
+        break
+    assert len(list(loader)) == len(loader)
+
+
+def test_corrupt_file_names_the_file_and_never_hangs(tmp_path):
+    root = make_dataset(tmp_path / "bad", [40, 40, 40, 40], corrupt=[2])
+    code = textwrap.dedent(f"""
+        from dali_pipelines import build_loader
+        from tbfast.errors import UserError
+        loader = build_loader({str(root)!r}, "train", batch_size=2, size=16, shuffle=False)
+        try:
+            for b in loader:
+                pass
+        except UserError as e:
+            print("ERROR:", e)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
+    assert "ERROR:" in res.stdout, res.stdout + res.stderr
+    assert "v0002.webm" in res.stdout and "manifest index 2" in res.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (GPU path unverified without one)")
+def test_gpu_path_matches_cpu_frames(prepared):
+    cpu = next(iter(build_loader(prepared, "eval", indices=CODED[:2], batch_size=2, size=SIZE)))
+    gpu = next(iter(build_loader(prepared, "eval", indices=CODED[:2], batch_size=2, size=SIZE, device="gpu")))
+    assert gpu["clip"].is_cuda and gpu["clip"].is_contiguous(memory_format=torch.channels_last_3d)
+    assert (clip_indices(gpu["clip"].cpu()) == clip_indices(cpu["clip"])).all()
+    assert (gpu["clip"].cpu() - cpu["clip"]).abs().mean() < 0.02

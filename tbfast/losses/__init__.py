@@ -1,1 +1,14 @@
-"""tbfast.losses"""
+"""tbfast.losses: reference (readable) loss functions; fused versions live in tbfast.kernels."""
+from tbfast.losses.contrastive import (
+    global_local_loss,
+    invariant_loss,
+    local_local_loss,
+    nt_xent,
+    ssl_objective,
+)
+from tbfast.losses.distill import DISTILL_KINDS, distill
+
+__all__ = [
+    "nt_xent", "invariant_loss", "local_local_loss", "global_local_loss", "ssl_objective",
+    "distill", "DISTILL_KINDS",
+]

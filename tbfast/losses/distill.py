@@ -1,0 +1,34 @@
+"""Distillation divergences between student and teacher class probabilities (METHOD.md §4)."""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["distill", "DISTILL_KINDS"]
+
+DISTILL_KINDS = ("l2", "kl", "js")
+
+
+def _log(p: torch.Tensor) -> torch.Tensor:
+    # clamp only exact zeros so log stays finite; any representable positive p is unchanged
+    return torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
+
+
+def distill(p_student: torch.Tensor, p_teacher: torch.Tensor, kind: str = "l2") -> torch.Tensor:
+    """Divergence between probabilities p_student, p_teacher: (B, C) -> scalar.
+
+    ``l2``: mean squared error over batch x classes; ``kl``: KL(p_teacher || p_student), batch mean;
+    ``js``: Jensen-Shannon divergence (natural log), batch mean. p_teacher is detached.
+    """
+    p_t = p_teacher.detach()
+    p_s = p_student
+    if kind == "l2":
+        return (p_s - p_t).pow(2).mean()
+    if kind == "kl":
+        return (torch.xlogy(p_t, p_t) - p_t * _log(p_s)).sum(-1).mean()
+    if kind == "js":
+        m = 0.5 * (p_s + p_t)
+        log_m = _log(m)
+        kl_t = (torch.xlogy(p_t, p_t) - p_t * log_m).sum(-1)
+        kl_s = (torch.xlogy(p_s, p_s) - p_s * log_m).sum(-1)
+        return (0.5 * (kl_t + kl_s)).mean()
+    raise ValueError(f"unknown distillation kind {kind!r}; choose one of {', '.join(DISTILL_KINDS)}")

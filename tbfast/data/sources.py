@@ -223,7 +223,7 @@ def list_folder(src: Path, test_fraction: float = 0.0, seed: int = 0) -> tuple[l
     for cls in classes:
         # a broken symlink or unreadable file still counts: prep reports it instead of skipping it silently
         vids = sorted(p.name for p in (src / cls).iterdir()
-                      if not p.name.startswith(".") and not p.is_dir() and p.suffix.lower() in VIDEO_EXTS)
+                      if not p.name.startswith(".") and p.suffix.lower() in VIDEO_EXTS)
         n_test = int(round(len(vids) * test_fraction)) if test_fraction > 0 else 0
         if test_fraction > 0 and len(vids) >= 2:
             n_test = min(max(n_test, 1), len(vids) - 1)

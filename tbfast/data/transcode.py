@@ -142,7 +142,8 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
         header_frames = int(ist.frames or 0)
         w, h = out_size(src_w, src_h, settings.short_side)
 
-        out = av.open(str(dst), mode="w", format=fmt)
+        # bitexact: no random segment UID or encoder string, so identical inputs give identical files
+        out = av.open(str(dst), mode="w", format=fmt, options={"fflags": "+bitexact"})
         try:
             ost = out.add_stream(codec_name, rate=rate)
             ost.width, ost.height, ost.pix_fmt = w, h, "yuv420p"

@@ -1,0 +1,262 @@
+"""`tbfast data prep`: manifest matches the source, outputs are VP9/CFR/GOP 16, bad inputs,
+resumability, interrupted runs, variable frame rate, DALI CPU decoding."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tbfast.cli import main
+from tbfast.data.manifest import read_classes, read_manifest, split_indices
+from tbfast.data.prep import JOURNAL, prepare
+from tbfast.data.transcode import keyframe_indices, verify
+
+
+def _frames(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def _write(path, frames, rate=25, codec="mpeg4", fmt="avi", pts=None, time_base=None):
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format=fmt) as c:
+        st = c.add_stream(codec, rate=rate)
+        st.height, st.width = frames.shape[1:3]
+        st.pix_fmt = "yuv420p"
+        if time_base:
+            st.time_base = time_base
+            st.codec_context.time_base = time_base
+        for i, a in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(a, format="rgb24")
+            f.pts = i if pts is None else pts[i]
+            if time_base:
+                f.time_base = time_base
+            for p in st.encode(f):
+                c.mux(p)
+        for p in st.encode(None):
+            c.mux(p)
+    return path
+
+
+def _grey(n, h=24, w=32, levels=None):
+    levels = levels if levels is not None else [8 * (i % 30) + 8 for i in range(n)]
+    return np.stack([np.full((h, w, 3), v, np.uint8) for v in levels])
+
+
+def test_manifest_matches_source(prepared, synth_src):
+    records = read_manifest(prepared)
+    classes = read_classes(prepared)
+    assert classes == ["Square", "Ring", "MoveUp", "MoveDown"]
+    assert len(records) == 16 and len(split_indices(records, "train")) == 8
+    assert [r.path for r in records] == sorted(r.path for r in records)
+    for r in records:
+        src = synth_src / r.source
+        assert r.path == f"videos/{r.class_name}/{Path(r.source).stem}.webm"
+        assert r.label == classes.index(r.class_name)
+        group = int(r.source.split("_g")[1][:2])
+        assert r.split == ("test" if group <= 7 else "train")
+        assert r.frames == _frames(src) == _frames(prepared / r.path)
+        assert (r.width, r.height, r.fps) == (32, 24, 25.0)
+        assert r.flags == (["short"] if r.frames < 64 else [])
+    assert any("short" in r.flags for r in records) and not all("short" in r.flags for r in records)
+    rep = json.loads((prepared / "prep_report.json").read_text())
+    assert rep["counts"]["prepared"] == 16 and rep["counts"]["failed"] == 0 and rep["failures"] == []
+
+
+def test_outputs_vp9_yuv420p_gop16_no_audio(prepared):
+    import av
+
+    r = max(read_manifest(prepared), key=lambda r: r.frames)
+    with av.open(str(prepared / r.path)) as c:
+        assert c.format.name.startswith("matroska") and not c.streams.audio
+        st = c.streams.video[0]
+        assert st.codec_context.name in ("vp9", "libvpx-vp9")
+        assert st.codec_context.pix_fmt == "yuv420p"
+    assert keyframe_indices(prepared / r.path) == list(range(0, r.frames, 16))
+
+
+def test_cfr_frame_identity_and_h264(tmp_path):
+    src = tmp_path / "src" / "c" / "v.avi"
+    levels = [8 * (i % 30) + 8 for i in range(40)]
+    _write(src, _grey(40, 25, 33, levels))  # odd size 33x25
+    rep = prepare(tmp_path / "src", tmp_path / "out", "folder", codec="h264", short_side=24, workers=1,
+                  show_progress=False)
+    (r,) = read_manifest(tmp_path / "out")
+    assert r.path.endswith(".mp4") and (r.width, r.height) == (32, 24) and r.flags == ["short", "odd_size"]
+    assert any("odd frame size" in w["reason"] for w in rep["warnings"])
+    import av
+
+    with av.open(str(tmp_path / "out" / r.path)) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        got = [f.to_ndarray(format="gray").mean() for f in c.decode(video=0)]
+    assert np.abs(np.array(got) - np.array(levels)).max() < 6  # frame k is source frame k
+
+
+def test_variable_frame_rate_resampled_to_cfr(tmp_path):
+    # 30 frames with gaps: ms timestamps 0,40,...; then 80 ms steps; then 20 ms steps
+    pts, t = [], 0
+    for i in range(30):
+        pts.append(t)
+        t += 40 if i < 10 else 80 if i < 20 else 20
+    levels = [8 * i + 8 for i in range(30)]
+    src = _write(tmp_path / "src" / "c" / "vfr.mkv", _grey(30, levels=levels), codec="libvpx-vp9", fmt="matroska",
+                 pts=pts, time_base=Fraction(1, 1000))
+    prepare(tmp_path / "src", tmp_path / "out", "folder", fps=25, short_side=24, workers=1, show_progress=False)
+    (r,) = read_manifest(tmp_path / "out")
+    expect = [max(i for i, p in enumerate(pts) if round(p / 40) <= k) for k in range(round(pts[-1] / 40) + 1)]
+    assert r.frames == len(expect) == 35 and r.fps == 25.0
+    import av
+
+    with av.open(str(tmp_path / "out" / r.path)) as c:
+        got = [f.to_ndarray(format="rgb24").mean() for f in c.decode(video=0)]
+    idx = [int(round((g - 8) / 8)) for g in got]
+    assert idx == expect
+
+
+def _bad_folder(tmp_path, synth_src):
+    src = tmp_path / "src"
+    good = sorted((synth_src / "UCF-101" / "Ring").glob("*.avi"))[:2]
+    (src / "good").mkdir(parents=True)
+    for g in good:
+        shutil.copy(g, src / "good" / g.name)
+    bad = src / "bad"
+    bad.mkdir()
+    (bad / "empty.avi").write_bytes(b"")
+    data = good[0].read_bytes()
+    (bad / "truncated.avi").write_bytes(data[: len(data) // 2])
+    (bad / "notavideo.mp4").write_bytes(b"this is not a video\n" * 50)
+    (bad / "missing.avi").symlink_to(tmp_path / "nowhere.avi")
+    (bad / "unreadable.avi").mkdir()  # a folder where a video should be
+    if os.geteuid() != 0:  # root reads everything
+        (bad / "noperm.avi").write_bytes(data)
+        (bad / "noperm.avi").chmod(0)
+    _write(bad / "odd.avi", _grey(20, 25, 35))
+    _write(bad / "tiny.avi", _grey(3))
+    return src
+
+
+def test_bad_inputs_reported_rest_proceeds_and_rerun_skips(tmp_path, synth_src, capsys):
+    src = _bad_folder(tmp_path, synth_src)
+    out = tmp_path / "out"
+    args = ["data", "prep", str(src), str(out), "--format", "folder", "--short-side", "24", "--workers", "2",
+            "--no-progress"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    rep = json.loads((out / "prep_report.json").read_text())
+    reasons = {Path(f["source"]).name: f["reason"] for f in rep["failures"]}
+    if "noperm.avi" in reasons:
+        assert reasons.pop("noperm.avi").startswith("unreadable")
+    assert set(reasons) == {"empty.avi", "truncated.avi", "notavideo.mp4", "missing.avi", "unreadable.avi"}
+    assert reasons["empty.avi"].startswith("empty")
+    assert reasons["truncated.avi"].startswith("truncated")
+    assert reasons["notavideo.mp4"].startswith("not a video")
+    assert reasons["missing.avi"].startswith("missing")
+    assert reasons["unreadable.avi"].startswith("unreadable")
+    for name in reasons:
+        assert name in err
+    recs = {Path(r.source).name: r for r in read_manifest(out)}
+    assert set(recs) == {good.name for good in (src / "good").iterdir()} | {"odd.avi", "tiny.avi"}
+    assert recs["tiny.avi"].frames == 3 and "short" in recs["tiny.avi"].flags
+    assert "odd_size" in recs["odd.avi"].flags and recs["odd.avi"].width % 2 == 0
+    assert rep["counts"] == {"listed": 9 + (os.geteuid() != 0), "prepared": 4, "transcoded": 4, "skipped": 0, "failed": 5, "short": 4,
+                             "train": 4, "test": 0, "classes": 2}
+    # second run: everything done is skipped, failures reported again
+    assert main(args) == 1
+    assert "skipping 4 video(s)" in capsys.readouterr().err
+    rep2 = json.loads((out / "prep_report.json").read_text())
+    assert rep2["counts"]["skipped"] == 4 and rep2["counts"]["transcoded"] == 0 and rep2["counts"]["failed"] == 5
+    assert [r.path for r in read_manifest(out)] == sorted(r.path for r in recs.values())
+
+
+def test_interrupted_run_leaves_nothing_trusted(tmp_path, synth_src):
+    src = tmp_path / "src" / "c"
+    src.mkdir(parents=True)
+    vids = sorted((synth_src / "UCF-101" / "Square").glob("*.avi"))[:3]
+    for v in vids:
+        shutil.copy(v, src / v.name)
+    out = tmp_path / "out"
+    prepare(tmp_path / "src", out, "folder", short_side=24, workers=1, show_progress=False)
+    good_bytes = {p.name: p.read_bytes() for p in (out / "videos" / "c").iterdir()}
+    # simulate kill -9 at three moments: a half-written temp file; an output renamed but not yet in the
+    # journal (here: a broken output and a stale journal); a torn journal line
+    names = sorted(good_bytes)
+    (out / "videos" / "c" / f".{names[0]}.partial-4242").write_bytes(b"half")
+    (out / "videos" / "c" / names[1]).write_bytes(good_bytes[names[1]][:100])
+    journal = (out / JOURNAL).read_text().splitlines()
+    kept = [ln for ln in journal if vids[2].name not in ln]
+    (out / JOURNAL).write_text("\n".join(kept) + "\n" + '{"source": "c/torn', encoding="utf-8")
+    (out / "manifest.jsonl").unlink()
+    rep = prepare(tmp_path / "src", out, "folder", short_side=24, workers=1, show_progress=False)
+    assert rep["counts"]["skipped"] == 1 and rep["counts"]["transcoded"] == 2 and rep["counts"]["failed"] == 0
+    assert not list(out.rglob("*.partial-*"))
+    for r in read_manifest(out):
+        assert verify(out / r.path)[0] == r.frames
+    assert {p.name: p.read_bytes() for p in (out / "videos" / "c").iterdir()} == good_bytes
+    # changed settings invalidate earlier outputs
+    rep = prepare(tmp_path / "src", out, "folder", short_side=48, workers=1, show_progress=False)
+    assert rep["counts"]["transcoded"] == 3 and read_manifest(out)[0].height == 48
+
+
+def test_real_kill_9_then_resume(tmp_path, synth_src):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "src" / "c"
+    src.mkdir(parents=True)
+    for k in range(3):  # enough work that the kill lands mid-run
+        for v in sorted((synth_src / "UCF-101").rglob("*.avi")):
+            shutil.copy(v, src / f"{k}{v.name}")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "tbfast", "data", "prep", str(tmp_path / "src"), str(out), "--format", "folder",
+           "--short-side", "24", "--workers", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        j = out / JOURNAL
+        if j.is_file() and j.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.jsonl").exists()
+    rep = prepare(tmp_path / "src", out, "folder", short_side=24, workers=1, show_progress=False)
+    assert rep["counts"]["prepared"] == 48 and 3 <= rep["counts"]["skipped"] < 48 and rep["counts"]["failed"] == 0
+    for r in read_manifest(out):
+        assert verify(out / r.path)[0] == r.frames
+
+
+def test_dali_cpu_decodes_outputs(prepared):
+    from nvidia.dali import fn, pipeline_def, types
+
+    records = read_manifest(prepared)
+    data = [np.fromfile(prepared / r.path, dtype=np.uint8) for r in records]
+
+    @pipeline_def(batch_size=len(records), num_threads=1, device_id=None, prefetch_queue_depth=1,
+                  exec_async=False, exec_pipelined=False)
+    def pipe():
+        enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1)
+        return fn.decoders.video(enc, device="cpu")
+
+    p = pipe()
+    p.build()
+    p.feed_input("enc", data)
+    (out,) = p.run()
+    for r, v in zip(records, [np.array(out[i]) for i in range(len(records))]):
+        assert v.shape == (r.frames, r.height, r.width, 3)
+        assert v.std() > 5  # real pictures, not blank frames
+
+
+def test_prep_user_errors(tmp_path, synth_src):
+    assert main(["data", "prep", str(tmp_path / "nope"), str(tmp_path / "o")]) == 2
+    assert main(["data", "prep", str(synth_src), str(tmp_path / "o"), "--splits", str(tmp_path)]) == 2

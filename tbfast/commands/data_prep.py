@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                         help="vp9 (.webm; DALI CPU and GPU) or h264 (.mp4; GPU only)")
     parser.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's)")
     parser.add_argument("--gop", type=int, default=16, help="keyframe interval in frames")
-    parser.add_argument("--short-side", type=int, default=128, help="output short side in pixels (sizes even)")
+    parser.add_argument("--short-side", type=int, default=128, help="output short side in pixels (sizes even); 0 keeps the source size")
     parser.add_argument("--crf", type=int, default=None, help="quality (default: 32 for vp9, 23 for h264)")
     parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

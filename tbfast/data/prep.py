@@ -105,8 +105,8 @@ def prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path | 
         raise UserError(f"--codec {codec!r}: choose one of {', '.join(CODECS)}")
     if gop < 1:
         raise UserError("--gop must be at least 1")
-    if short_side < 2:
-        raise UserError("--short-side must be at least 2")
+    if short_side != 0 and short_side < 2:
+        raise UserError("--short-side must be at least 2 (or 0 to keep the source size)")
     if fps is not None and fps <= 0:
         raise UserError("--fps must be positive")
     if out.resolve() == src.resolve():

@@ -44,9 +44,14 @@ class Result:
 
 
 def out_size(w: int, h: int, short_side: int) -> tuple[int, int]:
-    """Scale so the short side is ``short_side`` (aspect kept), both sides rounded to even."""
+    """Scale so the short side is ``short_side`` (aspect kept), both sides rounded to even.
+
+    ``short_side`` 0 keeps the source size (rounded to even).
+    """
     def even(x: float) -> int:
         return max(2, int(round(x / 2.0)) * 2)
+    if short_side == 0:
+        return even(w), even(h)
     if w <= h:
         return even(short_side), even(h * short_side / w)
     return even(w * short_side / h), even(short_side)

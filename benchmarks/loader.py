@@ -1,0 +1,171 @@
+"""`tbfast bench loader`: the DALI clip pipeline against a reference-style and a per-clip PyAV loader.
+
+All three follow the same plans (frames and augmentation parameters), use the same number of
+cores (DALI threads = DataLoader workers) and read the same files. Reported per loader: videos/s,
+clips/s (clip views: ssl 10 per video, train 1, eval 10) and frames/s (planned source frames
+delivered per second: the same numerator for all loaders; the reference-style loader decodes the
+whole video to deliver them). The DALI decode-only rate on the same frames is the ceiling.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument("prepared", metavar="PREPARED", help="prepared dataset folder (tbfast data prep)")
+    parser.add_argument("--mode", choices=["ssl", "train", "eval"], default="ssl", help="pipeline to measure")
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="DALI backend")
+    parser.add_argument("--json", default=None, metavar="FILE", help="write the results as JSON")
+    parser.add_argument("--videos", type=int, default=64, help="videos timed per loader (after one warm-up batch)")
+    parser.add_argument("--batch-size", type=int, default=8, help="videos per batch")
+    parser.add_argument("--size", type=int, default=112, help="output side in pixels")
+    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 2),
+                        help="DALI threads = DataLoader workers of the baselines")
+    parser.add_argument("--loaders", default="dali,decode,perclip,reference",
+                        help="comma-separated subset of dali, decode (DALI decode-only), perclip, reference")
+    parser.add_argument("--no-augment", action="store_true", help="centre crops only, in all loaders")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the plans")
+
+
+def _clips_per_video(mode: str) -> int:
+    return {"ssl": 10, "train": 1, "eval": 10}[mode]
+
+
+def _time_iter(it, batch_videos, max_videos: int) -> tuple[int, float]:
+    """Videos and seconds after the first batch (warm-up: pipeline build, worker start)."""
+    videos, t0 = 0, None
+    for batch in it:
+        if t0 is None:
+            t0 = time.perf_counter()
+            continue
+        videos += batch_videos(batch)
+        if videos >= max_videos:
+            break
+    return videos, (time.perf_counter() - t0) if t0 is not None else 0.0
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    import nvidia.dali
+    import torch
+
+    info = {"cpu": cpu, "cores": cores, "torch": torch.__version__, "dali": nvidia.dali.__version__,
+            "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    from dali_pipelines import build_loader
+    from tbfast.data.manifest import read_manifest, split_indices
+    from tbfast.data.plans import default_spec
+    from tbfast.errors import UserError
+
+    records = read_manifest(args.prepared)
+    indices = split_indices(records, "train") or list(range(len(records)))
+    spec = default_spec(args.mode)
+    need = args.videos + args.batch_size  # plus the warm-up batch
+    if len(indices) < need:
+        indices = (indices * (need // len(indices) + 1))[:need]  # repeat files to reach the count
+    indices = indices[:need]
+    if len(indices) < 2 * args.batch_size:
+        raise UserError(f"need at least {2 * args.batch_size} videos for --batch-size {args.batch_size}")
+    augment = not args.no_augment
+    wanted = [s.strip() for s in args.loaders.split(",") if s.strip()]
+    results: dict = {}
+
+    def dali_loader():
+        return build_loader(args.prepared, args.mode, indices=indices, batch_size=args.batch_size,
+                            size=args.size, device=args.device, num_threads=args.workers, seed=args.seed,
+                            augment=augment, records=records, shuffle=False, drop_last=True)
+
+    frames_per_video = {}
+    probe = dali_loader()
+    for i in set(indices):
+        frames_per_video[i] = len(probe.plan(i).decode)
+    mean_frames = sum(frames_per_video[i] for i in indices) / len(indices)
+
+    for name in wanted:
+        if name == "dali":
+            loader = dali_loader()
+            n, sec = _time_iter(iter(loader), lambda b: len(b["index"]), args.videos)
+        elif name == "decode":
+            from dali_pipelines.bench import decode_only_rate
+
+            r = decode_only_rate(dali_loader(), max_videos=args.videos)
+            n, sec = r["videos"], r["seconds"]
+        elif name in ("perclip", "reference"):
+            from tbfast_benchmarks.baselines import make_loader
+
+            torch.set_num_threads(1)
+            loader = make_loader(name, args.prepared, records, indices, spec, size=args.size,
+                                 batch_size=args.batch_size, workers=args.workers, seed=args.seed,
+                                 augment=augment)
+            n, sec = _time_iter(iter(loader), lambda b: len(b["index"]), args.videos)
+        else:
+            raise UserError(f"unknown loader {name!r}; choose from dali, decode, perclip, reference")
+        vps = n / sec if sec > 0 else float("nan")
+        results[name] = {"videos": n, "seconds": round(sec, 3), "videos_per_s": round(vps, 2),
+                         "clips_per_s": round(vps * (_clips_per_video(args.mode) if name != "decode" else 0), 1),
+                         "frames_per_s": round(vps * mean_frames, 1)}
+        print(f"  {name:<10} {vps:8.2f} videos/s  ({n} videos in {sec:.1f} s)", flush=True)
+    ratios = {}
+    if "dali" in results:
+        d = results["dali"]["videos_per_s"]
+        for other in ("reference", "perclip", "decode"):
+            if other in results and results[other]["videos_per_s"] > 0:
+                ratios[f"dali_over_{other}"] = round(d / results[other]["videos_per_s"], 2)
+    return {"mode": args.mode, "device": args.device, "batch_size": args.batch_size, "size": args.size,
+            "workers": args.workers, "augment": augment, "videos_timed": args.videos,
+            "planned_frames_per_video": round(mean_frames, 1), "prepared": str(args.prepared),
+            "machine": machine(), "results": results, "ratios": ratios,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def print_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    labels = {"dali": "DALI pipeline", "decode": "DALI decode only (ceiling)",
+              "perclip": "per-clip PyAV DataLoader", "reference": "reference-style DataLoader"}
+    t = Table(title=f"loader, mode {report['mode']}, {report['device']}, {report['workers']} workers/threads, "
+                    f"{report['size']} px, batch {report['batch_size']}")
+    for col in ("loader", "videos/s", "clips/s", "frames/s", "DALI ×"):
+        t.add_column(col, justify="left" if col == "loader" else "right")
+    d = report["results"].get("dali", {}).get("videos_per_s")
+    for name, r in report["results"].items():
+        ratio = f"{d / r['videos_per_s']:.2f}" if d and r["videos_per_s"] else "-"
+        t.add_row(labels.get(name, name), f"{r['videos_per_s']:.2f}",
+                  f"{r['clips_per_s']:.1f}" if r["clips_per_s"] else "-", f"{r['frames_per_s']:.0f}", ratio)
+    Console().print(t)
+    m = report["machine"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, DALI {m['dali']}")
+
+
+def main(args: argparse.Namespace) -> int:
+    report = run(args)
+    print_table(report)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0

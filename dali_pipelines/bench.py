@@ -1,0 +1,50 @@
+"""Decode-only ceiling: the same DALI decoder on the same planned frames, nothing else."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def decode_only_rate(loader, max_videos: int | None = None, warmup_batches: int = 1) -> dict:
+    """Decode exactly the frames ``loader`` would decode for its current epoch; no cut, no augment.
+
+    Returns videos, frames and seconds measured after ``warmup_batches`` batches.
+    """
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+
+    gpu = loader.device == "gpu"
+
+    @pipeline_def(batch_size=loader.batch_size, num_threads=loader.num_threads,
+                  device_id=loader.device_id if gpu else None, prefetch_queue_depth=1)
+    def decode_only():
+        enc = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+        fr = fn.external_source(name="decode", dtype=types.INT32, ndim=1)
+        return fn.decoders.video(enc, frames=fr, device="mixed" if gpu else "cpu", pad_mode="edge")
+
+    pipe = decode_only()
+    pipe.build()
+    batches = loader.batches()
+    if max_videos is not None:
+        batches = batches[: max(1, -(-max_videos // loader.batch_size)) + warmup_batches]
+
+    def submit(b):
+        pipe.feed_input("encoded", [loader._read(i) for i in b])
+        pipe.feed_input("decode", [loader.plan(i).decode.astype(np.int32) for i in b])
+        pipe.schedule_run()
+
+    videos = frames = 0
+    t0 = time.perf_counter()
+    submit(batches[0])
+    for n, b in enumerate(batches):
+        (out,) = pipe.outputs()
+        if n + 1 < len(batches):
+            submit(batches[n + 1])
+        if n + 1 == warmup_batches:
+            t0, videos, frames = time.perf_counter(), 0, 0
+        elif n + 1 > warmup_batches:
+            videos += len(b)
+            frames += sum(int(s[0]) for s in out.shape())
+    return {"videos": videos, "frames": frames, "seconds": time.perf_counter() - t0}

@@ -13,18 +13,18 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--splits", default=None,
                         help="split files: ucf101 the ucfTrainTestlist folder (default SRC/ucfTrainTestlist), "
                              "hmdb51 the testTrainMulti_7030_splits folder (default SRC/testTrainMulti_7030_splits), "
-                             "kinetics a CSV or a folder of CSVs (default SRC/*.csv)")
+                             "kinetics a CSV or a folder of CSVs (default SRC/*.csv)%(default).0s")
     parser.add_argument("--split-id", type=int, default=1, help="official split number (ucf101, hmdb51: 1-3)")
     parser.add_argument("--test-fraction", type=float, default=0.0,
                         help="folder format: class-balanced share of each class held out as test")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --test-fraction holdout")
     parser.add_argument("--codec", choices=("vp9", "h264"), default="vp9",
                         help="vp9 (.webm; DALI CPU and GPU) or h264 (.mp4; GPU only)")
-    parser.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's)")
+    parser.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's)%(default).0s")
     parser.add_argument("--gop", type=int, default=16, help="keyframe interval in frames")
     parser.add_argument("--short-side", type=int, default=128, help="output short side in pixels (sizes even); 0 keeps the source size")
-    parser.add_argument("--crf", type=int, default=None, help="quality (default: 32 for vp9, 23 for h264)")
-    parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU cores)")
+    parser.add_argument("--crf", type=int, default=None, help="quality (default: 32 for vp9, 23 for h264)%(default).0s")
+    parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU cores)%(default).0s")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

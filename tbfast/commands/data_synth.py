@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--classes", type=int, default=d.classes,
                         help="number of classes (about 30%% are temporal-order pairs, the rest appearance)")
     parser.add_argument("--order-pairs", type=int, default=None,
-                        help="number of time-reversal class pairs (default: round(0.3 * classes), at most 4)")
+                        help="number of time-reversal class pairs (default: round(0.3 * classes), at most 4)%(default).0s")
     parser.add_argument("--videos-per-class", type=int, default=d.videos_per_class, help="videos per class")
     parser.add_argument("--groups", type=int, default=d.groups,
                         help="UCF101 groups per class; groups 1-7 form the test split")

@@ -28,15 +28,17 @@ from torch import nn
 #: relative weight-gradient error under which a reduced-precision configuration "matches fp32".
 #: Healthy bf16 autocast gives 1e-3 to 0.3: the first convs of a net fed [0,1] inputs and followed
 #: by BatchNorm sum strongly cancelling products, which amplifies bf16 rounding (measured on the
-#: tiny backbone: 0.22-0.24 in its stem with every shallow conv in fp32). The oneDNN fault gives
-#: 0.8 to 1e36 (usually > 1e15).
+#: tiny backbone: 0.22-0.24 in its stem with every shallow conv in fp32; plain r3d18, 16x112^2,
+#: batch 2: 0.404 in its stem guarded, 0.403 with oneDNN switched off, the slow but correct bf16
+#: reference, so this is bf16's own rounding). The oneDNN fault gives 0.8 to 1e36 or NaN.
 BF16_GRAD_TOLERANCE = 0.5
 
 
 class ShallowSafeConv3d(nn.Conv3d):
     """``nn.Conv3d`` that leaves CPU autocast for temporally shallow inputs (T <= 2).
 
-    Swapped in by :func:`guard_cpu_bf16` through ``__class__`` so state dicts, ``deepcopy`` and
+    :func:`guard_cpu_bf16` swaps it (or a subclass of it mixed with a Conv3d subclass such as
+    torchvision's ``Conv3DSimple``) in through ``__class__``, so state dicts, ``deepcopy`` and
     checkpoints are unchanged.
     """
 
@@ -53,12 +55,21 @@ class ShallowSafeConv3d(nn.Conv3d):
         return super().forward(x)
 
 
+_GUARDED: dict[type, type] = {nn.Conv3d: ShallowSafeConv3d}
+
+
+def _guarded_class(cls: type) -> type:
+    if cls not in _GUARDED:
+        _GUARDED[cls] = type(f"ShallowSafe{cls.__name__}", (ShallowSafeConv3d, cls), {})
+    return _GUARDED[cls]
+
+
 def guard_cpu_bf16(model: nn.Module) -> int:
     """Make the model's Conv3d layers safe under CPU bf16 autocast; returns how many were guarded."""
     n = 0
     for m in model.modules():
-        if type(m) is nn.Conv3d:
-            m.__class__ = ShallowSafeConv3d
+        if isinstance(m, nn.Conv3d) and not isinstance(m, ShallowSafeConv3d):
+            m.__class__ = _guarded_class(type(m))
             n += 1
     return n
 

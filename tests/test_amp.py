@@ -23,9 +23,10 @@ def test_cpu_bf16_depth2_gradient_is_caught_and_guard_fixes_it():
 
     keys = list(net.state_dict())
     assert guard_cpu_bf16(net) == 2
-    assert all(type(m) is ShallowSafeConv3d for m in net.modules() if isinstance(m, nn.Conv3d))
+    assert all(isinstance(m, ShallowSafeConv3d) for m in net.modules() if isinstance(m, nn.Conv3d))
     assert list(net.state_dict()) == keys  # checkpoints unchanged
-    assert type(copy.deepcopy(net)[0]) is ShallowSafeConv3d
+    assert isinstance(copy.deepcopy(net)[0], ShallowSafeConv3d)
+    assert guard_cpu_bf16(net) == 0  # idempotent
     good = gradient_check(net, shape, dtype=torch.bfloat16)
     assert good.ok and good.max_rel_err < 1e-6, good.describe()  # ran in fp32
 
@@ -44,3 +45,12 @@ def test_deep_inputs_stay_in_bf16_and_match():
 def test_fp32_channels_last_layout_check():
     res = gradient_check(_net(), (2, 3, 4, 6, 6), dtype=None, channels_last=True, tolerance=1e-4)
     assert res.ok, res.describe()
+
+
+def test_guard_reaches_conv3d_subclasses():
+    from torchvision.models.video import r3d_18
+
+    net = r3d_18(weights=None)
+    n_conv = sum(isinstance(m, nn.Conv3d) for m in net.modules())
+    assert guard_cpu_bf16(net) == n_conv > 10
+    assert all(isinstance(m, ShallowSafeConv3d) for m in net.modules() if isinstance(m, nn.Conv3d))

@@ -1,0 +1,44 @@
+"""``tbfast eval``: clip- and video-level top-1/top-5 of a classifier checkpoint.
+
+Each video gives ``--clips`` evenly spaced 8-frame clips (centre crop); video-level accuracy
+averages the softmax over its clips (METHOD.md §2). Clips go through the model ``--chunk`` at a time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    from tbfast.engine.cli_args import EVAL_OVERRIDES, add_common, add_overrides
+
+    parser.epilog = "example: tbfast eval --checkpoint runs/student/checkpoints/last.pt --data prepared/ucf101"
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
+                        help="fine-tuned, supervised or student checkpoint")
+    parser.add_argument("--data", required=True, metavar="PREPARED", help="prepared dataset")
+    parser.add_argument("--split", default="test", choices=("test", "train"), help="manifest split to evaluate")
+    parser.add_argument("--videos", default=None, metavar="SPLIT", help="evaluate only the videos of this split list")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    add_common(parser, "eval", training=False)
+    add_overrides(parser.add_argument_group("evaluation"), "eval", EVAL_OVERRIDES)
+
+
+def main(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tbfast.engine import distributed as D
+    from tbfast.engine import stages
+    from tbfast.engine.checkpoint import atomic_write_bytes
+    from tbfast.engine.cli_args import config_for
+    from tbfast.engine.metrics import log_line
+
+    cfg = config_for("eval", args)
+    dist = D.Dist(device=D.pick_device(cfg.train.device))
+    res = stages.evaluate_checkpoint(cfg, args.data, args.checkpoint, dist=dist, split=args.split,
+                                     indices_file=args.videos, size=getattr(args, "ov:data.size", None),
+                                     log=log_line)
+    text = json.dumps(res, indent=2)
+    if args.json:
+        atomic_write_bytes(Path(args.json), text.encode())
+    print(text)
+    return 0

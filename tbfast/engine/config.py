@@ -1,0 +1,264 @@
+"""Configuration: one dataclass per concern, YAML presets, CLI overrides.
+
+A resolved config is ``defaults <- preset common sections <- preset stages[<stage>] <- CLI``;
+it is written as ``config.yaml`` in every run directory and stored in every checkpoint.
+Presets live in ``tbfast/configs/<name>.yaml`` (or any path to a YAML file).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tbfast.errors import UserError
+
+STAGES = ("invariant", "distinctive", "combined", "finetune", "supervised", "student")
+SSL_STAGES = ("invariant", "distinctive", "combined")
+# SSL loss weights (w_inv, w_ll, w_gl) per stage: METHOD.md §4
+SSL_WEIGHTS = {"invariant": (1.0, 0.0, 0.0), "distinctive": (0.0, 1.0, 1.0), "combined": (1.0, 1.0, 1.0)}
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_PRESET = "ucf101_r3d18"
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "r3d18"  # tiny | r3d18 | r50
+    tclr: bool = True  # TCLR layer4 (keeps T'=4 for 16 frames), METHOD.md §1
+    proj_hidden: int = 512
+    proj_out: int = 128
+    dropout: float = 0.5
+
+
+@dataclass
+class DataConfig:
+    size: int = 112  # crop side fed to the model
+    num_threads: int = 2  # DALI CPU threads per rank
+    batch_size: int = 16  # videos per rank per step (student: labeled and unlabeled each)
+    eval_batch_size: int = 8  # videos per eval/similarity batch
+    augment: bool = True
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_epochs: float = 10.0  # linear 0.01 -> 1 x lr, per step
+    warmup_start: float = 0.01
+    plateau_patience: int = 5  # epochs without improvement of the epoch loss before halving
+    plateau_factor: float = 0.5
+    plateau_threshold: float = 1e-4  # relative improvement that counts
+    min_lr: float = 1e-7
+    clip_grad: float = 0.0  # max global grad norm; 0 = off
+    fused: bool = True  # torch.optim.Adam(fused=True) where supported
+
+
+@dataclass
+class LossConfig:
+    tau: float = 0.1
+    w_inv: float = 1.0
+    w_ll: float = 1.0
+    w_gl: float = 1.0
+    ssl_impl: str = "auto"  # auto | reference | fused | triton
+    distill: str = "l2"  # l2 | kl | js
+    w_labeled: float = 50.0  # omega_l
+    w_unlabeled: float = 100.0  # omega_u
+    weighting: str = "timebalance"  # timebalance | invariant (s=1) | distinctive (s=0)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    precision_check: bool = True  # compare reduced-precision weight gradients with fp32 at start-up
+    channels_last: bool = True
+    compile: bool = False
+    seed: int = 0
+    log_every: int = 10  # steps between metric lines (and non-finite checks on GPU)
+    ckpt_every: int = 0  # steps between mid-epoch last.pt saves; 0 = only at epoch ends
+    max_steps: int = 0  # stop after this many optimiser steps in total (0 = no limit); for smoke tests
+    val_every: int = 1  # epochs between validations (when a validation set is given)
+    progress: bool = True
+    teacher_half: bool = True  # teachers infer in half precision where the device supports it
+
+
+@dataclass
+class EvalConfig:
+    clips: int = 10
+    crops: int = 1  # 1 = centre crop, 3 = three crops along the long side
+    chunk: int = 40  # clips per forward pass (bounds memory)
+    split: str = "test"
+
+
+@dataclass
+class RecipeConfig:
+    """Per-stage epochs and the labeled fraction used by ``tbfast run``."""
+
+    fraction: float = 0.05
+    split_seed: int = 0
+    synthetic: dict = field(default_factory=dict)  # kwargs for make_synthetic_dataset
+    prep: dict = field(default_factory=dict)  # kwargs for the prep step (short side, fps, ...)
+
+
+@dataclass
+class Config:
+    stage: str = "invariant"
+    preset: str = DEFAULT_PRESET
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name not in ("stage", "preset")}
+
+
+def preset_path(name: str) -> Path:
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p
+    p = CONFIG_DIR / f"{name}.yaml"
+    if not p.exists():
+        raise UserError(f"unknown preset {name!r}; choose one of {', '.join(list_presets())} or give a YAML file")
+    return p
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict:
+    import yaml
+
+    with open(preset_path(name)) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise UserError(f"preset {name!r} is not a YAML mapping")
+    return data
+
+
+def _coerce(value: Any, current: Any, where: str) -> Any:
+    if isinstance(value, str) and not isinstance(current, str):
+        import yaml
+
+        value = yaml.safe_load(value)
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if isinstance(current, int) and not isinstance(current, bool):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if isinstance(current, float):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(current, tuple):
+        return tuple(value)
+    return value
+
+
+def apply_dict(cfg: Config, data: dict, where: str = "config") -> None:
+    """Merge a nested dict ``{section: {key: value}}`` into ``cfg`` (unknown keys are errors)."""
+    for section, values in data.items():
+        if section in ("stage", "preset"):
+            setattr(cfg, section, values)
+            continue
+        if section not in _SECTIONS:
+            raise UserError(f"{where}: unknown section {section!r} (sections: {', '.join(_SECTIONS)})")
+        if not isinstance(values, dict):
+            raise UserError(f"{where}: section {section!r} must be a mapping")
+        obj = getattr(cfg, section)
+        names = {f.name for f in dataclasses.fields(obj)}
+        for key, value in values.items():
+            if key not in names:
+                raise UserError(f"{where}: unknown key {section}.{key} (keys: {', '.join(sorted(names))})")
+            setattr(obj, key, _coerce(value, getattr(obj, key), f"{where}: {section}.{key}"))
+
+
+def parse_set(items: list[str] | None) -> dict:
+    """``["optim.lr=3e-4", "train.epochs=5"]`` -> nested dict."""
+    out: dict = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not eq or not dot:
+            raise UserError(f"--set {item!r}: use SECTION.KEY=VALUE, e.g. optim.lr=3e-4")
+        out.setdefault(section.strip(), {})[name.strip()] = value
+    return out
+
+
+def resolve(stage: str, preset: str | None = None, overrides: dict | None = None) -> Config:
+    """Resolved config of ``stage`` from a preset plus overrides (nested dict)."""
+    if stage not in STAGES and stage not in ("similarity", "eval", "run"):
+        raise UserError(f"unknown stage {stage!r}")
+    preset = preset or DEFAULT_PRESET
+    cfg = Config(stage=stage, preset=preset)
+    data = load_preset(preset)
+    common = {k: v for k, v in data.items() if k not in ("stages", "description")}
+    apply_dict(cfg, common, f"preset {preset}")
+    stage_over = (data.get("stages") or {}).get(stage) or {}
+    apply_dict(cfg, stage_over, f"preset {preset} stages.{stage}")
+    if stage in SSL_WEIGHTS:
+        cfg.loss.w_inv, cfg.loss.w_ll, cfg.loss.w_gl = SSL_WEIGHTS[stage]
+    if overrides:
+        apply_dict(cfg, overrides, "override")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    choices = {
+        ("model", "backbone"): ("tiny", "r3d18", "r50"),
+        ("train", "precision"): ("auto", "fp32", "bf16", "fp16"),
+        ("train", "device"): ("auto", "cpu", "cuda"),
+        ("loss", "distill"): ("l2", "kl", "js"),
+        ("loss", "weighting"): ("timebalance", "invariant", "distinctive"),
+        ("loss", "ssl_impl"): ("auto", "reference", "fused", "triton"),
+    }
+    for (section, key), allowed in choices.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise UserError(f"{section}.{key}={value!r}: choose one of {', '.join(allowed)}")
+    if cfg.data.batch_size < 1 or cfg.train.epochs < 1:
+        raise UserError("batch size and epochs must be at least 1")
+    if cfg.eval.crops not in (1, 3):
+        raise UserError("eval.crops must be 1 or 3")
+
+
+def stage_epochs(preset: str, stage: str) -> int:
+    return resolve(stage, preset).train.epochs
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    import yaml
+
+    from tbfast.engine.checkpoint import atomic_write_bytes
+
+    text = yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False)
+    atomic_write_bytes(Path(path), text.encode())
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def config_from_dict(data: dict) -> Config:
+    cfg = Config()
+    apply_dict(cfg, data, "checkpoint config")
+    return cfg

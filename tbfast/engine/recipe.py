@@ -1,0 +1,204 @@
+"""``tbfast run``: the whole TimeBalance recipe end to end, resumable stage by stage.
+
+data (synthetic + prep when no --data) -> labeled split -> SSL invariant, distinctive ->
+fine-tune both -> similarity -> supervised-only baseline -> students (s=1, s=0, TimeBalance)
+-> evaluation -> report.md + results.json. A finished stage (its summary.json) is reused when
+the same OUT is run again; an interrupted one resumes from its last.pt.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from tbfast.engine import stages
+from tbfast.engine.checkpoint import atomic_write_bytes
+from tbfast.engine.config import resolve
+from tbfast.engine.distributed import Dist
+from tbfast.errors import UserError
+
+STUDENTS = {"student_invariant": "invariant", "student_distinctive": "distinctive", "timebalance": "timebalance"}
+LABELS = {
+    "supervised": "supervised only (labeled data)",
+    "teacher_invariant": "fine-tuned invariant teacher",
+    "teacher_distinctive": "fine-tuned distinctive teacher",
+    "student_invariant": "student, invariant teacher only (s=1)",
+    "student_distinctive": "student, distinctive teacher only (s=0)",
+    "timebalance": "TimeBalance student",
+}
+
+
+def _done(run_dir: Path) -> dict | None:
+    p = run_dir / "summary.json"
+    if p.is_file():
+        s = json.loads(p.read_text())
+        if s.get("finished"):
+            return s
+    return None
+
+
+def _stage(name: str, run_dir: Path, fn, log, timings: dict, summaries: dict) -> dict:
+    prev = _done(run_dir)
+    if prev is not None and (run_dir / "checkpoints" / "last.pt").exists():
+        log(f"== {name}: already done ({run_dir}), reusing")
+        summaries[name] = prev
+        timings[name] = prev.get("wall_seconds", 0.0)
+        return prev
+    log(f"== {name}")
+    t0 = time.perf_counter()
+    s = fn()
+    s["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    stages._write_summary(run_dir, s, Dist())
+    summaries[name] = s
+    timings[name] = s["wall_seconds"]
+    return s
+
+
+def prepare_synthetic(out: Path, cfg, log) -> Path:
+    from tbfast.data.prep import prepare
+    from tbfast.data.synthetic import make_synthetic_dataset
+
+    raw = out / "data" / "synthetic"
+    prepared = out / "data" / "prepared"
+    if not (prepared / "manifest.jsonl").is_file():
+        log(f"== data: synthetic videos -> {raw}")
+        make_synthetic_dataset(raw, **cfg.recipe.synthetic)
+        log(f"== data: prep -> {prepared}")
+        report = prepare(raw, prepared, "ucf101", show_progress=cfg.train.progress, **cfg.recipe.prep)
+        if (report.get("counts") or {}).get("failed") or report.get("failures"):
+            raise UserError(f"preparing the synthetic data failed: see {prepared / 'prep_report.json'}")
+    return prepared
+
+
+def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | None = None,
+               overrides: dict | None = None, log=print) -> dict:
+    from tbfast.data.splits import write_label_split
+
+    t_start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    preset = preset or ("synthetic_tiny" if data is None else "ucf101_r3d18")
+    ov = overrides or {}
+
+    def cfg_of(stage: str, extra: dict | None = None):
+        merged = json.loads(json.dumps(ov))
+        for section, values in (extra or {}).items():
+            merged.setdefault(section, {}).update(values)
+        return resolve(stage, preset, merged)
+
+    base = cfg_of("run")
+    from tbfast.engine.distributed import pick_device
+
+    dist = Dist(device=pick_device(base.train.device))
+    timings: dict[str, float] = {}
+    summaries: dict[str, dict] = {}
+    t0 = time.perf_counter()
+    prepared = Path(data) if data is not None else prepare_synthetic(out, base, log)
+    timings["data"] = round(time.perf_counter() - t0, 2)
+    frac = base.recipe.fraction if fraction is None else fraction
+    labeled, unlabeled, digest = write_label_split(prepared, frac, base.recipe.split_seed)
+    log(f"== labeled split {labeled.name} ({frac:g}, seed {base.recipe.split_seed}), sha256 {digest[:12]}")
+
+    d = {n: out / n for n in ("invariant", "distinctive", "finetune_invariant", "finetune_distinctive",
+                              "supervised", *STUDENTS)}
+    ck = {n: d[n] / "checkpoints" / "last.pt" for n in d}
+    _stage("invariant", d["invariant"], lambda: stages.train_ssl(
+        cfg_of("invariant"), prepared, d["invariant"], dist=dist, resume="auto", log=log), log, timings, summaries)
+    _stage("distinctive", d["distinctive"], lambda: stages.train_ssl(
+        cfg_of("distinctive"), prepared, d["distinctive"], dist=dist, resume="auto", log=log), log, timings, summaries)
+    for kind in ("invariant", "distinctive"):
+        name = f"finetune_{kind}"
+        _stage(name, d[name], lambda kind=kind, name=name: stages.train_classifier(
+            cfg_of("finetune"), prepared, d[name], dist=dist, labeled=labeled, init=ck[kind], resume="auto",
+            log=log), log, timings, summaries)
+    sim_file = out / "similarity.csv"
+    if sim_file.is_file() and (out / "similarity.json").is_file():
+        summaries["similarity"] = json.loads((out / "similarity.json").read_text())
+        timings["similarity"] = summaries["similarity"].get("seconds", 0.0)
+    else:
+        log("== similarity")
+        t0 = time.perf_counter()
+        summaries["similarity"] = stages.compute_similarity(cfg_of("similarity"), prepared, sim_file,
+                                                            invariant=ck["invariant"], distinctive=ck["distinctive"],
+                                                            dist=dist, log=log)
+        timings["similarity"] = round(time.perf_counter() - t0, 2)
+        atomic_write_bytes(out / "similarity.json", json.dumps(summaries["similarity"], indent=2).encode())
+    _stage("supervised", d["supervised"], lambda: stages.train_classifier(
+        cfg_of("supervised"), prepared, d["supervised"], dist=dist, labeled=labeled, init="scratch", resume="auto",
+        log=log), log, timings, summaries)
+    for name, weighting in STUDENTS.items():
+        _stage(name, d[name], lambda name=name, weighting=weighting: stages.train_student(
+            cfg_of("student", {"loss": {"weighting": weighting}}), prepared, d[name], dist=dist, labeled=labeled,
+            unlabeled=unlabeled, teacher_inv=ck["finetune_invariant"], teacher_dis=ck["finetune_distinctive"],
+            similarity=sim_file, init="scratch", resume="auto", log=log), log, timings, summaries)
+
+    evals = {}
+    t0 = time.perf_counter()
+    for name, src in (("supervised", "supervised"), ("teacher_invariant", "finetune_invariant"),
+                      ("teacher_distinctive", "finetune_distinctive"), *((n, n) for n in STUDENTS)):
+        res_file = d[src] / "eval.json"
+        if res_file.is_file():
+            evals[name] = json.loads(res_file.read_text())
+            continue
+        ecfg = cfg_of("eval")
+        ecfg.train.progress = False
+        evals[name] = stages.evaluate_checkpoint(ecfg, prepared, ck[src], dist=dist, split="test", log=log)
+        atomic_write_bytes(res_file, json.dumps(evals[name], indent=2).encode())
+    timings["eval"] = round(time.perf_counter() - t0, 2)
+    total = round(time.perf_counter() - t_start, 2)
+    results = build_results(out, prepared, preset, frac, summaries, evals, timings, total)
+    atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
+    report = render_report(results)
+    atomic_write_bytes(out / "report.md", report.encode())
+    return results
+
+
+def build_results(out, prepared, preset, frac, summaries, evals, timings, total) -> dict:
+    acc = {k: round(100 * v["video_top1"], 2) for k, v in evals.items()}
+    acc5 = {k: round(100 * v["video_top5"], 2) for k, v in evals.items()}
+    clip_acc = {k: round(100 * v["clip_top1"], 2) for k, v in evals.items()}
+    cps = {k: v.get("clips_per_s") for k, v in summaries.items()}
+    cps["eval"] = round(sum(v["clips"] for v in evals.values()) / max(sum(v["seconds"] for v in evals.values()), 1e-9), 2)
+    tb, si, sd, sup = (acc.get(k) for k in ("timebalance", "student_invariant", "student_distinctive", "supervised"))
+    return {
+        "preset": preset, "prepared": str(prepared), "fraction": frac,
+        "test_videos": next(iter(evals.values()))["videos"] if evals else 0,
+        "top1": {k: acc[k] for k in ("supervised", "student_invariant", "student_distinctive", "timebalance") if k in acc},
+        "top1_all": acc, "top5_all": acc5, "clip_top1_all": clip_acc,
+        "clips_per_s": cps, "seconds": timings, "total_seconds": total,
+        "checks": {"timebalance_ge_single_teacher": None if None in (tb, si, sd) else bool(tb >= si and tb >= sd),
+                   "timebalance_gt_supervised": None if None in (tb, sup) else bool(tb > sup)},
+        "similarity": {k: summaries.get("similarity", {}).get(k) for k in ("mean_score", "class_mean_score")},
+        "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count(),
+                    "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+    }
+
+
+def render_report(r: dict) -> str:
+    lines = [f"# tbfast run: TimeBalance recipe ({r['preset']}, {r['fraction']:g} labeled)", "",
+             f"Data: `{r['prepared']}`; {r['test_videos']} test videos; 10 clips per video, centre crop.",
+             f"Total wall time: {r['total_seconds']:.0f} s on {r['machine']['cpus']} CPU(s)"
+             + (f", GPU {r['machine']['cuda']}" if r['machine']['cuda'] else "") + ".", "",
+             "| model | video top-1 % | video top-5 % | clip top-1 % |", "|---|---|---|---|"]
+    for k, label in LABELS.items():
+        if k in r["top1_all"]:
+            lines.append(f"| {label} | {r['top1_all'][k]:.2f} | {r['top5_all'][k]:.2f} | {r['clip_top1_all'][k]:.2f} |")
+    c = r["checks"]
+    lines += ["", f"- TimeBalance ≥ both single-teacher students: **{c['timebalance_ge_single_teacher']}**",
+              f"- TimeBalance > supervised-only baseline: **{c['timebalance_gt_supervised']}**", "",
+              "| stage | wall s | clips/s (training) |", "|---|---|---|"]
+    for k, sec in r["seconds"].items():
+        cps = r["clips_per_s"].get(k)
+        lines.append(f"| {k} | {sec:.1f} | {cps if cps is not None else '-'} |")
+    sim = r.get("similarity") or {}
+    if sim.get("class_mean_score"):
+        lines += ["", f"Temporal-similarity score s (1 = invariant teacher): mean {sim['mean_score']:.3f}; per class:",
+                  "", "| class | mean s |", "|---|---|"]
+        lines += [f"| {c_} | {v:.3f} |" for c_, v in sim["class_mean_score"].items()]
+    lines += ["", "Each stage's run directory holds config.yaml, metrics.jsonl, loss.png, checkpoints/ "
+              "and summary.json; results.json has every figure of this page.", ""]
+    return "\n".join(lines)

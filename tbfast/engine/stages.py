@@ -1,0 +1,302 @@
+"""Each stage of the recipe as one function: build loaders, model and task, then train or score.
+
+Used by the ``tbfast train ...``, ``similarity``, ``eval`` commands and by ``tbfast run``.
+Every function returns a JSON-able summary (also written as ``summary.json`` in its run directory).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from tbfast.engine import checkpoint as ck
+from tbfast.engine.config import SSL_STAGES, Config, config_from_dict
+from tbfast.engine.distributed import Dist
+from tbfast.engine.nets import ClassNet, SSLNet, load_backbone
+from tbfast.errors import UserError
+
+CLASSIFIER_STAGES = ("finetune", "supervised", "student")
+
+
+def _log_default(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+
+
+def make_loader(prepared, mode: str, cfg: Config, dist: Dist, *, indices=None, split: str = "train",
+                batch_size: int | None = None, shard: bool = True, records=None, spec=None, augment=None):
+    from dali_pipelines import build_loader
+
+    gpu = dist.device.type == "cuda"
+    kw = {"records": records} if records is not None else {}
+    return build_loader(prepared, mode, indices=indices, split=split,
+                        batch_size=batch_size or cfg.data.batch_size, size=cfg.data.size,
+                        device="gpu" if gpu else "cpu", device_id=dist.device.index if gpu else None,
+                        num_threads=cfg.data.num_threads, seed=cfg.train.seed,
+                        shard_id=dist.rank if shard else 0, num_shards=dist.world if shard else 1,
+                        augment=cfg.data.augment if augment is None else augment, spec=spec, **kw)
+
+
+def _indices(prepared, split_file, records, what: str):
+    from tbfast.data.manifest import read_split_list
+
+    if split_file is None:
+        return None
+    path = Path(split_file)
+    if not path.exists() and (Path(prepared) / "splits" / path.name).exists():
+        path = Path(prepared) / "splits" / path.name
+    if not path.exists():
+        raise UserError(f"{what} split list {split_file} does not exist; make one with `tbfast data splits`")
+    return read_split_list(prepared, path)
+
+
+def _check_prepared(prepared) -> tuple[list, list[str]]:
+    from tbfast.data.manifest import read_classes, read_manifest
+
+    p = Path(prepared)
+    if not (p / "manifest.jsonl").is_file():
+        raise UserError(f"{p} is not a prepared dataset (no manifest.jsonl); run `tbfast data prep` first")
+    return read_manifest(p), read_classes(p)
+
+
+def _seed(cfg: Config, dist: Dist) -> None:
+    torch.manual_seed(cfg.train.seed + dist.rank)
+
+
+def _write_summary(run_dir: Path, summary: dict, dist: Dist) -> None:
+    if dist.main:
+        from tbfast.engine.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(Path(run_dir) / "summary.json", json.dumps(summary, indent=2).encode())
+
+
+def _fit_summary(res, cfg: Config, trainer) -> dict:
+    return {"stage": cfg.stage, "run_dir": str(res.run_dir), "checkpoint": str(res.last),
+            "best": str(res.best) if res.best else None, "epochs": res.epochs, "steps": res.steps,
+            "train_seconds": round(res.seconds, 2), "clips": res.clips,
+            "clips_per_s": round(res.clips_per_s, 2) if res.clips else None,
+            "final_loss": res.final_loss, "precision": trainer.precision,
+            "finished": res.epochs >= cfg.train.epochs}
+
+
+def _validator(cfg: Config, prepared, dist: Dist, val, records, log) -> Callable | None:
+    """``--val test`` (the test split) or a split list; evaluated on rank 0."""
+    if not val:
+        return None
+    from tbfast.data.plans import default_spec
+
+    idx = None if val == "test" else _indices(prepared, val, records, "validation")
+    spec = default_spec("eval", num_clips=cfg.eval.clips)
+    loader = make_loader(prepared, "eval", cfg, Dist(device=dist.device), indices=idx, split="test",
+                         batch_size=cfg.data.eval_batch_size, shard=False, records=records, spec=spec,
+                         augment=False) if dist.main else None
+    from tbfast.engine.evaluation import evaluate
+
+    def validate(model):
+        return evaluate(model, loader, dist.device, clips=cfg.eval.clips, chunk=cfg.eval.chunk)
+
+    return validate
+
+
+# ------------------------------------------------------------------ SSL pretraining
+def train_ssl(cfg: Config, prepared, run_dir, *, dist: Dist, resume: str | None = None, indices=None,
+              log=_log_default) -> dict:
+    from tbfast.engine.tasks import SSLTask
+    from tbfast.engine.trainer import Trainer
+
+    records, _ = _check_prepared(prepared)
+    if cfg.stage not in SSL_STAGES:
+        raise UserError(f"train_ssl: stage {cfg.stage!r} is not self-supervised")
+    _seed(cfg, dist)
+    model = SSLNet(cfg.model)
+    loader = make_loader(prepared, "ssl", cfg, dist, indices=indices, split="train", records=records)
+    task = SSLTask(cfg, dist.device, loader)
+    trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta={"backbone": cfg.model.backbone, "num_classes": None},
+                      resume=resume, on_log=log)
+    res = trainer.fit()
+    summary = _fit_summary(res, cfg, trainer)
+    _write_summary(run_dir, summary, dist)
+    return summary
+
+
+# ------------------------------------------------------------------ fine-tuning / supervised
+def _load_init(net, init, cfg: Config, *, stages, what: str) -> None:
+    if init in (None, "", "scratch"):
+        return
+    state = ck.load_checkpoint(init)
+    ck.expect(state, init, stages=stages, backbone=cfg.model.backbone, what=what)
+    load_backbone(net, state, init)
+
+
+def train_classifier(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=None, init=None,
+                     resume: str | None = None, val=None, log=_log_default) -> dict:
+    """``finetune`` (init = an SSL checkpoint; its projection head is dropped) or ``supervised``."""
+    from tbfast.engine.tasks import ClassifyTask
+    from tbfast.engine.trainer import Trainer
+
+    records, classes = _check_prepared(prepared)
+    if cfg.stage == "finetune" and init in (None, "", "scratch"):
+        raise UserError("train finetune needs --init SSL_CKPT (a self-supervised checkpoint); "
+                        "for training from scratch use `tbfast train supervised`")
+    idx = _indices(prepared, labeled, records, "labeled")
+    _seed(cfg, dist)
+    model = ClassNet(cfg.model, len(classes))
+    _load_init(model, init, cfg, stages=SSL_STAGES + CLASSIFIER_STAGES, what="--init checkpoint")  # resume overrides
+    loader = make_loader(prepared, "train", cfg, dist, indices=idx, split="train", records=records)
+    task = ClassifyTask(cfg, dist.device, loader)
+    trainer = Trainer(cfg, task, model, Path(run_dir), dist,
+                      meta={"backbone": cfg.model.backbone, "num_classes": len(classes)}, resume=resume,
+                      validate=_validator(cfg, prepared, dist, val, records, log), on_log=log)
+    res = trainer.fit()
+    summary = _fit_summary(res, cfg, trainer)
+    summary["labeled_videos"] = len(idx) if idx is not None else None
+    _write_summary(run_dir, summary, dist)
+    return summary
+
+
+# ------------------------------------------------------------------ student
+def load_classifier(path, device: torch.device, num_classes: int, what: str, with_config: bool = False):
+    state = ck.load_checkpoint(path)
+    ck.expect(state, path, stages=CLASSIFIER_STAGES, num_classes=num_classes, what=what)
+    tcfg = config_from_dict(state["config"])
+    net = ClassNet(tcfg.model, num_classes)
+    net.load_state_dict(state["model"])
+    net = net.to(device)
+    return (net, tcfg) if with_config else net
+
+
+def load_ssl(path, device: torch.device, what: str, with_config: bool = False):
+    state = ck.load_checkpoint(path)
+    ck.expect(state, path, stages=SSL_STAGES, what=what)
+    tcfg = config_from_dict(state["config"])
+    net = SSLNet(tcfg.model)
+    net.load_state_dict(state["model"])
+    net = net.to(device).eval()
+    return (net, tcfg) if with_config else net
+
+
+def train_student(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlabeled=None, teacher_inv=None,
+                  teacher_dis=None, similarity=None, init="scratch", resume: str | None = None, val=None,
+                  log=_log_default) -> dict:
+    from tbfast.engine.evaluation import read_scores
+    from tbfast.engine.tasks import StudentTask, Teacher
+    from tbfast.engine.trainer import Trainer
+
+    records, classes = _check_prepared(prepared)
+    if labeled is None:
+        raise UserError("train student needs --labeled SPLIT (from `tbfast data splits`)")
+    lab = _indices(prepared, labeled, records, "labeled")
+    if unlabeled is not None:
+        unl = _indices(prepared, unlabeled, records, "unlabeled")
+    else:
+        lab_set = set(lab)
+        unl = [i for i, r in enumerate(records) if r.split == "train" and i not in lab_set]
+    if not unl:
+        raise UserError("the unlabeled set is empty (every training video is labeled)")
+    w = cfg.loss.weighting
+    if w == "timebalance":
+        if similarity is None:
+            raise UserError("train student needs --similarity FILE (from `tbfast similarity`), "
+                            "or --weighting invariant|distinctive for a single teacher")
+        scores = read_scores(similarity, records)
+    else:
+        scores = torch.full((len(records),), 1.0 if w == "invariant" else 0.0)
+    nc = len(classes)
+    t_inv = t_dis = None
+    if w != "distinctive":
+        if teacher_inv is None:
+            raise UserError("train student needs --teacher-invariant FT_CKPT")
+        t_inv = Teacher(load_classifier(teacher_inv, dist.device, nc, "invariant teacher"), dist.device,
+                        cfg.train.teacher_half)
+    if w != "invariant":
+        if teacher_dis is None:
+            raise UserError("train student needs --teacher-distinctive FT_CKPT")
+        t_dis = Teacher(load_classifier(teacher_dis, dist.device, nc, "distinctive teacher"), dist.device,
+                        cfg.train.teacher_half)
+    _seed(cfg, dist)
+    model = ClassNet(cfg.model, nc)
+    _load_init(model, init, cfg, stages=SSL_STAGES + CLASSIFIER_STAGES, what="--init checkpoint")
+    lab_loader = make_loader(prepared, "train", cfg, dist, indices=lab, records=records)
+    unl_loader = make_loader(prepared, "train", cfg, dist, indices=unl, records=records)
+    task = StudentTask(cfg, dist.device, lab_loader, unl_loader, t_inv, t_dis, scores)
+    trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta={"backbone": cfg.model.backbone, "num_classes": nc},
+                      resume=resume, validate=_validator(cfg, prepared, dist, val, records, log), on_log=log)
+    res = trainer.fit()
+    summary = _fit_summary(res, cfg, trainer)
+    summary.update({"labeled_videos": len(lab), "unlabeled_videos": len(unl), "weighting": w,
+                    "distill": cfg.loss.distill})
+    _write_summary(run_dir, summary, dist)
+    return summary
+
+
+# ------------------------------------------------------------------ similarity
+def compute_similarity(cfg: Config, prepared, out, *, invariant, distinctive, dist: Dist, indices=None,
+                       size: int | None = None, log=_log_default) -> dict:
+    from tbfast.data.plans import default_spec
+    from tbfast.engine.evaluation import similarity_scores, write_scores
+    from tbfast.engine.plots import plot_histogram
+    from tbfast.engine.tasks import _normalize_scores
+
+    records, classes = _check_prepared(prepared)
+    out = Path(out)
+    net_i, icfg = load_ssl(invariant, dist.device, "--invariant checkpoint", with_config=True)
+    net_d = load_ssl(distinctive, dist.device, "--distinctive checkpoint")
+    if size is None:
+        cfg.data.size = icfg.data.size  # the resolution the teachers were trained at
+    loader = make_loader(prepared, "similarity", cfg, dist, indices=indices, split="train", shard=False,
+                         batch_size=cfg.data.eval_batch_size, records=records, spec=default_spec("similarity"),
+                         augment=False)
+    idx, raw, timing = similarity_scores(net_i, net_d, loader, dist.device, progress=cfg.train.progress)
+    scores = _normalize_scores(raw.float()).double()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_scores(out, idx, [records[i].path for i in idx], raw, scores)
+    hist = out.with_suffix(".png")
+    by_class: dict[str, list[float]] = {}
+    for i, s in zip(idx, scores.tolist()):
+        by_class.setdefault(records[i].class_name, []).append(s)
+    class_mean = {c: round(sum(v) / len(v), 4) for c, v in sorted(by_class.items())}
+    try:
+        plot_histogram(scores.tolist(), raw.tolist(), hist, title=f"temporal similarity ({len(idx)} videos)")
+    except Exception as exc:
+        log(f"(histogram skipped: {exc})")
+    summary = {"stage": "similarity", "file": str(out), "histogram": str(hist), "videos": len(idx),
+               "mean_score": float(scores.mean()) if len(idx) else None, "class_mean_score": class_mean,
+               "seconds": round(timing["seconds"], 2), "clips": timing["clips"],
+               "clips_per_s": round(timing["clips_per_s"], 2) if timing["clips_per_s"] else None}
+    log(f"similarity: {len(idx)} videos, mean s {summary['mean_score']:.3f} -> {out}")
+    return summary
+
+
+# ------------------------------------------------------------------ evaluation
+def evaluate_checkpoint(cfg: Config, prepared, checkpoint, *, dist: Dist, split: str = "test", indices_file=None,
+                        size: int | None = None, log=_log_default) -> dict:
+    from tbfast.data.plans import default_spec
+    from tbfast.engine.evaluation import evaluate
+
+    records, classes = _check_prepared(prepared)
+    if cfg.eval.crops != 1:
+        raise UserError("--crops 3 needs three-crop support in the eval pipeline, which it does not have yet; "
+                        "use --crops 1")
+    net, ccfg = load_classifier(checkpoint, dist.device, len(classes), "checkpoint", with_config=True)
+    if size is None:
+        cfg.data.size = ccfg.data.size  # evaluate at the resolution it was trained at
+    if cfg.train.channels_last:
+        net = net.to(memory_format=torch.channels_last_3d)
+    idx = _indices(prepared, indices_file, records, "evaluation") if indices_file else None
+    spec = default_spec("eval", num_clips=cfg.eval.clips)
+    loader = make_loader(prepared, "eval", cfg, dist, indices=idx, split=split, shard=False,
+                         batch_size=cfg.data.eval_batch_size, records=records, spec=spec, augment=False)
+    t0 = time.perf_counter()
+    res = evaluate(net, loader, dist.device, clips=cfg.eval.clips, chunk=cfg.eval.chunk,
+                   progress=cfg.train.progress)
+    res.pop("predictions")
+    res.update({"checkpoint": str(checkpoint), "split": split if idx is None else str(indices_file),
+                "stage": "eval", "wall_seconds": round(time.perf_counter() - t0, 2)})
+    log(f"eval {checkpoint}: {res['videos']} videos, video top-1 {100 * res['video_top1']:.2f}% "
+        f"top-5 {100 * res['video_top5']:.2f}% | clip top-1 {100 * res['clip_top1']:.2f}% "
+        f"top-5 {100 * res['clip_top5']:.2f}% ({res['clips_per_s']:.1f} clips/s)")
+    return res

@@ -1,0 +1,274 @@
+"""One small *task* per stage: which loader(s) feed it and the loss of one batch.
+
+A task owns its loaders and any frozen modules (teachers); the trainer owns the trainable
+model, precision, optimiser, DDP, checkpoints and logging. ``compute`` runs inside the
+trainer's autocast and returns a dict of scalar tensors with the total under ``"loss"``.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tbfast.engine.config import Config
+from tbfast.errors import UserError
+
+
+def _ssl_objective(impl: str):
+    try:
+        from tbfast.kernels import get_ssl_objective
+    except ImportError:  # fused kernels not installed: the reference objective
+        from tbfast.losses import ssl_objective
+
+        return ssl_objective
+    return get_ssl_objective(impl)
+
+
+def _student_distill():
+    try:
+        from tbfast.kernels import student_distill_loss
+
+        return student_distill_loss
+    except ImportError:
+        from tbfast.losses import distill
+
+        def student_distill_loss(logits, p_inv, p_dis, s, kind):
+            p_t = (s[:, None] * p_inv + (1 - s[:, None]) * p_dis).detach()
+            return distill(torch.softmax(logits, dim=1), p_t, kind)
+
+        return student_distill_loss
+
+
+def _temporal_similarity(z_inv: torch.Tensor, z_dis: torch.Tensor) -> torch.Tensor:
+    try:
+        from tbfast.timebalance import temporal_similarity
+    except ImportError:
+        def temporal_similarity(a, b):
+            c = (a @ a.transpose(1, 2) + b @ b.transpose(1, 2)) / 2
+            n = c.shape[1]
+            off = ~torch.eye(n, dtype=torch.bool, device=c.device)
+            return c[:, off].mean(1)
+    return temporal_similarity(z_inv, z_dis)
+
+
+def _normalize_scores(raw: torch.Tensor) -> torch.Tensor:
+    try:
+        from tbfast.timebalance import normalize_scores
+    except ImportError:
+        def normalize_scores(r):
+            lo, hi = r.min(), r.max()
+            return torch.full_like(r, 0.5) if hi - lo <= 0 else (r - lo) / (hi - lo)
+    return normalize_scores(raw)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+class Task:
+    stage: str = ""
+    terms: tuple[str, ...] = ("loss",)
+
+    def __init__(self, cfg: Config, device: torch.device):
+        self.cfg = cfg
+        self.device = device
+
+    def steps_per_epoch(self) -> int:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        raise NotImplementedError
+
+    def batches(self) -> Iterator[dict]:
+        raise NotImplementedError
+
+    def compute(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def clips(self, batch: dict) -> int:
+        raise NotImplementedError
+
+    def probe(self, model: nn.Module) -> tuple[nn.Module, tuple[int, ...]]:
+        """(module taking one clip tensor, input shape) for the start-up gradient self-check."""
+        raw = model.module if hasattr(model, "module") else model
+        return raw.backbone, (2, 3, self.clip_len, self.cfg.data.size, self.cfg.data.size)
+
+    clip_len = 8
+
+
+class SSLTask(Task):
+    """Self-supervised pretraining (METHOD.md §4): L_I, L_D1 + L_D2, or all three."""
+
+    clip_len = 16
+
+    def __init__(self, cfg: Config, device: torch.device, loader):
+        super().__init__(cfg, device)
+        self.stage = cfg.stage
+        self.loader = loader
+        self.objective = _ssl_objective(cfg.loss.ssl_impl)
+        lc = cfg.loss
+        self.terms = ("loss",) + tuple(t for t, w in (("L_I", lc.w_inv), ("L_D1", lc.w_ll), ("L_D2", lc.w_gl)) if w)
+
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.loader.set_epoch(epoch, start_batch)
+
+    def batches(self):
+        for batch in self.loader:
+            yield to_device(batch, self.device)
+
+    def clips(self, batch: dict) -> int:
+        return 2 * (batch["long0"].shape[0] + batch["short0"].shape[0])
+
+    def compute(self, model, batch):
+        lc = self.cfg.loss
+        long = torch.cat([batch["long0"], batch["long1"]])
+        short = torch.cat([batch["short0"], batch["short1"]])
+        z_long, z_short, z_slices = model(long, short, slices=lc.w_gl > 0)
+        out = self.objective(z_long.float(), None if z_slices is None else z_slices.float(), z_short.float(),
+                             tau=lc.tau, w_inv=lc.w_inv, w_ll=lc.w_ll, w_gl=lc.w_gl)
+        return {k: v for k, v in out.items() if k in self.terms and v is not None}
+
+
+class ClassifyTask(Task):
+    """Cross-entropy on the labeled subset: teacher fine-tuning and the supervised-only baseline."""
+
+    terms = ("loss", "acc")
+
+    def __init__(self, cfg: Config, device: torch.device, loader):
+        super().__init__(cfg, device)
+        self.stage = cfg.stage
+        self.loader = loader
+
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.loader.set_epoch(epoch, start_batch)
+
+    def batches(self):
+        for batch in self.loader:
+            yield to_device(batch, self.device)
+
+    def clips(self, batch: dict) -> int:
+        return batch["clip"].shape[0]
+
+    def compute(self, model, batch):
+        logits = model(batch["clip"]).float()
+        loss = F.cross_entropy(logits, batch["label"])
+        acc = (logits.detach().argmax(1) == batch["label"]).float().mean()
+        return {"loss": loss, "acc": acc}
+
+
+class Teacher(nn.Module):
+    """A frozen classifier: eval mode, no grad, half precision on GPUs; never wrapped in DDP."""
+
+    def __init__(self, net: nn.Module, device: torch.device, half: bool):
+        super().__init__()
+        self.dtype = torch.float32
+        if half and device.type == "cuda":
+            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.net = net.to(device=device, dtype=self.dtype).eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True):  # stays in eval mode whatever the caller does
+        return super().train(False)
+
+    @torch.no_grad()
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.softmax(self.net(x.to(self.dtype)).float(), dim=1)
+
+
+class StudentTask(Task):
+    """TimeBalance student (METHOD.md §4-5): CE on labeled clips + distillation towards
+    p_T = s*p_I + (1-s)*p_D on labeled and unlabeled clips; epoch = one pass over the
+    unlabeled set, the labeled loader cycles (its position follows from the global step).
+    """
+
+    terms = ("loss", "ce", "distill_l", "distill_u", "acc")
+
+    def __init__(self, cfg: Config, device: torch.device, labeled_loader, unlabeled_loader,
+                 teacher_inv: Teacher | None, teacher_dis: Teacher | None, scores: torch.Tensor):
+        super().__init__(cfg, device)
+        self.stage = "student"
+        self.lab = labeled_loader
+        self.unl = unlabeled_loader
+        self.t_inv = teacher_inv
+        self.t_dis = teacher_dis
+        self.scores = scores.to(device)  # (len(manifest),) s per manifest index, NaN = unknown
+        self.distill = _student_distill()
+        self.weighting = cfg.loss.weighting
+        self._pos = (0, 0)
+        if self.weighting != "distinctive" and teacher_inv is None:
+            raise UserError("the student needs --teacher-invariant (unless --weighting distinctive)")
+        if self.weighting != "invariant" and teacher_dis is None:
+            raise UserError("the student needs --teacher-distinctive (unless --weighting invariant)")
+        if len(self.lab) == 0:
+            raise UserError("the labeled subset has fewer videos than one batch; lower --batch-size")
+
+    def steps_per_epoch(self) -> int:
+        return len(self.unl)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.unl.set_epoch(epoch, start_batch)
+        self._pos = (epoch, start_batch)
+
+    def _labeled(self, global_step: int):
+        n = len(self.lab)
+        lab_epoch, lab_batch = divmod(global_step, n)
+        while True:
+            self.lab.set_epoch(lab_epoch, lab_batch)
+            for batch in self.lab:
+                yield batch
+            lab_epoch, lab_batch = lab_epoch + 1, 0
+
+    def batches(self):
+        epoch, start = self._pos
+        lab = self._labeled(epoch * len(self.unl) + start)
+        for ub in self.unl:
+            lb = next(lab)
+            yield {"l": to_device(lb, self.device), "u": to_device(ub, self.device)}
+
+    def clips(self, batch: dict) -> int:
+        return batch["l"]["clip"].shape[0] + batch["u"]["clip"].shape[0]
+
+    def weights(self, index: torch.Tensor) -> torch.Tensor:
+        if self.weighting == "invariant":
+            return torch.ones(index.shape[0], device=self.device)
+        if self.weighting == "distinctive":
+            return torch.zeros(index.shape[0], device=self.device)
+        s = self.scores[index.to(self.device)]
+        if torch.isnan(s).any():
+            bad = index[torch.isnan(s).cpu()].tolist()[:5]
+            raise UserError(f"the similarity file has no score for manifest indices {bad}; compute it with "
+                            "`tbfast similarity` on the same prepared data")
+        return s
+
+    def teacher_probs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p_inv = self.t_inv.probs(x) if self.t_inv is not None else None
+        p_dis = self.t_dis.probs(x) if self.t_dis is not None else None
+        # a missing teacher gets weight 0; reuse the other's probabilities as a placeholder
+        return (p_inv if p_inv is not None else p_dis), (p_dis if p_dis is not None else p_inv)
+
+    def compute(self, model, batch):
+        lc = self.cfg.loss
+        xl, xu = batch["l"]["clip"], batch["u"]["clip"]
+        y = batch["l"]["label"]
+        x = torch.cat([xl, xu])
+        p_inv, p_dis = self.teacher_probs(x)  # the student and both teachers see the same clips
+        s = torch.cat([self.weights(batch["l"]["index"]), self.weights(batch["u"]["index"])])
+        logits = model(x).float()
+        nl = xl.shape[0]
+        ce = F.cross_entropy(logits[:nl], y)
+        with torch.autocast(x.device.type, enabled=False):
+            d_l = self.distill(logits[:nl], p_inv[:nl], p_dis[:nl], s[:nl], lc.distill)
+            d_u = self.distill(logits[nl:], p_inv[nl:], p_dis[nl:], s[nl:], lc.distill)
+        loss = ce + lc.w_labeled * d_l + lc.w_unlabeled * d_u
+        acc = (logits[:nl].detach().argmax(1) == y).float().mean()
+        return {"loss": loss, "ce": ce, "distill_l": d_l, "distill_u": d_u, "acc": acc}

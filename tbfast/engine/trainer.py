@@ -1,0 +1,385 @@
+"""The one training loop: precision, channels-last, fused Adam, warmup + plateau, DDP,
+atomic checkpoints with exact resume, non-finite guard, metrics and progress.
+
+Reads top to bottom like the torchvision references: ``setup`` (model, precision, optimiser,
+resume) -> ``train_one_epoch`` -> epoch end (scheduler, validation, checkpoints) -> ``fit``.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from tbfast.engine import checkpoint as ck
+from tbfast.engine.config import Config, save_config
+from tbfast.engine.distributed import Dist, all_gather_object, all_reduce_sum, barrier, broadcast_object
+from tbfast.engine.metrics import MetricsLog, ProgressView, fmt_terms
+from tbfast.engine.schedule import WarmupPlateau
+from tbfast.engine.tasks import Task
+from tbfast.errors import UserError
+
+
+class NonFiniteLoss(UserError):
+    pass
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    last: Path
+    best: Path | None
+    epochs: int
+    steps: int
+    seconds: float  # training time of this invocation (excludes validation)
+    clips: int  # clips trained on in this invocation (all ranks)
+    final_loss: float
+    history: list = field(default_factory=list)
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.clips / self.seconds if self.seconds > 0 else float("nan")
+
+
+# ---------------------------------------------------------------- precision
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def choose_precision(cfg: Config, device: torch.device, task: Task, model: nn.Module, log) -> str:
+    """fp32 on the CPU and bf16 on GPUs by default; reduced precision only after its weight
+    gradients on the model's real input shape matched fp32 (DESIGN.md: CPU bf16 Conv3d bug)."""
+    p = cfg.train.precision
+    if p == "auto":
+        p = "bf16" if device.type == "cuda" else "fp32"
+    if p == "fp16" and device.type == "cpu":
+        log("fp16 autocast is not supported on the CPU; using fp32")
+        return "fp32"
+    if p == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        log("this GPU has no bf16; using fp16 with a GradScaler")
+        p = "fp16"
+    if p == "fp32" or not cfg.train.precision_check:
+        return p
+    try:
+        from tbfast.amp import gradient_check, guard_cpu_bf16
+    except ImportError:  # pragma: no cover - amp module missing
+        log(f"cannot check {p} gradients (tbfast.amp missing); using fp32")
+        return "fp32"
+    probe, shape = task.probe(model)
+    if device.type == "cpu":
+        guard_cpu_bf16(model)
+    res = gradient_check(probe, shape, device=device, dtype=AUTOCAST[p], channels_last=cfg.train.channels_last)
+    if not res.ok:
+        warnings.warn(f"{p} start-up check failed ({res.describe()}); training in fp32 instead", stacklevel=1)
+        log(f"WARNING: {p} {res.describe()}; falling back to fp32")
+        return "fp32"
+    log(f"{p} autocast: {res.describe()}")
+    return p
+
+
+def make_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+    oc = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    kw = dict(lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay)
+    if oc.fused:
+        try:
+            return torch.optim.Adam(params, fused=True, **kw)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return torch.optim.Adam(params, foreach=device.type == "cuda", **kw)
+
+
+# ---------------------------------------------------------------- trainer
+class Trainer:
+    def __init__(self, cfg: Config, task: Task, model: nn.Module, run_dir: Path, dist: Dist, *,
+                 meta: dict, resume: str | None = None, validate: Callable[[nn.Module], dict] | None = None,
+                 on_log: Callable[[str], None] | None = None):
+        """``meta``: checkpoint identity (``backbone``, ``num_classes``); ``validate(model)`` -> dict with
+        ``video_top1`` (rank 0); ``resume``: None, ``"auto"`` (RUN/checkpoints/last.pt if present) or a path."""
+        self.cfg, self.task, self.dist = cfg, task, dist
+        self.device = dist.device
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.meta = meta
+        self.validate = validate
+        self.main = dist.main
+        self._log = on_log or (lambda s: None)
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl" if self.main else None)
+
+        tc = cfg.train
+        torch.manual_seed(tc.seed + dist.rank)
+        self.model = model.to(self.device)
+        if tc.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.precision = choose_precision(cfg, self.device, task, self.model, self.log)
+        self.amp_dtype = AUTOCAST[self.precision]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.optimizer = make_optimizer(self.model, cfg, self.device)
+        self.steps_per_epoch = task.steps_per_epoch()
+        if self.steps_per_epoch < 1:
+            raise UserError(f"{cfg.stage}: an epoch has no batches (fewer videos per rank than --batch-size "
+                            f"{cfg.data.batch_size}); lower the batch size")
+        oc = cfg.optim
+        self.scheduler = WarmupPlateau(self.optimizer, base_lr=oc.lr, steps_per_epoch=self.steps_per_epoch,
+                                       warmup_epochs=oc.warmup_epochs, warmup_start=oc.warmup_start,
+                                       patience=oc.plateau_patience, factor=oc.plateau_factor,
+                                       threshold=oc.plateau_threshold, min_lr=oc.min_lr)
+        self.epoch, self.batch, self.step = 0, 0, 0
+        self.best = -1.0
+        self.epoch_state: dict | None = None
+        self.finished = False
+        if resume:
+            self._resume(resume)
+        self.train_model = self.model
+        if dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if tc.compile:
+            self.train_model = torch.compile(self.train_model)
+
+    def log(self, line: str) -> None:
+        if self.main:
+            self._log(line)
+
+    # ------------------------------------------------------------ checkpoints
+    def _state(self, finished: bool = False) -> dict:
+        return {
+            "format": ck.FORMAT, "stage": self.cfg.stage, "backbone": self.meta.get("backbone"),
+            "num_classes": self.meta.get("num_classes"), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": self.epoch, "batch": self.batch, "step": self.step,
+            "rng": all_gather_object(ck.rng_state(), self.dist), "world": self.dist.world,
+            "epoch_state": self.epoch_state, "best": self.best, "finished": finished,
+            "precision": self.precision, "config": _plain(self.cfg.to_dict()),
+        }
+
+    def save(self, name: str = "last.pt", finished: bool = False) -> Path:
+        self._check_finite()
+        state = self._state(finished)  # collective (RNG gather): every rank
+        path = self.ckpt_dir / name
+        if self.main:
+            ck.save_checkpoint(state, path)
+        barrier(self.dist)
+        return path
+
+    def _resume(self, resume: str) -> None:
+        path = self.ckpt_dir / "last.pt" if resume == "auto" else Path(resume)
+        if resume == "auto" and not path.exists():
+            self.log(f"no checkpoint in {self.ckpt_dir}; starting from scratch")
+            return
+        state = ck.load_checkpoint(path)
+        ck.expect(state, path, stages=(self.cfg.stage,), backbone=self.meta.get("backbone"),
+                  num_classes=self.meta.get("num_classes"), what="resume checkpoint")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.batch, self.step = int(state["epoch"]), int(state["batch"]), int(state["step"])
+        self.epoch_state = state.get("epoch_state")
+        self.best = float(state.get("best", -1.0))
+        self.finished = bool(state.get("finished"))
+        rng = state.get("rng") or []
+        if len(rng) == self.dist.world:
+            ck.set_rng_state(rng[self.dist.rank])
+        else:
+            self.log(f"checkpoint was written by {len(rng)} process(es), this run has {self.dist.world}: "
+                     "RNG streams restart (not bit-exact)")
+        self.metrics.truncate_after(self.step)
+        self.log(f"resumed from {path}: epoch {self.epoch + 1}, batch {self.batch}, step {self.step}")
+
+    # ------------------------------------------------------------ non-finite guard
+    def _check_finite(self) -> None:
+        flag = self._nonfinite.clone() if hasattr(self, "_nonfinite") else torch.zeros((), device=self.device)
+        flag = all_reduce_sum(flag.float(), self.dist)
+        if flag.item() > 0:
+            last = self.ckpt_dir / "last.pt"
+            kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+            raise NonFiniteLoss(
+                f"{self.cfg.stage}: the loss became non-finite (NaN/inf) at or before step {self.step} "
+                f"(epoch {self.epoch + 1}, last terms {self._last_terms}); training stopped and {kept} "
+                f"(untouched). Try a lower --lr, --clip-grad 1.0, or --precision fp32, then --resume auto.")
+
+    # ------------------------------------------------------------ one epoch
+    def train_one_epoch(self, progress: ProgressView) -> bool:
+        """Returns False when stopped early by ``max_steps``."""
+        tc, task = self.cfg.train, self.task
+        task.set_epoch(self.epoch, self.batch)
+        self.train_model.train()
+        es = self.epoch_state or {"sums": {}, "count": 0, "clips": 0, "seconds": 0.0}
+        self.epoch_state = es
+        sums: dict[str, torch.Tensor] = {k: torch.tensor(v, dtype=torch.float64, device=self.device)
+                                         for k, v in es["sums"].items()}
+        win = {"t0": time.perf_counter(), "data": 0.0, "clips": 0, "steps": 0}
+        win_sums: dict[str, torch.Tensor] = {}
+        check_every = 1 if self.device.type == "cpu" else max(1, tc.log_every)
+        progress.start_epoch(self.epoch, tc.epochs, self.steps_per_epoch, self.batch)
+        it = iter(task.batches())
+        while True:
+            t_wait = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            win["data"] += time.perf_counter() - t_wait
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                out = task.compute(self.train_model, batch)
+            loss = out["loss"]
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.cfg.optim.clip_grad > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            det = {k: v.detach().double() for k, v in out.items()}
+            self._nonfinite = self._nonfinite + (~torch.isfinite(det["loss"])).int()
+            self._last_terms = {k: round(float(v), 5) for k, v in det.items()} if self.device.type == "cpu" else "?"
+            for k, v in det.items():
+                sums[k] = sums.get(k, torch.zeros((), dtype=torch.float64, device=self.device)) + v
+                win_sums[k] = win_sums.get(k, torch.zeros((), dtype=torch.float64, device=self.device)) + v
+            n_clips = task.clips(batch) * self.dist.world
+            es["count"] += 1
+            es["clips"] += n_clips
+            win["clips"] += n_clips
+            win["steps"] += 1
+            self.step += 1
+            self.batch += 1
+            if self.step % check_every == 0:
+                self._check_finite()
+            if self.step % tc.log_every == 0 or self.batch == self.steps_per_epoch:
+                self._log_window(win, win_sums, progress)
+                win = {"t0": time.perf_counter(), "data": 0.0, "clips": 0, "steps": 0}
+                win_sums = {}
+            if tc.ckpt_every and self.step % tc.ckpt_every == 0 and self.batch < self.steps_per_epoch:
+                es["sums"] = {k: float(v) for k, v in sums.items()}
+                self.save("last.pt")
+            if tc.max_steps and self.step >= tc.max_steps:
+                es["sums"] = {k: float(v) for k, v in sums.items()}
+                return False
+        es["sums"] = {k: float(v) for k, v in sums.items()}
+        return True
+
+    def _log_window(self, win: dict, win_sums: dict, progress: ProgressView) -> None:
+        dt = max(time.perf_counter() - win["t0"], 1e-9)
+        n = max(win["steps"], 1)
+        vals = torch.stack([v for v in win_sums.values()]) / n if win_sums else torch.zeros(0)
+        vals = all_reduce_sum(vals.float(), self.dist) / self.dist.world
+        terms = {k: float(v) for k, v in zip(win_sums, vals.tolist())}
+        self._last_terms = terms
+        lr = self.optimizer.param_groups[0]["lr"]
+        rec = {"kind": "step", "epoch": self.epoch + 1, "step": self.step, "batch": self.batch, **terms,
+               "lr": lr, "clips_per_s": win["clips"] / dt, "data_share": win["data"] / dt}
+        self.metrics.write(rec)
+        self.epoch_state["seconds"] += dt
+        info = f"{fmt_terms(terms, list(self.task.terms))} lr={lr:.2e} {rec['clips_per_s']:.1f} clips/s data {100 * rec['data_share']:.0f}%"
+        progress.update(self.batch, info)
+
+    # ------------------------------------------------------------ fit
+    def fit(self) -> FitResult:
+        tc = self.cfg.train
+        self._nonfinite = torch.zeros((), dtype=torch.int32, device=self.device)
+        self._last_terms = {}
+        t_start = time.perf_counter()
+        clips_start = 0
+        total_clips = 0
+        steps0 = self.step
+        stopped = False
+        history = []
+        progress = ProgressView(self.main and tc.progress, self.cfg.stage)
+        try:
+            if self.finished or self.epoch >= tc.epochs:
+                self.log(f"{self.cfg.stage}: already finished ({self.epoch} epochs); nothing to do")
+            while self.epoch < tc.epochs and not self.finished:
+                clips_start = (self.epoch_state or {}).get("clips", 0)
+                complete = self.train_one_epoch(progress)
+                es = self.epoch_state
+                total_clips += es["clips"] - clips_start
+                if not complete:
+                    stopped = True
+                    break
+                rec = self._end_epoch(es)
+                history.append(rec)
+                if tc.max_steps and self.step >= tc.max_steps:
+                    stopped = True
+                    break
+        finally:
+            progress.close()
+        train_seconds = time.perf_counter() - t_start
+        if stopped:
+            self.log(f"{self.cfg.stage}: stopped after --max-steps {tc.max_steps} (step {self.step})")
+        finished = not stopped and self.epoch >= tc.epochs
+        if self.step > steps0 or finished:
+            self.save("last.pt", finished=finished)
+        if self.main:
+            from tbfast.engine.plots import plot_run
+
+            try:
+                plot_run(self.run_dir)
+            except Exception as exc:  # plots are a convenience, never a failure
+                self.log(f"(plots skipped: {exc})")
+        best = self.ckpt_dir / "best.pt"
+        last_loss = history[-1]["loss"] if history else float("nan")
+        return FitResult(self.run_dir, self.ckpt_dir / "last.pt", best if best.exists() else None, self.epoch,
+                         self.step, train_seconds, total_clips, last_loss, history)
+
+    def _end_epoch(self, es: dict) -> dict:
+        tc = self.cfg.train
+        self._check_finite()
+        names = list(es["sums"])
+        vals = torch.tensor([es["sums"][k] for k in names] + [es["count"]], dtype=torch.float64)
+        vals = all_reduce_sum(vals.to(self.device), self.dist).cpu()
+        count = max(float(vals[-1]), 1.0)
+        means = {k: float(v) / count for k, v in zip(names, vals[:-1])}
+        reduced = self.scheduler.epoch_end(means.get("loss", float("nan")))
+        rec = {"kind": "epoch", "epoch": self.epoch + 1, "step": self.step, **means,
+               "lr": self.optimizer.param_groups[0]["lr"], "clips": es["clips"], "seconds": es["seconds"],
+               "clips_per_s": es["clips"] / es["seconds"] if es["seconds"] > 0 else None}
+        val = None
+        if self.validate is not None and ((self.epoch + 1) % tc.val_every == 0 or self.epoch + 1 == tc.epochs):
+            val = self.validate(self.model) if self.main else None
+            val = broadcast_object(val, self.dist)
+            if val:
+                rec.update({"val_top1": val["video_top1"], "val_top5": val.get("video_top5"),
+                            "val_clip_top1": val.get("clip_top1")})
+        self.epoch += 1
+        self.batch = 0
+        self.epoch_state = None
+        if val and val["video_top1"] > self.best:
+            self.best = val["video_top1"]
+            self.save("best.pt")
+        self.save("last.pt")
+        self.metrics.write(rec)
+        line = (f"{self.cfg.stage} epoch {self.epoch}/{tc.epochs} step {self.step}: "
+                f"{fmt_terms(means, list(self.task.terms))} lr={rec['lr']:.2e}"
+                + (f" {rec['clips_per_s']:.1f} clips/s" if rec["clips_per_s"] else "")
+                + (f" val top-1 {100 * val['video_top1']:.1f}%" if val else "")
+                + (" (lr halved: plateau)" if reduced else ""))
+        self.log(line)
+        return rec
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def train_math_ok(x: float) -> bool:
+    return math.isfinite(x)

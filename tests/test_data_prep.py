@@ -133,6 +133,8 @@ def _bad_folder(tmp_path, synth_src):
     (bad / "empty.avi").write_bytes(b"")
     data = good[0].read_bytes()
     (bad / "truncated.avi").write_bytes(data[: len(data) // 2])
+    webm = _write(tmp_path / "full.webm", _grey(40), codec="libvpx-vp9", fmt="webm").read_bytes()
+    (bad / "truncated.webm").write_bytes(webm[: len(webm) // 2])
     (bad / "notavideo.mp4").write_bytes(b"this is not a video\n" * 50)
     (bad / "missing.avi").symlink_to(tmp_path / "nowhere.avi")
     (bad / "unreadable.avi").mkdir()  # a folder where a video should be
@@ -155,9 +157,11 @@ def test_bad_inputs_reported_rest_proceeds_and_rerun_skips(tmp_path, synth_src, 
     reasons = {Path(f["source"]).name: f["reason"] for f in rep["failures"]}
     if "noperm.avi" in reasons:
         assert reasons.pop("noperm.avi").startswith("unreadable")
-    assert set(reasons) == {"empty.avi", "truncated.avi", "notavideo.mp4", "missing.avi", "unreadable.avi"}
+    assert set(reasons) == {"empty.avi", "truncated.avi", "truncated.webm", "notavideo.mp4", "missing.avi",
+                            "unreadable.avi"}
     assert reasons["empty.avi"].startswith("empty")
     assert reasons["truncated.avi"].startswith("truncated")
+    assert reasons["truncated.webm"].startswith("truncated")
     assert reasons["notavideo.mp4"].startswith("not a video")
     assert reasons["missing.avi"].startswith("missing")
     assert reasons["unreadable.avi"].startswith("unreadable")
@@ -167,13 +171,13 @@ def test_bad_inputs_reported_rest_proceeds_and_rerun_skips(tmp_path, synth_src, 
     assert set(recs) == {good.name for good in (src / "good").iterdir()} | {"odd.avi", "tiny.avi"}
     assert recs["tiny.avi"].frames == 3 and "short" in recs["tiny.avi"].flags
     assert "odd_size" in recs["odd.avi"].flags and recs["odd.avi"].width % 2 == 0
-    assert rep["counts"] == {"listed": 9 + (os.geteuid() != 0), "prepared": 4, "transcoded": 4, "skipped": 0, "failed": 5, "short": 4,
+    assert rep["counts"] == {"listed": 10 + (os.geteuid() != 0), "prepared": 4, "transcoded": 4, "skipped": 0, "failed": 6, "short": 4,
                              "train": 4, "test": 0, "classes": 2}
     # second run: everything done is skipped, failures reported again
     assert main(args) == 1
     assert "skipping 4 video(s)" in capsys.readouterr().err
     rep2 = json.loads((out / "prep_report.json").read_text())
-    assert rep2["counts"]["skipped"] == 4 and rep2["counts"]["transcoded"] == 0 and rep2["counts"]["failed"] == 5
+    assert rep2["counts"]["skipped"] == 4 and rep2["counts"]["transcoded"] == 0 and rep2["counts"]["failed"] == 6
     assert [r.path for r in read_manifest(out)] == sorted(r.path for r in recs.values())
 
 

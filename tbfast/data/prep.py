@@ -190,7 +190,11 @@ def prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path | 
                     futs = {pool.submit(_work, str(src / items[i].source), str(out / dsts[i]), settings): i
                             for i in todo}
                     for fut in as_completed(futs):
-                        done(futs[fut], fut.result())
+                        try:
+                            res = fut.result()
+                        except Exception as exc:  # e.g. a decoder crash took the worker down
+                            res = {"ok": False, "reason": f"worker process failed: {type(exc).__name__}: {exc}"}
+                        done(futs[fut], res)
                         bar.advance(task)
     finally:
         jf.close()

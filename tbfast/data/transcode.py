@@ -145,6 +145,12 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
             rate = Fraction(25)
             notes.append("no frame rate in the source: assumed 25 fps")
         header_frames = int(ist.frames or 0)
+        header_seconds = 0.0  # for containers without a frame count (e.g. Matroska)
+        if ist.duration and ist.time_base:
+            header_seconds = float(ist.duration * ist.time_base)
+        elif inp.duration and len(inp.streams) == len(inp.streams.video):
+            # a video-only container's duration is the video's (an audio track could be longer)
+            header_seconds = inp.duration / 1e6
         w, h = out_size(src_w, src_h, settings.short_side)
 
         # bitexact: no random segment UID or encoder string, so identical inputs give identical files
@@ -166,11 +172,15 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
                 cc.options = {"preset": "veryfast", "crf": str(crf), "bf": "0", "sc_threshold": "0",
                               "keyint_min": str(settings.gop), "forced-idr": "1"}
             n_src = n_out = 0
+            t_first = t_last = None
             try:
                 def counted():
-                    nonlocal n_src
+                    nonlocal n_src, t_first, t_last
                     for item in _decode(inp, ist):
                         n_src += 1
+                        if item[1] is not None:
+                            t_first = item[1] if t_first is None else t_first
+                            t_last = item[1]
                         yield item
                 for frame in _cfr_frames(counted(), rate):
                     vf = frame.reformat(width=w, height=h, format="yuv420p", interpolation="AREA")
@@ -190,6 +200,10 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
             out.close()
         if header_frames > 0 and n_src < 0.9 * header_frames:
             raise BadVideo(f"truncated: decoded {n_src} of the {header_frames} frames its header lists")
+        if not header_frames and header_seconds > 0 and t_last is not None:
+            covered = t_last - t_first + 1.0 / float(src_rate or rate)
+            if covered < 0.9 * header_seconds - 0.05:
+                raise BadVideo(f"truncated: decoded {covered:.2f} s of the {header_seconds:.2f} s its header lists")
     finally:
         inp.close()
 

@@ -76,12 +76,12 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from dali_pipelines import build_loader
-    from tbfast.data.manifest import read_manifest, split_indices
+    from tbfast.data.manifest import read_manifest
     from tbfast.data.plans import default_spec
     from tbfast.errors import UserError
 
     records = read_manifest(args.prepared)
-    indices = split_indices(records, "train") or list(range(len(records)))
+    indices = list(range(len(records)))  # every video of the manifest, train and test
     spec = default_spec(args.mode)
     need = args.videos + args.batch_size  # plus the warm-up batch
     if len(indices) < need:

@@ -18,7 +18,7 @@ SIZE = 16
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
+def coded(tmp_path_factory):
     root = tmp_path_factory.mktemp("dali_prepared")
     return make_dataset(root, LENGTHS + [40] * 4, static=STATIC, width=48, height=32)
 
@@ -52,11 +52,11 @@ def check_layout(t, n, frames):
 
 
 @pytest.mark.parametrize("mode", ["ssl", "train", "eval", "similarity"])
-def test_every_mode_returns_exactly_the_planned_frames(prepared, mode):
+def test_every_mode_returns_exactly_the_planned_frames(coded, mode):
     from tbfast.data.manifest import read_manifest
 
-    records = read_manifest(prepared)
-    loader = build_loader(prepared, mode, indices=CODED, batch_size=3, size=SIZE, augment=False, seed=3)
+    records = read_manifest(coded)
+    loader = build_loader(coded, mode, indices=CODED, batch_size=3, size=SIZE, augment=False, seed=3)
     seen = []
     decoded = {}
     for batch in loader:
@@ -89,7 +89,7 @@ def test_every_mode_returns_exactly_the_planned_frames(prepared, mode):
             for r in range(0, clips.shape[0], max(1, clips.shape[0] // 4)):
                 idx = int(rows[r])
                 if idx not in decoded:
-                    decoded[idx] = pyav_frames(prepared / records[idx].path)
+                    decoded[idx] = pyav_frames(coded / records[idx].path)
                 for t in range(clips.shape[2]):
                     ours = halves(clips[r, :, t].permute(1, 2, 0).numpy() * 255)
                     ref = halves(decoded[idx][int(frames[r, t])])
@@ -100,16 +100,16 @@ def test_every_mode_returns_exactly_the_planned_frames(prepared, mode):
         assert len(seen) == len(CODED) // 3 * 3 and len(set(seen)) == len(seen)
 
 
-def test_short_video_is_padded_by_repeating_the_last_frame(prepared):
-    loader = build_loader(prepared, "ssl", indices=[2], batch_size=1, size=SIZE, augment=False)
+def test_short_video_is_padded_by_repeating_the_last_frame(coded):
+    loader = build_loader(coded, "ssl", indices=[2], batch_size=1, size=SIZE, augment=False)
     batch = next(iter(loader))
     assert batch["frames_short"].reshape(-1).tolist() == list(range(20)) + [19] * 44
     assert clip_indices(batch["short0"]).reshape(-1).tolist() == list(range(20)) + [19] * 44
     assert clip_indices(batch["long1"])[0, -1] == 19
 
 
-def test_augmentation_constant_within_clip_and_independent_between_views(prepared):
-    loader = build_loader(prepared, "ssl", indices=STILL, batch_size=4, size=SIZE, seed=11)
+def test_augmentation_constant_within_clip_and_independent_between_views(coded):
+    loader = build_loader(coded, "ssl", indices=STILL, batch_size=4, size=SIZE, seed=11)
     for epoch in range(2):
         loader.set_epoch(epoch)
         batch = next(iter(loader))
@@ -136,7 +136,7 @@ def test_augmentation_constant_within_clip_and_independent_between_views(prepare
                     assert np.abs(img[0] - img[1]).max() < 2 / 255 and np.abs(img[1] - img[2]).max() < 2 / 255
 
 
-def test_flip_and_crop_follow_the_plan(prepared):
+def test_flip_and_crop_follow_the_plan(coded):
     """A still picture with a red top-left block: a flipped view has it on the right."""
     # crop side = short side, so the block (left third, top third) is in every crop but the rightmost
     from tbfast.data.plans import AugSpec, default_spec
@@ -144,7 +144,7 @@ def test_flip_and_crop_follow_the_plan(prepared):
     aug = AugSpec(crop_scale=(1.0, 1.0), flip_p=0.5, contrast_p=0, hue_p=0, saturation_p=0,
                   brightness_p=0, gray_p=0, channel_drop_p=0, erase_p=0)
     spec = default_spec("train", aug=aug)
-    loader = build_loader(prepared, "train", indices=STILL, batch_size=4, size=SIZE, seed=2, spec=spec)
+    loader = build_loader(coded, "train", indices=STILL, batch_size=4, size=SIZE, seed=2, spec=spec)
     flips = []
     for epoch in range(3):
         loader.set_epoch(epoch)
@@ -160,19 +160,19 @@ def test_flip_and_crop_follow_the_plan(prepared):
     assert any(flips) and not all(flips)
 
 
-def test_sharding_two_ranks_disjoint_complete(prepared):
+def test_sharding_two_ranks_disjoint_complete(coded):
     got = []
     for rank in range(2):
-        loader = build_loader(prepared, "eval", indices=CODED, batch_size=2, size=SIZE, shard_id=rank,
+        loader = build_loader(coded, "eval", indices=CODED, batch_size=2, size=SIZE, shard_id=rank,
                               num_shards=2)
         got.append([i for b in loader for i in b["index"].tolist()])
     assert not set(got[0]) & set(got[1]) and sorted(got[0] + got[1]) == CODED
-    lens = [len(build_loader(prepared, "ssl", indices=CODED, batch_size=2, shard_id=r, num_shards=2)) for r in range(2)]
+    lens = [len(build_loader(coded, "ssl", indices=CODED, batch_size=2, shard_id=r, num_shards=2)) for r in range(2)]
     assert lens == [2, 2]
 
 
-def test_epochs_reorder_and_start_batch_resumes_exactly(prepared):
-    loader = build_loader(prepared, "train", indices=CODED, batch_size=2, size=SIZE, seed=4)
+def test_epochs_reorder_and_start_batch_resumes_exactly(coded):
+    loader = build_loader(coded, "train", indices=CODED, batch_size=2, size=SIZE, seed=4)
     assert len(loader) == 4
     loader.set_epoch(1)
     full = [(b["index"].clone(), b["clip"].clone()) for b in loader]
@@ -185,14 +185,14 @@ def test_epochs_reorder_and_start_batch_resumes_exactly(prepared):
     for (i0, c0), (i1, c1) in zip(full[2:], resumed):
         assert torch.equal(i0, i1) and torch.equal(c0, c1)
     # a fresh loader with the same seed reproduces the epoch (another process after SIGKILL)
-    again = build_loader(prepared, "train", indices=CODED, batch_size=2, size=SIZE, seed=4)
+    again = build_loader(coded, "train", indices=CODED, batch_size=2, size=SIZE, seed=4)
     again.set_epoch(1)
     assert all(torch.equal(b["clip"], c) for b, (_, c) in zip(again, full))
 
 
-def test_batches_stay_valid_while_referenced(prepared):
+def test_batches_stay_valid_while_referenced(coded):
     """The zero-copy hand-over must not let a later batch overwrite an earlier one."""
-    loader = build_loader(prepared, "train", indices=CODED, batch_size=2, size=SIZE)
+    loader = build_loader(coded, "train", indices=CODED, batch_size=2, size=SIZE)
     it = iter(loader)
     first = next(it)
     saved = first["clip"].clone()
@@ -201,8 +201,8 @@ def test_batches_stay_valid_while_referenced(prepared):
     assert torch.equal(first["clip"], saved)
 
 
-def test_abandoned_epoch_leaves_the_loader_usable(prepared):
-    loader = build_loader(prepared, "train", indices=CODED, batch_size=2, size=SIZE)
+def test_abandoned_epoch_leaves_the_loader_usable(coded):
+    loader = build_loader(coded, "train", indices=CODED, batch_size=2, size=SIZE)
     for _ in loader:
         break
     assert len(list(loader)) == len(loader)
@@ -226,9 +226,43 @@ def test_corrupt_file_names_the_file_and_never_hangs(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (GPU path unverified without one)")
-def test_gpu_path_matches_cpu_frames(prepared):
-    cpu = next(iter(build_loader(prepared, "eval", indices=CODED[:2], batch_size=2, size=SIZE)))
-    gpu = next(iter(build_loader(prepared, "eval", indices=CODED[:2], batch_size=2, size=SIZE, device="gpu")))
+def test_gpu_path_matches_cpu_frames(coded):
+    cpu = next(iter(build_loader(coded, "eval", indices=CODED[:2], batch_size=2, size=SIZE)))
+    gpu = next(iter(build_loader(coded, "eval", indices=CODED[:2], batch_size=2, size=SIZE, device="gpu")))
     assert gpu["clip"].is_cuda and gpu["clip"].is_contiguous(memory_format=torch.channels_last_3d)
     assert (clip_indices(gpu["clip"].cpu()) == clip_indices(cpu["clip"])).all()
     assert (gpu["clip"].cpu() - cpu["clip"]).abs().mean() < 0.02
+
+
+@pytest.mark.parametrize("mode", ["ssl", "train", "eval", "similarity"])
+def test_unseen_prepared_data_gives_the_planned_frames(prepared, mode):
+    """On the shared synthetic prepared set (not frame-coded): every output frame matches the
+    planned source frame of an independent PyAV decode best (up to identical frames); a plan
+    shifted by one frame fails this check."""
+    import torch.nn.functional as F
+
+    from tbfast.data.manifest import read_manifest
+
+    records = read_manifest(prepared)
+    pick = [0, len(records) // 2, len(records) - 1]
+    loader = build_loader(prepared, mode, indices=pick, batch_size=3, size=SIZE, augment=False,
+                          shuffle=False, drop_last=False)
+    batch = next(iter(loader))
+    if mode == "ssl":
+        clips, frames = batch["short0"], batch["frames_short"].reshape(-1, 16)
+    else:
+        clips, frames = batch["clip"], batch["frames"].reshape(batch["clip"].shape[0], -1)
+    rows_per_video = clips.shape[0] // len(pick)
+    for r in range(clips.shape[0]):
+        idx = pick[r // rows_per_video]
+        rec = records[idx]
+        ref = torch.from_numpy(pyav_frames(prepared / rec.path)).permute(0, 3, 1, 2).float() / 255
+        y0, x0, y1, x1 = loader.plan(idx).views["long" if mode == "ssl" else "clip"][0][0].roi
+        ref = ref[:, :, int(round(y0)) : int(round(y1)), int(round(x0)) : int(round(x1))]
+        ref = F.interpolate(ref, size=(SIZE, SIZE), mode="bilinear", antialias=True, align_corners=False)
+        for t in range(clips.shape[2]):
+            ours = clips[r, :, t]
+            err = (ref - ours).abs().mean(dim=(1, 2, 3))
+            planned = int(frames[r, t])
+            assert planned < rec.frames
+            assert err[planned] <= err.min() + 2e-3 and err[planned] < 0.03, (mode, idx, t, planned, int(err.argmin()))

@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser, command: str = "bench losses") -> 
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per configuration")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--classes", type=int, default=101, help="classes for the distillation measurement")
-    p.add_argument("--quick", action="store_true", help="one small batch, few calls: checks that it runs")
+    p.add_argument("--quick", action="store_true",
+                   help="one small batch, few calls, no distillation memory: checks that it runs")
     p.add_argument("--json", default=None, help="write the results here")
 
 
@@ -127,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
                 "abs_diff_vs_reference": (abs(loss - ref_loss) if ref_loss is not None else None),
             })
 
-    rows += _bench_distill(device, args.classes, 8 if args.quick else 32, iters, warmup)
+    rows += _bench_distill(device, args.classes, 8 if args.quick else 32, iters, warmup, memory=not args.quick)
 
     payload = {"benchmark": "losses", "device": device, "dim": args.dim, "iters": iters,
                "machine": machine_info(), "results": rows}
@@ -142,7 +143,8 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_distill(device: str, classes: int, bsz: int, iters: int, warmup: int) -> list[dict[str, Any]]:
+def _bench_distill(device: str, classes: int, bsz: int, iters: int, warmup: int,
+                   memory: bool = True) -> list[dict[str, Any]]:
     import torch
 
     from tbfast.kernels import student_distill_loss
@@ -173,7 +175,7 @@ def _bench_distill(device: str, classes: int, bsz: int, iters: int, warmup: int)
                 ref_ms, ref_loss = ms, loss
             rows.append({
                 "loss": f"distill-{kind}", "classes": classes, "batch": bsz, "impl": name, "ms_median": ms,
-                "ms_min": min(times) * 1e3, "peak_mib": _peak_mib(step, device),
+                "ms_min": min(times) * 1e3, "peak_mib": _peak_mib(step, device) if memory else None,
                 "speedup": ref_ms / ms if name != "reference" else 1.0,
                 "abs_diff_vs_reference": abs(loss - ref_loss),
             })

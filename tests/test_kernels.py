@@ -177,3 +177,12 @@ def test_cuda_impls_match_reference(impl):
 @pytest.mark.skipif(os.environ.get("TBFAST_SLOW_TESTS") != "1", reason="torch.compile takes ~30 s; set TBFAST_SLOW_TESTS=1")
 def test_compiled_matches_reference():
     compare(get_ssl_objective("compiled"), ssl_objective, inputs(8), (1.0, 1.0, 1.0), rtol=1e-5, atol=1e-6)
+
+
+def test_fused_ignores_autocast_and_backpropagates():
+    zs = inputs(4, seed=7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fused_ssl_objective(*zs)
+    out["loss"].backward()  # mixed dtypes in backward would raise here
+    torch.testing.assert_close(out["loss"], ssl_objective(*zs)["loss"], rtol=1e-5, atol=0)
+    assert all(z.grad is not None and z.grad.dtype == torch.float32 for z in zs)

@@ -39,14 +39,15 @@ class _MaskedGram(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.scale = scale
-        g = torch.mm(x, x.t()).mul_(scale)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            g = torch.mm(x, x.t()).mul_(scale)
         g.diagonal().fill_(float("-inf"))
         return g
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
-        sym = grad + grad.t()
+        sym = (grad + grad.t()).to(x.dtype)
         sym.diagonal().zero_()  # the masked self-similarities carry no gradient
         return torch.mm(sym, x).mul_(ctx.scale), None
 
@@ -83,7 +84,14 @@ def fused_ssl_objective(
 
     z_long (B, 2, d), z_long_slices (B, 2, 4, d) or None when w_gl == 0, z_short (B, 2, 4, d).
     Returns dict(loss, L_I, L_D1, L_D2); terms with weight 0 are 0-d zero tensors.
+    Computes in the inputs' dtype: an enclosing autocast region does not lower it (the engine
+    passes float32 embeddings, so contrastive logits keep full precision under AMP).
     """
+    with torch.autocast(device_type=z_short.device.type, enabled=False):
+        return _fused(z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, lse_fn)
+
+
+def _fused(z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, lse_fn) -> dict[str, torch.Tensor]:
     bsz, _, nt, d = z_short.shape
     zero = z_short.new_zeros(())
     out = {"L_I": zero, "L_D1": zero, "L_D2": zero}

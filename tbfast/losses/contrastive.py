@@ -42,8 +42,8 @@ def invariant_loss(z_long: torch.Tensor, z_short: torch.Tensor, tau: float = 0.1
     (view a, clip j) != (view b, clip k) of short clips (different times of a video are positives).
     """
     loss = nt_xent(z_long[:, 0], z_long[:, 1], tau)
-    sets = [(a, j) for a in range(2) for j in range(4)]
-    pairs = list(itertools.permutations(sets, 2))  # 56 ordered pairs
+    sets = [(a, j) for a in range(2) for j in range(z_short.shape[2])]
+    pairs = list(itertools.permutations(sets, 2))  # 56 ordered pairs for 4 clips
     short = sum(nt_xent(z_short[:, a, j], z_short[:, b, k], tau) for (a, j), (b, k) in pairs)
     return loss + short / len(pairs)
 

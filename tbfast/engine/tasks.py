@@ -90,6 +90,10 @@ class Task:
     def clips(self, batch: dict) -> int:
         raise NotImplementedError
 
+    def indices(self, batch: dict) -> list[int]:
+        """Manifest indices of the videos in ``batch`` (student: the unlabeled ones, which define the epoch)."""
+        return batch["u"]["index"].tolist() if "u" in batch else batch["index"].tolist()
+
     def probe(self, model: nn.Module) -> tuple[nn.Module, tuple[int, ...]]:
         """(module taking one clip tensor, input shape) for the start-up gradient self-check."""
         raw = model.module if hasattr(model, "module") else model

@@ -7,6 +7,7 @@ resume) -> ``train_one_epoch`` -> epoch end (scheduler, validation, checkpoints)
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +28,10 @@ from tbfast.errors import UserError
 
 class NonFiniteLoss(UserError):
     pass
+
+
+# seconds to sleep after each step: lets tests kill a run mid-epoch deterministically
+_STEP_DELAY = float(os.environ.get("TBFAST_STEP_DELAY", "0") or 0)
 
 
 @dataclass
@@ -247,6 +252,10 @@ class Trainer:
             for k, v in det.items():
                 sums[k] = sums.get(k, torch.zeros((), dtype=torch.float64, device=self.device)) + v
                 win_sums[k] = win_sums.get(k, torch.zeros((), dtype=torch.float64, device=self.device)) + v
+            if self.dist.enabled:
+                es.setdefault("seen", []).extend(task.indices(batch))
+            if _STEP_DELAY:
+                time.sleep(_STEP_DELAY)
             n_clips = task.clips(batch) * self.dist.world
             es["count"] += 1
             es["clips"] += n_clips
@@ -263,7 +272,7 @@ class Trainer:
             if tc.ckpt_every and self.step % tc.ckpt_every == 0 and self.batch < self.steps_per_epoch:
                 es["sums"] = {k: float(v) for k, v in sums.items()}
                 self.save("last.pt")
-            if tc.max_steps and self.step >= tc.max_steps:
+            if tc.max_steps and self.step >= tc.max_steps and self.batch < self.steps_per_epoch:
                 es["sums"] = {k: float(v) for k, v in sums.items()}
                 return False
         es["sums"] = {k: float(v) for k, v in sums.items()}
@@ -299,7 +308,10 @@ class Trainer:
         try:
             if self.finished or self.epoch >= tc.epochs:
                 self.log(f"{self.cfg.stage}: already finished ({self.epoch} epochs); nothing to do")
-            while self.epoch < tc.epochs and not self.finished:
+            elif tc.max_steps and self.step >= tc.max_steps:
+                self.log(f"{self.cfg.stage}: already at --max-steps {tc.max_steps}; nothing to do")
+                stopped = True
+            while self.epoch < tc.epochs and not self.finished and not stopped:
                 clips_start = (self.epoch_state or {}).get("clips", 0)
                 complete = self.train_one_epoch(progress)
                 es = self.epoch_state
@@ -328,7 +340,7 @@ class Trainer:
             except Exception as exc:  # plots are a convenience, never a failure
                 self.log(f"(plots skipped: {exc})")
         best = self.ckpt_dir / "best.pt"
-        last_loss = history[-1]["loss"] if history else float("nan")
+        last_loss = history[-1]["loss"] if history else None
         return FitResult(self.run_dir, self.ckpt_dir / "last.pt", best if best.exists() else None, self.epoch,
                          self.step, train_seconds, total_clips, last_loss, history)
 
@@ -344,6 +356,12 @@ class Trainer:
         rec = {"kind": "epoch", "epoch": self.epoch + 1, "step": self.step, **means,
                "lr": self.optimizer.param_groups[0]["lr"], "clips": es["clips"], "seconds": es["seconds"],
                "clips_per_s": es["clips"] / es["seconds"] if es["seconds"] > 0 else None}
+        if self.dist.enabled:  # which videos each rank trained on: shards must be disjoint
+            seen = all_gather_object(sorted(es.get("seen", [])), self.dist)
+            sets = [set(x) for x in seen]
+            overlap = sum(len(x) for x in sets) - len(set().union(*sets))
+            rec.update({"world": self.dist.world, "shard_videos": [len(x) for x in sets],
+                        "shard_overlap": overlap})
         val = None
         if self.validate is not None and ((self.epoch + 1) % tc.val_every == 0 or self.epoch + 1 == tc.epochs):
             val = self.validate(self.model) if self.main else None

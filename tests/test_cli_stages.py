@@ -1,0 +1,126 @@
+"""Every CLI stage for 2 steps on the tiny prepared data, chained as a user would chain them."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tbfast.cli import main as cli
+
+TINY = ["--preset", "synthetic_tiny", "--size", "16", "--no-progress", "--device", "cpu", "--threads", "1"]
+TRAIN = TINY + ["--max-steps", "2", "--batch-size", "2", "--log-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def chain(prepared, prepared_split, tmp_path_factory):
+    """Run every stage once; the tests below check what each left behind."""
+    root = tmp_path_factory.mktemp("cli_chain")
+    lab, unl = prepared_split
+    data = ["--data", str(prepared)]
+    r = {}
+    for stage in ("invariant", "distinctive", "combined"):
+        assert cli(["train", stage, *data, "--out", str(root / stage), *TRAIN]) == 0
+    ck = {s: root / s / "checkpoints" / "last.pt" for s in ("invariant", "distinctive", "combined")}
+    for kind in ("invariant", "distinctive"):
+        assert cli(["train", "finetune", *data, "--out", str(root / f"ft_{kind}"), "--init", str(ck[kind]),
+                    "--labeled", str(lab), *TRAIN]) == 0
+    assert cli(["train", "supervised", *data, "--out", str(root / "sup"), "--labeled", lab.name,
+                "--val", "test", *TRAIN, "--epochs", "1"]) == 0
+    sim = root / "similarity.csv"
+    assert cli(["similarity", "--invariant", str(ck["invariant"]), "--distinctive", str(ck["distinctive"]),
+                *data, "--out", str(sim), *TINY]) == 0
+    ft = {k: root / f"ft_{k}" / "checkpoints" / "last.pt" for k in ("invariant", "distinctive")}
+    assert cli(["train", "student", *data, "--out", str(root / "student"), "--teacher-invariant", str(ft["invariant"]),
+                "--teacher-distinctive", str(ft["distinctive"]), "--similarity", str(sim), "--labeled", str(lab),
+                "--unlabeled", str(unl), "--init", str(ck["combined"]), "--distill", "kl", *TRAIN]) == 0
+    r["eval_json"] = root / "eval.json"
+    assert cli(["eval", "--checkpoint", str(root / "student" / "checkpoints" / "last.pt"), *data,
+                "--json", str(r["eval_json"]), "--clips", "4", *TINY]) == 0
+    r.update(root=root, ck=ck, ft=ft, sim=sim)
+    return r
+
+
+def test_ssl_stages_leave_a_run_directory(chain):
+    for stage in ("invariant", "distinctive", "combined"):
+        d = chain["root"] / stage
+        assert (d / "config.yaml").is_file() and (d / "loss.png").is_file()
+        recs = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        steps = [r for r in recs if r["kind"] == "step"]
+        assert [r["step"] for r in steps] == [1, 2]
+        terms = {"invariant": {"L_I"}, "distinctive": {"L_D1", "L_D2"}, "combined": {"L_I", "L_D1", "L_D2"}}[stage]
+        assert terms <= set(steps[0]) and all(0 <= r["data_share"] <= 1 and r["clips_per_s"] > 0 for r in steps)
+        ck = torch.load(d / "checkpoints" / "last.pt", weights_only=True)
+        assert ck["stage"] == stage and ck["num_classes"] is None and ck["step"] == 2
+        assert ck["format"] == "tbfast-ckpt-1" and ck["config"]["train"]["max_steps"] == 2
+
+
+def test_finetune_supervised_student_eval(chain):
+    ft = torch.load(chain["ft"]["invariant"], weights_only=True)
+    assert ft["stage"] == "finetune" and ft["num_classes"] == 4
+    assert not any(k.startswith("head.") for k in ft["model"])  # projection head dropped
+    inv = torch.load(chain["ck"]["invariant"], weights_only=True)
+    # fine-tuning started from the SSL backbone (2 small-lr steps move it only a little)
+    k = "backbone.stem.0.weight"
+    assert (ft["model"][k] - inv["model"][k]).abs().max() < 0.1
+    sup = chain["root"] / "sup"
+    recs = [json.loads(x) for x in (sup / "metrics.jsonl").read_text().splitlines()]
+    epoch = [r for r in recs if r["kind"] == "epoch"][-1]
+    assert "val_top1" in epoch and (sup / "checkpoints" / "best.pt").is_file() and (sup / "accuracy.png").is_file()
+    st = torch.load(chain["root"] / "student" / "checkpoints" / "last.pt", weights_only=True)
+    assert st["stage"] == "student" and st["config"]["loss"]["distill"] == "kl"
+    recs = (chain["root"] / "student" / "metrics.jsonl").read_text()
+    assert "distill_u" in recs and "distill_l" in recs
+    ev = json.loads(chain["eval_json"].read_text())
+    assert ev["videos"] == 8 and ev["clips"] == 32
+    assert 0 <= ev["video_top1"] <= ev["video_top5"] <= 1 and 0 <= ev["clip_top1"] <= 1
+
+
+def test_similarity_file(chain):
+    lines = chain["sim"].read_text().splitlines()
+    assert lines[0] == "index,path,raw,score" and len(lines) == 1 + 8  # every training video
+    scores = [float(x.split(",")[3]) for x in lines[1:]]
+    assert min(scores) == 0.0 and max(scores) == 1.0
+    assert chain["sim"].with_suffix(".png").is_file()
+
+
+def test_resume_auto_on_a_finished_run_is_a_no_op(chain, prepared, capsys):
+    out = chain["root"] / "invariant"
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    assert cli(["train", "invariant", "--data", str(prepared), "--out", str(out), "--resume", "auto", *TRAIN]) == 0
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
+    """`tbfast run --data` chains every stage and writes report.md + results.json."""
+    data = tmp_path / "prepared"
+    shutil.copytree(prepared, data)
+    out = tmp_path / "recipe"
+    args = ["run", "--data", str(data), "--preset", "synthetic_tiny", "--out", str(out), "--fraction", "0.5",
+            "--no-progress", "--device", "cpu", "--threads", "1", "--set", "train.max_steps=1",
+            "--set", "data.size=16", "--set", "data.batch_size=2", "--set", "eval.clips=2"]
+    assert cli(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["top1"]) == {"supervised", "student_invariant", "student_distinctive", "timebalance"}
+    assert {"invariant", "distinctive", "finetune_invariant", "finetune_distinctive", "similarity", "supervised",
+            "student_invariant", "student_distinctive", "timebalance"} <= set(res["clips_per_s"])
+    assert "TimeBalance" in (out / "report.md").read_text()
+    # a second call resumes every stage and trains nothing more (stages stopped by max_steps stay "unfinished")
+    capsys.readouterr()
+    assert cli(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("nothing to do") == 8 and "== similarity" not in err
+
+
+@pytest.mark.parametrize("command", ["train invariant", "train distinctive", "train combined", "train finetune",
+                                     "train supervised", "train student", "similarity", "eval", "run"])
+def test_help_shows_defaults(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli([*command.split(), "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "default" in out
+    if command.startswith("train"):
+        assert "--resume" in out and "--max-steps" in out and "--precision" in out

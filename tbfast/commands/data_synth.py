@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                         help="video length range in frames")
     parser.add_argument("--short-fraction", type=float, default=d.short_fraction,
                         help="share of videos made shorter than 64 frames (when MIN >= 64)")
+    parser.add_argument("--difficulty", type=float, default=d.difficulty,
+                        help="scales noise, distractor objects, camera jitter and background texture (0 = clean)")
     parser.add_argument("--fps", type=int, default=d.fps, help="frame rate")
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed (output is deterministic)")
     parser.add_argument("--force", action="store_true", help="replace a different dataset already in OUT")
@@ -41,7 +43,8 @@ def main(args: argparse.Namespace) -> int:
 
     opts = dict(classes=args.classes, videos_per_class=args.videos_per_class, size=tuple(args.size),
                 frames=tuple(args.frames), seed=args.seed, groups=args.groups, fps=args.fps,
-                order_pairs=args.order_pairs, short_fraction=args.short_fraction)
+                order_pairs=args.order_pairs, short_fraction=args.short_fraction,
+                difficulty=args.difficulty)
     t0 = time.time()
     out = make_synthetic_dataset(args.out, force=args.force, progress=True, **opts)
     names = class_names(SynthOptions(**opts))

@@ -46,6 +46,7 @@ class SynthOptions:
     fps: int = 25
     order_pairs: int | None = None  # None: round(0.3 * classes)
     short_fraction: float = 0.04  # share of videos made shorter than 64 frames (when frames[0] >= 64)
+    difficulty: float = 1.0  # scales noise, distractors, camera jitter, background texture
 
     def validate(self) -> None:
         w, h = self.size
@@ -54,6 +55,8 @@ class SynthOptions:
         lo, hi = self.frames
         if not 2 <= lo <= hi:
             raise UserError(f"--frames {lo} {hi}: need 2 <= MIN <= MAX")
+        if not 0 <= self.difficulty <= 3:
+            raise UserError(f"--difficulty {self.difficulty}: use a value in [0, 3]")
         if self.videos_per_class < 2:
             raise UserError("--videos-per-class must be at least 2 (one test and one train video)")
         if self.groups < TEST_GROUPS + 1:
@@ -139,8 +142,11 @@ def _shape_mask(kind, yy, xx, cy, cx, r, phase=0.0):
     raise ValueError(kind)
 
 
-def render_video(cls: str, n_frames: int, size: tuple[int, int], rng, bg_rng):
-    """uint8 frames (T, H, W, 3) of one video of class ``cls``."""
+def render_video(cls: str, n_frames: int, size: tuple[int, int], rng, bg_rng, difficulty: float = 1.0):
+    """uint8 frames (T, H, W, 3) of one video of class ``cls``.
+
+    ``difficulty`` scales the nuisances (noise, distractors, camera jitter, background texture).
+    """
     import numpy as np
 
     w, h = size
@@ -149,19 +155,20 @@ def render_video(cls: str, n_frames: int, size: tuple[int, int], rng, bg_rng):
     # background: shared by a (class, group) like a UCF101 group's scene
     base = bg_rng.random(3) * 0.6 + 0.2
     tex = _smooth_noise(bg_rng, h + 2 * pad, w + 2 * pad)[..., None] - 0.5
-    bg = np.clip(base[None, None] + tex * bg_rng.uniform(0.15, 0.35) * bg_rng.random(3) * 2, 0, 1).astype(np.float32)
+    bg = np.clip(base[None, None] + tex * bg_rng.uniform(0.15, 0.35) * bg_rng.random(3) * 2 * difficulty,
+                 0, 1).astype(np.float32)
     bg_lum = float(_lum(base))
     # camera: mean-reverting jitter (no trend, so it cannot fake MoveUp/MoveDown)
     cam = np.zeros((n_frames, 2))
-    amp = rng.uniform(0.5, 1.5) * s
+    amp = rng.uniform(0.5, 1.5) * s * difficulty
     for t in range(1, n_frames):
         cam[t] = 0.85 * cam[t - 1] + rng.normal(0, amp, 2)
     cam = np.clip(cam, -pad + 1, pad - 1)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    noise_sd = rng.uniform(0.02, 0.06)
+    noise_sd = rng.uniform(0.02, 0.06) * difficulty
 
     # distractors: small blobs wandering
-    n_dis = int(rng.integers(1, 4))
+    n_dis = int(rng.integers(round(difficulty), round(3 * difficulty) + 1))
     dis = []
     for _ in range(n_dis):
         p = np.array([rng.uniform(0, h), rng.uniform(0, w)])
@@ -290,7 +297,7 @@ def make_synthetic_dataset(out: str | Path, *, force: bool = False, progress: bo
             n = int(rng.integers(max(2, lo // 2), 64))
         else:
             n = int(rng.integers(lo, hi + 1))
-        write_avi(path, render_video(cls, n, opt.size, rng, bg_rng), opt.fps)
+        write_avi(path, render_video(cls, n, opt.size, rng, bg_rng, opt.difficulty), opt.fps)
 
     if progress:
         from rich.progress import Progress

@@ -264,3 +264,33 @@ def test_dali_cpu_decodes_outputs(prepared):
 def test_prep_user_errors(tmp_path, synth_src):
     assert main(["data", "prep", str(tmp_path / "nope"), str(tmp_path / "o")]) == 2
     assert main(["data", "prep", str(synth_src), str(tmp_path / "o"), "--splits", str(tmp_path)]) == 2
+
+
+def test_ucf101_listed_but_missing_and_hmdb51_end_to_end(tmp_path, synth_src):
+    vids = sorted((synth_src / "UCF-101" / "Ring").glob("*.avi"))
+    ucf = tmp_path / "ucf"
+    (ucf / "UCF-101" / "Ring").mkdir(parents=True)
+    for v in vids[:2]:
+        shutil.copy(v, ucf / "UCF-101" / "Ring" / v.name)
+    lists = ucf / "ucfTrainTestlist"
+    lists.mkdir()
+    (lists / "classInd.txt").write_bytes(b"1 Ring\r\n")
+    (lists / "trainlist01.txt").write_bytes(f"Ring/{vids[1].name} 1\r\nRing/v_Ring_g20_c09.avi 1\r\n".encode())
+    (lists / "testlist01.txt").write_bytes(f"Ring/{vids[0].name}\r\n".encode())
+    assert main(["data", "prep", str(ucf), str(tmp_path / "o1"), "--short-side", "24", "--workers", "1",
+                 "--no-progress"]) == 1
+    rep = json.loads((tmp_path / "o1" / "prep_report.json").read_text())
+    assert [(f["source"], f["reason"][:7]) for f in rep["failures"]] == [("UCF-101/Ring/v_Ring_g20_c09.avi", "missing")]
+    assert [(r.split, r.label) for r in read_manifest(tmp_path / "o1")] == [("test", 0), ("train", 0)]
+
+    hmdb = tmp_path / "hmdb"
+    (hmdb / "ring").mkdir(parents=True)
+    (hmdb / "splits").mkdir()
+    for v in vids[:3]:
+        shutil.copy(v, hmdb / "ring" / v.name)
+    (hmdb / "splits" / "ring_test_split1.txt").write_text(
+        f"{vids[0].name} 1 \n{vids[1].name} 2 \n{vids[2].name} 0 \n")
+    assert main(["data", "prep", str(hmdb), str(tmp_path / "o2"), "--format", "hmdb51", "--splits",
+                 str(hmdb / "splits"), "--short-side", "24", "--workers", "1", "--no-progress"]) == 0
+    recs = read_manifest(tmp_path / "o2")
+    assert sorted((Path(r.source).name, r.split) for r in recs) == [(vids[0].name, "train"), (vids[1].name, "test")]

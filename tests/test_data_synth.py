@@ -60,6 +60,15 @@ def test_deterministic_and_reused(tmp_path):
         make_synthetic_dataset(tmp_path / "a", **{**opts, "seed": 5})
     make_synthetic_dataset(tmp_path / "a", force=True, **{**opts, "seed": 4})
     assert (tmp_path / "a" / v).read_bytes() == (other / v).read_bytes()
+    # an interrupted generation (no stamp yet) is redone without --force; foreign content is not touched
+    (other / "synth_config.json").unlink()
+    (other / v).write_bytes(b"half")
+    make_synthetic_dataset(other, **{**opts, "seed": 4})
+    assert (other / v).read_bytes() == (tmp_path / "a" / v).read_bytes()
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "mine.txt").write_text("keep")
+    with pytest.raises(UserError, match="not empty"):
+        make_synthetic_dataset(tmp_path / "d", **opts)
 
 
 def test_order_pairs_are_time_reversals():

@@ -265,8 +265,10 @@ def make_synthetic_dataset(out: str | Path, *, force: bool = False, progress: bo
                 return out
         except ValueError:
             pass
+    ours = {"UCF-101", "ucfTrainTestlist"}
+    interrupted = not stamp.exists() and out.is_dir() and {p.name for p in out.iterdir()} <= ours
     if out.exists() and any(out.iterdir()):
-        if not force:
+        if not force and not interrupted:
             raise UserError(f"{out} is not empty and was not made with these options; "
                             "choose another folder or pass --force to replace it")
         for sub in ("UCF-101", "ucfTrainTestlist"):

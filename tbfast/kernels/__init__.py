@@ -17,12 +17,12 @@ from typing import Callable
 import torch
 
 from tbfast.kernels.distill import student_distill_loss
-from tbfast.kernels.fused_ssl import fused_ssl_objective, grouped_masked_lse_torch, masked_gram
-from tbfast.kernels.triton_lse import grouped_masked_lse_triton, triton_available
+from tbfast.kernels.fused_ssl import fused_ssl_objective, gram_grouped_lse, grouped_masked_lse_torch
+from tbfast.kernels.triton_lse import grouped_lse_triton_forward, grouped_masked_lse_triton, triton_available
 
 __all__ = [
     "IMPLS", "get_ssl_objective", "fused_ssl_objective", "student_distill_loss",
-    "grouped_masked_lse_torch", "grouped_masked_lse_triton", "masked_gram", "triton_available",
+    "gram_grouped_lse", "grouped_masked_lse_torch", "grouped_masked_lse_triton", "triton_available",
 ]
 
 IMPLS = ("auto", "reference", "fused", "triton", "compiled")
@@ -30,7 +30,7 @@ SslObjective = Callable[..., dict]
 
 
 def _triton_objective(z_long, z_long_slices, z_short, **kw) -> dict:
-    return fused_ssl_objective(z_long, z_long_slices, z_short, lse_fn=grouped_masked_lse_triton, **kw)
+    return fused_ssl_objective(z_long, z_long_slices, z_short, lse_fn=grouped_lse_triton_forward, **kw)
 
 
 def _auto_objective(z_long, z_long_slices, z_short, **kw) -> dict:

@@ -20,53 +20,50 @@ from typing import Callable
 
 import torch
 
-__all__ = ["fused_ssl_objective", "grouped_masked_lse_torch", "masked_gram"]
+__all__ = ["fused_ssl_objective", "grouped_masked_lse_torch", "gram_grouped_lse"]
 
 LseFn = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 def grouped_masked_lse_torch(g: torch.Tensor, group: int) -> torch.Tensor:
-    """g: (R, R) logits with -inf already on the diagonal -> (R, R // group) log-sum-exp over
-    contiguous column groups of size ``group``."""
-    r = g.shape[0]
-    return torch.logsumexp(g.view(r, r // group, group), dim=-1)
+    """g: (R, C) logits (-inf where masked) -> (R, C // group) log-sum-exp over contiguous column
+    groups of size ``group``."""
+    r, c = g.shape
+    return torch.logsumexp(g.view(r, c // group, group), dim=-1)
 
 
-class _MaskedGram(torch.autograd.Function):
-    """G = scale * X X^T with -inf on the diagonal; backward uses G's symmetry (one matmul)."""
+class _GramGroupedLse(torch.autograd.Function):
+    """lse[r, k] = LSE_m (scale * <x_r, x_(k*group+m)>), self-similarity (m-th row == r) excluded.
+
+    One matmul and one masked grouped log-sum-exp forward; backward forms the softmax weights
+    in place in the saved Gram and uses two matmuls (the Gram is symmetric, so
+    d/dx = (W + W^T) x * scale with no transposed copy).
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.scale = scale
+    def forward(ctx, x: torch.Tensor, scale: float, group: int, lse_fn: LseFn) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
             g = torch.mm(x, x.t()).mul_(scale)
-        g.diagonal().fill_(float("-inf"))
-        return g
+            g.diagonal().fill_(float("-inf"))
+            lse = lse_fn(g, group)
+        ctx.save_for_backward(x, g, lse)
+        ctx.scale, ctx.group = scale, group
+        return lse
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        sym = (grad + grad.t()).to(x.dtype)
-        sym.diagonal().zero_()  # the masked self-similarities carry no gradient
-        return torch.mm(sym, x).mul_(ctx.scale), None
+        x, g, lse = ctx.saved_tensors
+        r = g.shape[0]
+        lse = lse.masked_fill(torch.isinf(lse), 0.0)  # a group of only masked entries (B=1): weight 0
+        w = g.view(r, -1, ctx.group).sub_(lse.unsqueeze(-1)).exp_().mul_(grad.unsqueeze(-1)).view(r, r)
+        w = w.to(x.dtype)
+        dx = torch.addmm(torch.mm(w, x), w.t(), x).mul_(ctx.scale)
+        return dx, None, None, None
 
 
-def masked_gram(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """x: (R, d) -> (R, R) = scale * x x^T, diagonal set to -inf (differentiable in x)."""
-    return _MaskedGram.apply(x, scale)
-
-
-def _masks(s: int, with_long: bool, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weights over (X, Y) set pairs: long pair and the 56 ordered short pairs (off-diagonal)."""
-    w_long = torch.zeros(s, s, dtype=dtype, device=device)
-    w_short = torch.zeros(s, s, dtype=dtype, device=device)
-    first = 2 if with_long else 0
-    if with_long:
-        w_long[0, 1] = w_long[1, 0] = 1.0
-    w_short[first:, first:] = 1.0
-    w_short.fill_diagonal_(0.0)
-    return w_long, w_short
+def gram_grouped_lse(x: torch.Tensor, scale: float, group: int, lse_fn: LseFn = grouped_masked_lse_torch) -> torch.Tensor:
+    """x: (R, d) -> (R, R // group): grouped log-sum-exp of the masked Gram scale * x x^T."""
+    return _GramGroupedLse.apply(x, scale, group, lse_fn)
 
 
 def fused_ssl_objective(
@@ -93,35 +90,40 @@ def fused_ssl_objective(
 
 def _fused(z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, lse_fn) -> dict[str, torch.Tensor]:
     bsz, _, nt, d = z_short.shape
+    ns = 2 * nt  # short-clip sets (view a, clip j), index a*nt + j
+    inv_tau = 1.0 / tau
     zero = z_short.new_zeros(())
     out = {"L_I": zero, "L_D1": zero, "L_D2": zero}
+    per_video = short = None
     if w_inv or w_ll:
-        short_sets = z_short.permute(1, 2, 0, 3).reshape(2 * nt, bsz, d)
-        sets = torch.cat([z_long.transpose(0, 1), short_sets], 0) if w_inv else short_sets
-        s = sets.shape[0]
-        flat = sets.reshape(s * bsz, d)
-        gram = masked_gram(flat, 1.0 / tau)
-        g4 = gram.view(s, bsz, s, bsz)
-        # positives / per-video entries: [X, Y, i] = G[(X, i), (Y, i)]
-        gd = g4.diagonal(dim1=1, dim2=3)
-        if w_inv:
-            lse = lse_fn(gram, bsz).view(s, bsz, s).permute(0, 2, 1)  # [X, Y, i]
-            lse_self = lse.diagonal(dim1=0, dim2=1).t().unsqueeze(1)  # [X, 1, i]
-            per = torch.logaddexp(lse_self, lse) - gd  # anchor i of X paired with Y
-            per = per.masked_fill(torch.eye(s, dtype=torch.bool, device=per.device).unsqueeze(-1), 0.0)
-            w_long, w_short = _masks(s, True, per.device, per.dtype)
-            per_pair = per.sum(-1)  # (S, S)
-            out["L_I"] = (per_pair * w_long).sum() / (2 * bsz) + (per_pair * w_short).sum() / (w_short.sum() * bsz)
-        if w_ll:
-            first = s - 2 * nt
-            loc = gd[first:, first:]  # (8, 8, B), diagonal is -inf
-            pos_idx = (torch.arange(2 * nt, device=loc.device) + nt) % (2 * nt)
-            pos = loc[torch.arange(2 * nt, device=loc.device), pos_idx]  # (8, B)
-            out["L_D1"] = (torch.logsumexp(loc, dim=1) - pos).mean()
+        short = z_short.reshape(bsz, ns, d)
+        per_video = torch.bmm(short, short.transpose(1, 2)).mul(inv_tau)  # (B, X, Y), same video
+    if w_inv:
+        # long pair: denominators over both long views of the batch, self excluded
+        longs = z_long.transpose(0, 1).reshape(2 * bsz, d)
+        lse_l = gram_grouped_lse(longs, inv_tau, bsz, lse_fn).view(2, bsz, 2)  # [X, i, Y]
+        pos_l = (z_long[:, 0] * z_long[:, 1]).sum(-1).mul(inv_tau)  # (B,)
+        den_l = torch.logsumexp(lse_l, dim=-1)  # (2, B); logsumexp, not logaddexp: -inf safe for B=1
+        loss_long = (den_l - pos_l).mean()
+        # 56 ordered short pairs (X, Y): anchor i of X, denominator over sets X and Y
+        sets = z_short.permute(1, 2, 0, 3).reshape(ns * bsz, d)
+        lse_s = gram_grouped_lse(sets, inv_tau, bsz, lse_fn).view(ns, bsz, ns).transpose(0, 1)  # [i, X, Y]
+        off = ~torch.eye(ns, dtype=torch.bool, device=lse_s.device)
+        lse_self = lse_s.diagonal(dim1=1, dim2=2).unsqueeze(-1).expand(bsz, ns, ns)  # [i, X, .]
+        # pairs X != Y only (a group holding just the anchor itself is -inf when B = 1)
+        den = torch.logsumexp(torch.stack([lse_self[:, off], lse_s[:, off]]), dim=0)  # (B, 56)
+        loss_short = (den - per_video[:, off]).mean()
+        out["L_I"] = loss_long + loss_short
+    if w_ll:
+        eye = torch.eye(ns, dtype=torch.bool, device=per_video.device)
+        logits = per_video.masked_fill(eye, float("-inf"))
+        partner = (torch.arange(ns, device=logits.device) + nt) % ns
+        pos = per_video[:, torch.arange(ns, device=logits.device), partner]  # (B, X)
+        out["L_D1"] = (torch.logsumexp(logits, dim=-1) - pos).mean()
     if w_gl:
-        sl = z_long_slices.reshape(bsz, 2 * nt, d)
-        sh = z_short.reshape(bsz, 2 * nt, d)
-        m = torch.bmm(sl, sh.transpose(1, 2)).mul(1.0 / tau)
+        sl = z_long_slices.reshape(bsz, ns, d)
+        sh = z_short.reshape(bsz, ns, d)
+        m = torch.bmm(sl, sh.transpose(1, 2)).mul(inv_tau)
         m = m.view(bsz, 2, nt, 2, nt).transpose(2, 3)  # (B, p, q, t, j)
         diag = m.diagonal(dim1=3, dim2=4)  # (B, p, q, t)
         rows = torch.logsumexp(m, dim=4) - diag

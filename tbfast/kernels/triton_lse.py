@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["triton_available", "grouped_masked_lse_triton"]
+__all__ = ["triton_available", "grouped_masked_lse_triton", "grouped_lse_triton_forward"]
 
 try:  # triton is optional: CPU-only installs fall back to batched torch
     import triton
@@ -37,17 +37,24 @@ if triton is not None:
         tl.store(out_ptr + row * n_groups + grp, tl.log(s) + m_safe)
 
 
+def grouped_lse_triton_forward(g: torch.Tensor, group: int) -> torch.Tensor:
+    """No-autograd launcher: g (R, C) -> (R, C // group) log-sum-exp over column groups
+    (float32 accumulation, result in g's dtype)."""
+    if triton is None:
+        raise RuntimeError("triton is not installed")
+    g = g.contiguous()
+    r, c = g.shape
+    n_groups = c // group
+    out = torch.empty(r, n_groups, device=g.device, dtype=torch.float32)
+    _grouped_lse_kernel[(r, n_groups)](g, out, c, n_groups, group, BLOCK=triton.next_power_of_2(group))
+    return out.to(g.dtype)
+
+
 class _GroupedLse(torch.autograd.Function):
     @staticmethod
     def forward(ctx, g: torch.Tensor, group: int) -> torch.Tensor:
-        g = g.contiguous()
-        r, c = g.shape
-        n_groups = c // group
-        out = torch.empty(r, n_groups, device=g.device, dtype=torch.float32)
-        block = triton.next_power_of_2(group)
-        _grouped_lse_kernel[(r, n_groups)](g, out, c, n_groups, group, BLOCK=block)
-        out = out.to(g.dtype)
-        ctx.save_for_backward(g, out)
+        out = grouped_lse_triton_forward(g, group)
+        ctx.save_for_backward(g.contiguous(), out)
         ctx.group = group
         return out
 
@@ -55,6 +62,7 @@ class _GroupedLse(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         g, out = ctx.saved_tensors
         r, c = g.shape
+        out = out.masked_fill(torch.isinf(out), 0.0)  # all-masked group: weight 0, not NaN
         w = torch.exp(g.view(r, -1, ctx.group) - out.unsqueeze(-1))  # softmax within each group
         return (w * grad.unsqueeze(-1)).view(r, c), None
 

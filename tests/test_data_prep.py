@@ -276,12 +276,14 @@ def test_ucf101_listed_but_missing_and_hmdb51_end_to_end(tmp_path, synth_src):
     lists.mkdir()
     (lists / "classInd.txt").write_bytes(b"1 Ring\r\n")
     (lists / "trainlist01.txt").write_bytes(f"Ring/{vids[1].name} 1\r\nRing/v_Ring_g20_c09.avi 1\r\n".encode())
-    (lists / "testlist01.txt").write_bytes(f"Ring/{vids[0].name}\r\n".encode())
+    (lists / "testlist01.txt").write_bytes(f"Ring/{vids[0].name}\r\nRing/{vids[1].name}\r\n".encode())
     assert main(["data", "prep", str(ucf), str(tmp_path / "o1"), "--short-side", "24", "--workers", "1",
                  "--no-progress"]) == 1
     rep = json.loads((tmp_path / "o1" / "prep_report.json").read_text())
     assert [(f["source"], f["reason"][:7]) for f in rep["failures"]] == [("UCF-101/Ring/v_Ring_g20_c09.avi", "missing")]
     assert [(r.split, r.label) for r in read_manifest(tmp_path / "o1")] == [("test", 0), ("train", 0)]
+    assert any(w["source"].endswith(vids[1].name) and "listed more than once" in w["reason"]
+               for w in rep["warnings"])
 
     hmdb = tmp_path / "hmdb"
     (hmdb / "ring").mkdir(parents=True)
@@ -294,3 +296,13 @@ def test_ucf101_listed_but_missing_and_hmdb51_end_to_end(tmp_path, synth_src):
                  str(hmdb / "splits"), "--short-side", "24", "--workers", "1", "--no-progress"]) == 0
     recs = read_manifest(tmp_path / "o2")
     assert sorted((Path(r.source).name, r.split) for r in recs) == [(vids[0].name, "train"), (vids[1].name, "test")]
+
+
+def test_output_names_unique():
+    from tbfast.data.prep import output_paths
+    from tbfast.data.sources import SourceItem
+
+    items = [SourceItem("a b/x.avi", "a b", "train"), SourceItem("a b/x.mp4", "a b", "train"),
+             SourceItem("train/a b/y.mp4", "a b", "train"), SourceItem("val/a b/y.mp4", "a b", "test")]
+    assert output_paths(items, "vp9") == ["videos/a_b/x_avi.webm", "videos/a_b/x_mp4.webm",
+                                          "videos/a_b/y_mp4.webm", "videos/a_b/y_mp4_2.webm"]

@@ -31,17 +31,22 @@ def _safe_dir(name: str) -> str:
 
 
 def output_paths(items: list[SourceItem], codec: str) -> list[str]:
-    """``videos/<class>/<stem><ext>`` for each item, unique (a clash keeps the source extension)."""
+    """``videos/<class>/<stem><ext>`` for each item, unique (a clash adds the source extension, then a number)."""
     ext = CODECS[codec][2]
     stems = [(_safe_dir(it.class_name), Path(it.source).stem) for it in items]
-    seen: dict[tuple[str, str], int] = {}
+    count: dict[tuple[str, str], int] = {}
     for s in stems:
-        seen[s] = seen.get(s, 0) + 1
-    out = []
+        count[s] = count.get(s, 0) + 1
+    out, used = [], set()
     for it, (d, stem) in zip(items, stems):
-        if seen[(d, stem)] > 1:
+        if count[(d, stem)] > 1:
             stem = f"{stem}_{Path(it.source).suffix.lstrip('.')}"
-        out.append(f"videos/{d}/{stem}{ext}")
+        name, n = f"videos/{d}/{stem}{ext}", 1
+        while name in used:
+            n += 1
+            name = f"videos/{d}/{stem}_{n}{ext}"
+        used.add(name)
+        out.append(name)
     return out
 
 
@@ -111,7 +116,16 @@ def prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path | 
         raise UserError("--fps must be positive")
     if out.resolve() == src.resolve():
         raise UserError("OUT must differ from SRC")
-    classes, items = list_source(fmt, src, Path(splits) if splits else None, split_id, test_fraction, seed)
+    classes, listed = list_source(fmt, src, Path(splits) if splits else None, split_id, test_fraction, seed)
+    items, seen, duplicates = [], set(), []
+    for it in listed:  # a video listed twice (e.g. in both train and test lists) is prepared once
+        if it.source in seen:
+            duplicates.append({"source": it.source,
+                               "reason": f"listed more than once (again as {it.split}); kept where first listed"})
+            console.print(f"[yellow]note[/yellow] {it.source}: {duplicates[-1]['reason']}")
+        else:
+            seen.add(it.source)
+            items.append(it)
     if not items:
         raise UserError(f"no videos listed in {src} for format {fmt}; check SRC, --format and --splits")
     workers = workers or os.cpu_count() or 1
@@ -130,13 +144,13 @@ def prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path | 
     key = settings.key()
 
     records: dict[int, VideoRecord] = {}
-    failures, warnings, todo = [], [], []
+    failures, warnings, todo = [], list(duplicates), []
     kept: dict[str, dict] = {}  # journal entries of this run's valid outputs
     skipped = 0
     for i, (it, dst) in enumerate(zip(items, dsts)):
         e = journal.get(it.source)
         sid = _source_id(src / it.source)
-        if (e and e.get("key") == key and e.get("src_id") == sid and e["record"]["path"] == dst
+        if (e and e.get("key") == key and e.get("src_id") == sid and e.get("record", {}).get("path") == dst
                 and (out / dst).is_file() and (out / dst).stat().st_size == e.get("size")):
             rec = VideoRecord.from_dict(e["record"])
             rec.label, rec.class_name, rec.split = label[it.class_name], it.class_name, it.split

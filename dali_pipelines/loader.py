@@ -22,6 +22,31 @@ from tbfast.data.plans import MODES, ClipSpec, SamplePlan, default_spec, epoch_b
 from tbfast.errors import UserError
 
 
+def view_args(plans: list[SamplePlan], group: str, view: int, size: int) -> dict[str, list[np.ndarray]]:
+    """Per-frame colour arguments and (F, H, W, C) erase boxes of one view of a clip group."""
+    out: dict[str, list[np.ndarray]] = {n: [] for n in ("brightness", "contrast", "hue", "saturation",
+                                                         "erase_anchor", "erase_shape")}
+    for p in plans:
+        views = p.views[group][view]
+        t = p.clips[group].shape[1]
+        rep = lambda vals: np.repeat(np.float32(vals), t)  # noqa: E731 - constant over a clip
+        out["brightness"].append(rep([c.brightness / 255.0 for c in views]))
+        out["contrast"].append(rep([c.contrast for c in views]))
+        out["hue"].append(rep([c.hue for c in views]))
+        out["saturation"].append(rep([0.0 if c.gray else c.saturation for c in views]))
+        anchors, shapes = [], []
+        for k, c in enumerate(views):
+            for y, x, h, w in c.erase:
+                anchors += [k * t, y, x, 0]
+                shapes += [t, h, w, 3]
+            if c.drop_channel >= 0:
+                anchors += [k * t, 0, 0, c.drop_channel]
+                shapes += [t, size, size, 1]
+        out["erase_anchor"].append(np.float32(anchors).reshape(-1))
+        out["erase_shape"].append(np.float32(shapes).reshape(-1))
+    return out
+
+
 class CorruptVideoError(UserError):
     """A video of the manifest could not be decoded (the message names it)."""
 
@@ -124,13 +149,9 @@ class ClipLoader:
                 cv = [p.views[g][v][k] for p in plans]
                 feeds[lay.param_name(g, v, k, "roi_start")] = [np.float32(c.roi[:2]) for c in cv]
                 feeds[lay.param_name(g, v, k, "roi_end")] = [np.float32(c.roi[2:]) for c in cv]
-                if not lay.per_clip:
-                    continue
-                for name in ("brightness", "contrast", "hue", "saturation"):
-                    feeds[lay.param_name(g, v, k, name)] = [np.float32([getattr(c, name)]) for c in cv]
-                args = [c.erase_args(size) for c in cv]
-                feeds[lay.param_name(g, v, k, "erase_anchor")] = [a for a, _ in args]
-                feeds[lay.param_name(g, v, k, "erase_shape")] = [s for _, s in args]
+            if lay.per_clip:
+                for name, data in view_args(plans, g, v, size).items():
+                    feeds[lay.param_name(g, v, "all", name)] = data
         return feeds
 
     def _submit(self, pipe, batch: list[int], epoch: int) -> list[SamplePlan]:
@@ -200,6 +221,8 @@ class ClipLoader:
         res: dict = {}
         for (name, group, _), out in zip(self.layout.outputs, outs):
             t = self._tensor(out)
+            if self.layout.per_clip:
+                t.clamp_(0.0, 1.0)  # colour jitter can overshoot; in place, on the output buffer
             k = plans[0].clips[group].shape[0]
             t = t.reshape(b * k, t.shape[1] // k, *t.shape[2:])  # a view: clips are contiguous in F
             res[name] = t.permute(0, 4, 1, 2, 3)  # NTHWC -> logical NCTHW, memory channels_last_3d

@@ -130,8 +130,8 @@ class ClipView:
 
     ``roi`` = (y0, x0, y1, x1) in source pixels; x0 > x1 means horizontally flipped (DALI's resize
     flips a reversed ROI). ``hue`` in degrees. ``saturation`` 0 = grayscale. ``erase`` rows are
-    (y, x, c, h, w, nc) boxes in output pixels over all channels, or a whole-image box on one
-    channel for the channel drop.
+    (y, x, h, w) boxes in output pixels (all channels). Contrast is about mid-grey (DALI's
+    ``color_twist``), not the image mean.
     """
 
     roi: tuple[float, float, float, float]
@@ -143,17 +143,6 @@ class ClipView:
     gray: bool = False
     drop_channel: int = -1
     erase: list[tuple[int, int, int, int]] = field(default_factory=list)  # (y, x, h, w)
-
-    def erase_args(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """``fn.erase`` anchor and shape over axes "HWC" (flattened, possibly empty)."""
-        anchors, shapes = [], []
-        for y, x, h, w in self.erase:
-            anchors += [y, x, 0]
-            shapes += [h, w, 3]
-        if self.drop_channel >= 0:
-            anchors += [0, 0, self.drop_channel]
-            shapes += [size, size, 1]
-        return np.asarray(anchors, np.float32), np.asarray(shapes, np.float32)
 
 
 @dataclass

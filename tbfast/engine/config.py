@@ -161,6 +161,11 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
             raise UserError(f"{where}: expected an integer, got {value!r}")
         return value
     if isinstance(current, float):
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise UserError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -1,0 +1,141 @@
+"""Checkpoint files (atomic, weights_only, RNG round trip), clear errors for the wrong
+checkpoint, and the config presets/overrides."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from tbfast.cli import main as cli
+from tbfast.engine import checkpoint as ck
+from tbfast.engine.config import list_presets, parse_set, resolve
+from tbfast.errors import UserError
+
+TINY = ["--preset", "synthetic_tiny", "--size", "16", "--no-progress", "--device", "cpu", "--threads", "1"]
+
+
+def _fake(stage="finetune", backbone="tiny", num_classes=4):
+    return {"format": ck.FORMAT, "stage": stage, "backbone": backbone, "num_classes": num_classes, "model": {},
+            "config": {}}
+
+
+def test_save_is_atomic_and_loads_weights_only(tmp_path):
+    path = tmp_path / "c" / "last.pt"
+    obj = {**_fake(), "model": {"w": torch.arange(3.0)}, "rng": ck.rng_state()}
+    ck.save_checkpoint(obj, path)
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp file left
+    back = ck.load_checkpoint(path)
+    assert torch.equal(back["model"]["w"], obj["model"]["w"])
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("interrupted while writing")
+
+    with pytest.raises(RuntimeError):
+        ck.save_checkpoint({"x": Boom()}, path)
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # old file intact, temp removed
+    assert torch.equal(ck.load_checkpoint(path)["model"]["w"], obj["model"]["w"])
+
+
+def test_rng_state_round_trip():
+    state = ck.rng_state()
+    a = (torch.rand(2), random.random(), np.random.rand())
+    ck.set_rng_state(state)
+    b = (torch.rand(2), random.random(), np.random.rand())
+    assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def test_unreadable_and_foreign_files(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        ck.load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot read"):
+        ck.load_checkpoint(junk)
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="not a tbfast checkpoint"):
+        ck.load_checkpoint(tmp_path / "other.pt")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": ck.FORMAT, "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(UserError, match="cannot read"):  # weights_only refuses arbitrary objects
+        ck.load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_expect_names_the_mismatch():
+    c = _fake()
+    ck.expect(c, "x.pt", stages=("finetune",), backbone="tiny", num_classes=4)
+    with pytest.raises(UserError, match="from stage 'finetune'.*invariant"):
+        ck.expect(c, "x.pt", stages=("invariant",))
+    with pytest.raises(UserError, match="backbone 'tiny'.*'r3d18'"):
+        ck.expect(c, "x.pt", backbone="r3d18")
+    with pytest.raises(UserError, match="4 classes.*101"):
+        ck.expect(c, "x.pt", num_classes=101)
+
+
+@pytest.fixture(scope="module")
+def ssl_ckpt(prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ssl")
+    assert cli(["train", "invariant", "--data", str(prepared), "--out", str(out), "--max-steps", "1",
+                "--batch-size", "2", *TINY]) == 0
+    return out / "checkpoints" / "last.pt"
+
+
+def test_cli_rejects_wrong_checkpoints(prepared, prepared_split, ssl_ckpt, tmp_path, capsys):
+    lab, _ = prepared_split
+    data = ["--data", str(prepared)]
+    # an SSL checkpoint where a classifier is needed
+    assert cli(["eval", "--checkpoint", str(ssl_ckpt), *data, *TINY]) == 2
+    assert "stage 'invariant'" in capsys.readouterr().err
+    # a checkpoint with another class count
+    state = torch.load(ssl_ckpt, weights_only=True)
+    state.update(stage="finetune", num_classes=7)
+    bad = tmp_path / "seven.pt"
+    torch.save(state, bad)
+    assert cli(["eval", "--checkpoint", str(bad), *data, *TINY]) == 2
+    assert "7 classes" in capsys.readouterr().err
+    # another backbone: --init with r3d18 for a tiny checkpoint
+    assert cli(["train", "finetune", *data, "--out", str(tmp_path / "ft"), "--init", str(ssl_ckpt), "--labeled",
+                str(lab), "--backbone", "r3d18", "--max-steps", "1", *TINY]) == 2
+    assert "backbone 'tiny'" in capsys.readouterr().err
+    # resuming a run directory with a checkpoint of another stage
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(ssl_ckpt.read_bytes())
+    assert cli(["train", "distinctive", *data, "--out", str(tmp_path / "run"), "--resume", "auto",
+                "--max-steps", "1", "--batch-size", "2", *TINY]) == 2
+    assert "stage 'invariant'" in capsys.readouterr().err
+    # a truncated file (e.g. copied while being written)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(ssl_ckpt.read_bytes()[:1000])
+    assert cli(["train", "finetune", *data, "--out", str(tmp_path / "ft2"), "--init", str(cut), "--labeled",
+                str(lab), "--max-steps", "1", *TINY]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_presets_resolve_and_overrides_apply():
+    assert {"ucf101_r3d18", "ucf101_r50", "hmdb51_r3d18", "k400_r50", "synthetic_tiny"} <= set(list_presets())
+    for p in list_presets():
+        for stage in ("invariant", "distinctive", "combined", "finetune", "supervised", "student"):
+            cfg = resolve(stage, p)
+            assert cfg.train.epochs >= 1 and cfg.data.batch_size >= 1
+    assert resolve("invariant", "ucf101_r3d18").data.batch_size == 40  # METHOD.md §6
+    assert resolve("finetune", "ucf101_r50").model.backbone == "r50"
+    inv = resolve("invariant", "synthetic_tiny")
+    assert (inv.loss.w_inv, inv.loss.w_ll, inv.loss.w_gl) == (1, 0, 0)
+    dis = resolve("distinctive", "synthetic_tiny")
+    assert (dis.loss.w_inv, dis.loss.w_ll, dis.loss.w_gl) == (0, 1, 1)
+    cfg = resolve("student", "ucf101_r3d18", parse_set(["optim.lr=3e-4", "train.compile=true", "loss.distill=js"]))
+    assert cfg.optim.lr == 3e-4 and cfg.train.compile is True and cfg.loss.distill == "js"
+    with pytest.raises(UserError, match="unknown key"):
+        resolve("student", None, parse_set(["optim.lrr=1"]))
+    with pytest.raises(UserError, match="expected an integer"):
+        resolve("student", None, parse_set(["train.epochs=many"]))
+    with pytest.raises(UserError, match="choose one of"):
+        resolve("student", None, parse_set(["loss.distill=l1"]))
+    with pytest.raises(UserError, match="unknown preset"):
+        resolve("student", "nope")

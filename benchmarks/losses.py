@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any, Callable
 
-from tbfast_benchmarks.common import machine_info, median, print_table, time_calls, write_json
+from tbfast_benchmarks.common import machine_info, median, print_table, write_json
 
 
 def add_arguments(p: argparse.ArgumentParser, command: str = "bench losses") -> None:
@@ -108,25 +108,15 @@ def main(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for bsz in batches:
         z_long, z_slices, z_short = _inputs(bsz, args.dim, device)
-        ref_ms = None
-        ref_loss = None
+        steps = {}
         for name, fn in impls.items():
             def step(fn=fn):
                 out = fn(z_long, z_slices, z_short)
                 out["loss"].backward()
                 return out
 
-            times = time_calls(step, device=device, warmup=warmup, iters=iters)
-            loss = step()["loss"].item()
-            ms = median(times) * 1e3
-            if name == "reference":
-                ref_ms, ref_loss = ms, loss
-            rows.append({
-                "loss": "ssl", "batch": bsz, "impl": name, "ms_median": ms,
-                "ms_min": min(times) * 1e3, "peak_mib": _peak_mib(step, device),
-                "speedup": (ref_ms / ms) if ref_ms else None,
-                "abs_diff_vs_reference": (abs(loss - ref_loss) if ref_loss is not None else None),
-            })
+            steps[name] = step
+        rows += _measure("ssl", bsz, steps, device, iters, warmup, memory=True)
 
     rows += _bench_distill(device, args.classes, 8 if args.quick else 32, iters, warmup, memory=not args.quick)
 
@@ -135,9 +125,10 @@ def main(args: argparse.Namespace) -> int:
     print_table(
         f"bench losses ({device}, {torch.get_num_threads()} threads, forward+backward, median of {iters} calls)\n"
         f"ssl = L_I+L_D1+L_D2, d={args.dim}; distill = softmax+teacher mix+divergence, C={args.classes}",
-        ["loss", "B", "impl", "ms", "min ms", "peak MiB", "speed-up", "|Δ loss|"],
+        ["loss", "B", "impl", "ms (median)", "ms (min)", "peak MiB", "speed-up (median)", "speed-up (min)",
+         "|Δ loss|"],
         [[r["loss"], r["batch"], r["impl"], r["ms_median"], r["ms_min"], r["peak_mib"], r["speedup"],
-          r["abs_diff_vs_reference"]] for r in rows],
+          r["speedup_min"], r["abs_diff_vs_reference"]] for r in rows],
     )
     write_json(args.json, payload)
     return 0
@@ -158,25 +149,52 @@ def _bench_distill(device: str, classes: int, bsz: int, iters: int, warmup: int,
     s = torch.rand(bsz, generator=g).to(device)
     rows = []
     for kind in ("l2", "kl", "js"):
-        ref_ms = ref_loss = None
+        steps = {}
         for name, fn in (
-            ("reference", lambda: distill(torch.softmax(logits, -1), mix_teachers(p_inv, p_dis, s), kind)),
-            ("fused", lambda: student_distill_loss(logits, p_inv, p_dis, s, kind)),
+            ("reference", lambda kind=kind: distill(torch.softmax(logits, -1), mix_teachers(p_inv, p_dis, s), kind)),
+            ("fused", lambda kind=kind: student_distill_loss(logits, p_inv, p_dis, s, kind)),
         ):
             def step(fn=fn):
                 loss = fn()
                 loss.backward()
-                return loss
+                return {"loss": loss}
 
-            times = time_calls(step, device=device, warmup=warmup, iters=iters)
-            loss = step().item()
-            ms = median(times) * 1e3
-            if name == "reference":
-                ref_ms, ref_loss = ms, loss
-            rows.append({
-                "loss": f"distill-{kind}", "classes": classes, "batch": bsz, "impl": name, "ms_median": ms,
-                "ms_min": min(times) * 1e3, "peak_mib": _peak_mib(step, device) if memory else None,
-                "speedup": ref_ms / ms if name != "reference" else 1.0,
-                "abs_diff_vs_reference": abs(loss - ref_loss),
-            })
+            steps[name] = step
+        for r in _measure(f"distill-{kind}", bsz, steps, device, iters, warmup, memory=memory):
+            r["classes"] = classes
+            rows.append(r)
+    return rows
+
+
+def _measure(loss: str, bsz: int, steps: dict[str, Callable], device: str, iters: int, warmup: int,
+             memory: bool) -> list[dict[str, Any]]:
+    """Time the implementations *interleaved* (one call of each per round), so that on a shared
+    machine every implementation sees the same background load; speed-ups use medians and minima."""
+    import time
+
+    from tbfast_benchmarks.common import sync
+
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {n: [] for n in steps}
+    for _ in range(iters):
+        for name, step in steps.items():
+            sync(device)
+            t0 = time.perf_counter()
+            step()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    losses = {n: step()["loss"].item() for n, step in steps.items()}
+    ref = "reference" if "reference" in steps else None
+    rows = []
+    for name in steps:
+        ms, ms_min = median(times[name]) * 1e3, min(times[name]) * 1e3
+        rows.append({
+            "loss": loss, "batch": bsz, "impl": name, "ms_median": ms, "ms_min": ms_min,
+            "peak_mib": _peak_mib(steps[name], device) if memory else None,
+            "speedup": median(times[ref]) * 1e3 / ms if ref else None,
+            "speedup_min": min(times[ref]) * 1e3 / ms_min if ref else None,
+            "abs_diff_vs_reference": abs(losses[name] - losses[ref]) if ref else None,
+        })
     return rows

@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import time
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -38,6 +40,12 @@ class _PlannedDataset(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict:
+        c0 = time.process_time()
+        out = self._item(i)
+        out["cpu_s"] = time.process_time() - c0  # this worker's CPU time for the sample
+        return out
+
+    def _item(self, i: int) -> dict:
         idx = self.indices[i]
         r = self.records[idx]
         plan = plan_sample(idx, r.frames, r.height, r.width, spec=self.spec, size=self.size,
@@ -154,10 +162,19 @@ def _worker_init(_):
     torch.set_num_threads(1)
 
 
+def _collate(items: list[dict]) -> dict:
+    """Default collation, with the workers' CPU time (samples + this collation) summed in ``cpu_s``."""
+    c0 = time.process_time()
+    cpu = sum(it.pop("cpu_s") for it in items)
+    batch = torch.utils.data.default_collate(items)
+    batch["cpu_s"] = cpu + time.process_time() - c0
+    return batch
+
+
 def make_loader(kind: str, prepared, records, indices, spec: ClipSpec, *, size: int, batch_size: int,
                 workers: int, seed: int = 0, augment: bool = True) -> torch.utils.data.DataLoader:
     cls = {"reference": ReferenceStyle, "perclip": PerClip}[kind]
     ds = cls(prepared, records, indices, spec, size, seed=seed, augment=augment)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
-                                       worker_init_fn=_worker_init, drop_last=False,
+                                       worker_init_fn=_worker_init, drop_last=False, collate_fn=_collate,
                                        persistent_workers=False, prefetch_factor=2 if workers else None)

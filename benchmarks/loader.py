@@ -36,17 +36,21 @@ def _clips_per_video(mode: str) -> int:
     return {"ssl": 10, "train": 1, "eval": 10}[mode]
 
 
-def _time_iter(it, batch_videos, max_videos: int) -> tuple[int, float]:
-    """Videos and seconds after the first batch (warm-up: pipeline build, worker start)."""
-    videos, t0 = 0, None
+def _time_iter(it, max_videos: int) -> tuple[int, float, float]:
+    """Videos, wall seconds and CPU seconds after the first batch (warm-up: pipeline build, worker
+    start). CPU = this process (DALI's threads included) + what DataLoader workers report per batch."""
+    videos, t0, c0, worker_cpu = 0, None, 0.0, 0.0
     for batch in it:
         if t0 is None:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             continue
-        videos += batch_videos(batch)
+        videos += len(batch["index"])
+        worker_cpu += float(batch.get("cpu_s", 0.0))
         if videos >= max_videos:
             break
-    return videos, (time.perf_counter() - t0) if t0 is not None else 0.0
+    if t0 is None:
+        return 0, 0.0, 0.0
+    return videos, time.perf_counter() - t0, time.process_time() - c0 + worker_cpu
 
 
 def machine() -> dict:
@@ -65,7 +69,7 @@ def machine() -> dict:
     import nvidia.dali
     import torch
 
-    info = {"cpu": cpu, "cores": cores, "torch": torch.__version__, "dali": nvidia.dali.__version__,
+    info = {"cpu": cpu, "cores": cores, "loadavg": round(os.getloadavg()[0], 2), "torch": torch.__version__, "dali": nvidia.dali.__version__,
             "python": platform.python_version()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -107,12 +111,12 @@ def run(args: argparse.Namespace) -> dict:
     for name in wanted:
         if name == "dali":
             loader = dali_loader()
-            n, sec = _time_iter(iter(loader), lambda b: len(b["index"]), args.videos)
+            n, sec, cpu = _time_iter(iter(loader), args.videos)
         elif name == "decode":
             from dali_pipelines.bench import decode_only_rate
 
             r = decode_only_rate(dali_loader(), max_videos=args.videos)
-            n, sec = r["videos"], r["seconds"]
+            n, sec, cpu = r["videos"], r["seconds"], r["cpu_seconds"]
         elif name in ("perclip", "reference"):
             from tbfast_benchmarks.baselines import make_loader
 
@@ -120,20 +124,25 @@ def run(args: argparse.Namespace) -> dict:
             loader = make_loader(name, args.prepared, records, indices, spec, size=args.size,
                                  batch_size=args.batch_size, workers=args.workers, seed=args.seed,
                                  augment=augment)
-            n, sec = _time_iter(iter(loader), lambda b: len(b["index"]), args.videos)
+            n, sec, cpu = _time_iter(iter(loader), args.videos)
         else:
             raise UserError(f"unknown loader {name!r}; choose from dali, decode, perclip, reference")
         vps = n / sec if sec > 0 else float("nan")
+        cpu_ms = 1000 * cpu / n if n else float("nan")
         results[name] = {"videos": n, "seconds": round(sec, 3), "videos_per_s": round(vps, 2),
+                         "cpu_ms_per_video": round(cpu_ms, 1),
+                         "videos_per_s_per_core": round(1000 / cpu_ms, 2) if cpu_ms > 0 else None,
                          "clips_per_s": round(vps * (_clips_per_video(args.mode) if name != "decode" else 0), 1),
                          "frames_per_s": round(vps * mean_frames, 1)}
-        print(f"  {name:<10} {vps:8.2f} videos/s  ({n} videos in {sec:.1f} s)", flush=True)
+        print(f"  {name:<10} {vps:8.2f} videos/s  {cpu_ms:7.1f} CPU ms/video  ({n} videos in {sec:.1f} s)",
+              flush=True)
     ratios = {}
     if "dali" in results:
-        d = results["dali"]["videos_per_s"]
+        d, dc = results["dali"]["videos_per_s"], results["dali"]["cpu_ms_per_video"]
         for other in ("reference", "perclip", "decode"):
             if other in results and results[other]["videos_per_s"] > 0:
                 ratios[f"dali_over_{other}"] = round(d / results[other]["videos_per_s"], 2)
+                ratios[f"dali_over_{other}_cpu"] = round(results[other]["cpu_ms_per_video"] / dc, 2)
     return {"mode": args.mode, "device": args.device, "batch_size": args.batch_size, "size": args.size,
             "workers": args.workers, "augment": augment, "videos_timed": args.videos,
             "planned_frames_per_video": round(mean_frames, 1), "prepared": str(args.prepared),
@@ -149,16 +158,22 @@ def print_table(report: dict) -> None:
               "perclip": "per-clip PyAV DataLoader", "reference": "reference-style DataLoader"}
     t = Table(title=f"loader, mode {report['mode']}, {report['device']}, {report['workers']} workers/threads, "
                     f"{report['size']} px, batch {report['batch_size']}")
-    for col in ("loader", "videos/s", "clips/s", "frames/s", "DALI ×"):
+    for col in ("loader", "videos/s", "clips/s", "frames/s", "DALI ×", "CPU ms/video", "DALI × (CPU)"):
         t.add_column(col, justify="left" if col == "loader" else "right")
     d = report["results"].get("dali", {}).get("videos_per_s")
+    dc = report["results"].get("dali", {}).get("cpu_ms_per_video")
     for name, r in report["results"].items():
         ratio = f"{d / r['videos_per_s']:.2f}" if d and r["videos_per_s"] else "-"
+        cratio = f"{r['cpu_ms_per_video'] / dc:.2f}" if dc else "-"
         t.add_row(labels.get(name, name), f"{r['videos_per_s']:.2f}",
-                  f"{r['clips_per_s']:.1f}" if r["clips_per_s"] else "-", f"{r['frames_per_s']:.0f}", ratio)
+                  f"{r['clips_per_s']:.1f}" if r["clips_per_s"] else "-", f"{r['frames_per_s']:.0f}", ratio,
+                  f"{r['cpu_ms_per_video']:.1f}", cratio)
     Console().print(t)
     m = report["machine"]
-    print(f"machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, DALI {m['dali']}")
+    print(f"machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, DALI {m['dali']}; load average "
+          f"{m.get('loadavg', '?')} at the start")
+    print("DALI × = DALI's rate / the row's rate (wall clock); DALI × (CPU) = the row's CPU time per video / "
+          "DALI's (robust on a shared machine). The decode-only row is the ceiling.")
 
 
 def main(args: argparse.Namespace) -> int:

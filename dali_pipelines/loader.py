@@ -90,6 +90,7 @@ class ClipLoader:
         self.drop_last = training if drop_last is None else bool(drop_last)
         self.epoch, self.start_batch = 0, 0
         self._pipe = None
+        self._order_cache: tuple[int | None, list[list[int]]] = (None, [])
         self._io = cf.ThreadPoolExecutor(max(1, self.num_threads), thread_name_prefix="tbfast-read")
         from dali_pipelines.graph import GraphLayout
 
@@ -102,9 +103,12 @@ class ClipLoader:
 
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         """This shard's batches of manifest indices for ``epoch`` (default: the current one)."""
-        return epoch_batches(self.indices, batch_size=self.batch_size, seed=self.seed,
-                             epoch=self.epoch if epoch is None else epoch, shuffle=self.shuffle,
-                             drop_last=self.drop_last, shard_id=self.shard_id, num_shards=self.num_shards)
+        epoch = self.epoch if epoch is None else int(epoch)
+        if self._order_cache[0] != epoch:
+            self._order_cache = (epoch, epoch_batches(
+                self.indices, batch_size=self.batch_size, seed=self.seed, epoch=epoch, shuffle=self.shuffle,
+                drop_last=self.drop_last, shard_id=self.shard_id, num_shards=self.num_shards))
+        return self._order_cache[1]
 
     def __len__(self) -> int:
         return len(self.batches())
@@ -154,13 +158,17 @@ class ClipLoader:
                     feeds[lay.param_name(g, v, "all", name)] = data
         return feeds
 
-    def _submit(self, pipe, batch: list[int], epoch: int) -> list[SamplePlan]:
+    def _prepare(self, batch: list[int], epoch: int) -> tuple[list[SamplePlan], dict]:
+        """Read the files and compute the plans and feeds of one batch (Python side only)."""
         encoded = list(self._io.map(self._read, batch))
         plans = [self.plan(i, epoch) for i in batch]
-        for name, data in self._feeds(plans, encoded).items():
+        return plans, self._feeds(plans, encoded)
+
+    @staticmethod
+    def _submit(pipe, feeds: dict) -> None:
+        for name, data in feeds.items():
             pipe.feed_input(name, data)
         pipe.schedule_run()
-        return plans
 
     def _locate_corrupt(self, batch: list[int], plans: list[SamplePlan], exc: Exception) -> CorruptVideoError:
         """Decode each sample of the failed batch alone to name the broken file(s)."""
@@ -176,30 +184,36 @@ class ClipLoader:
                                  "from the manifest/split list")
 
     def __iter__(self) -> Iterator[dict]:
-        batches = self.batches()[self.start_batch:]
+        batches = list(self.batches()[self.start_batch:])
         epoch = self.epoch
         self.start_batch = 0  # a resume skips once; the next pass is the whole epoch
         if not batches:
             return
         pipe = self._pipeline()
-        queue = [(batches[0], self._submit(pipe, batches[0], epoch))]
-        nxt = 1
+        # DALI runs batch i while Python reads and plans batch i+1 (and the consumer uses i-1)
+        plans, feeds = self._prepare(batches[0], epoch)
+        self._submit(pipe, feeds)
+        in_flight = 1
+        upcoming = self._prepare(batches[1], epoch) if len(batches) > 1 else None
         try:
-            while queue:
-                batch, plans = queue.pop(0)
+            for n, batch in enumerate(batches):
                 try:
                     outs = pipe.outputs()
+                    in_flight -= 1
                 except Exception as exc:  # DALI reports decoder failures as RuntimeError/IndexError
-                    self._pipe = None  # a pipeline with a critical error is not reusable
+                    self._pipe, in_flight = None, 0  # a pipeline with a critical error is not reusable
                     raise self._locate_corrupt(batch, plans, exc) from exc
-                if nxt < len(batches):
-                    queue.append((batches[nxt], self._submit(pipe, batches[nxt], epoch)))
-                    nxt += 1
-                yield self._to_batch(outs, batch, plans)
+                current = plans
+                if upcoming is not None:
+                    plans, feeds = upcoming
+                    self._submit(pipe, feeds)
+                    in_flight += 1
+                yield self._to_batch(outs, batch, current)
+                upcoming = self._prepare(batches[n + 2], epoch) if n + 2 < len(batches) else None
         finally:
-            if queue:  # abandoned mid-epoch: drain what is in flight so the pipeline stays usable
+            if in_flight:  # abandoned mid-epoch: drain what is in flight so the pipeline stays usable
                 try:
-                    for _ in queue:
+                    for _ in range(in_flight):
                         pipe.outputs()
                 except Exception:
                     self._pipe = None

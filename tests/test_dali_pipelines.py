@@ -266,3 +266,14 @@ def test_unseen_prepared_data_gives_the_planned_frames(prepared, mode):
             planned = int(frames[r, t])
             assert planned < rec.frames
             assert err[planned] <= err.min() + 2e-3 and err[planned] < 0.03, (mode, idx, t, planned, int(err.argmin()))
+
+
+@pytest.mark.parametrize("mode", ["ssl", "train", "eval", "similarity"])
+def test_gpu_graph_is_built_from_the_same_definition(mode):
+    """Without a GPU: the device="gpu" graph (mixed decoder) is constructed (not run) and ends on
+    the GPU. Running it is covered by test_gpu_path_matches_cpu_frames on a CUDA machine."""
+    from dali_pipelines.graph import GraphLayout, build_pipeline
+    from tbfast.data.plans import default_spec
+
+    pipe = build_pipeline(GraphLayout(default_spec(mode), True), size=16, batch_size=2, device="gpu", device_id=0)
+    assert [o.device for o in pipe._graph_outputs] == ["gpu"] * (4 if mode == "ssl" else 1)

@@ -276,4 +276,4 @@ def test_gpu_graph_is_built_from_the_same_definition(mode):
     from tbfast.data.plans import default_spec
 
     pipe = build_pipeline(GraphLayout(default_spec(mode), True), size=16, batch_size=2, device="gpu", device_id=0)
-    assert [o.device for o in pipe._graph_outputs] == ["gpu"] * (4 if mode == "ssl" else 1)
+    assert [o.device for o in pipe._graph_out] == ["gpu"] * (4 if mode == "ssl" else 1)

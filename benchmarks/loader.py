@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> dict:
     from tbfast.data.plans import default_spec
     from tbfast.errors import UserError
 
+    info = machine()  # load average before we add ours
     records = read_manifest(args.prepared)
     indices = list(range(len(records)))  # every video of the manifest, train and test
     spec = default_spec(args.mode)
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> dict:
     return {"mode": args.mode, "device": args.device, "batch_size": args.batch_size, "size": args.size,
             "workers": args.workers, "augment": augment, "videos_timed": args.videos,
             "planned_frames_per_video": round(mean_frames, 1), "prepared": str(args.prepared),
-            "machine": machine(), "results": results, "ratios": ratios,
+            "machine": info, "results": results, "ratios": ratios,
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
@@ -168,7 +169,7 @@ def print_table(report: dict) -> None:
         t.add_row(labels.get(name, name), f"{r['videos_per_s']:.2f}",
                   f"{r['clips_per_s']:.1f}" if r["clips_per_s"] else "-", f"{r['frames_per_s']:.0f}", ratio,
                   f"{r['cpu_ms_per_video']:.1f}", cratio)
-    Console().print(t)
+    Console(width=max(Console().width, 132)).print(t)
     m = report["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, DALI {m['dali']}; load average "
           f"{m.get('loadavg', '?')} at the start")

@@ -111,7 +111,11 @@ class SlowR50(nn.Module):
 
     def __init__(self, time_pool: int = 4):
         super().__init__()
-        from pytorchvideo.models.resnet import create_resnet  # models only: its transforms do not import
+        import warnings
+
+        with warnings.catch_warnings():  # pytorchvideo 0.1.5 uses the deprecated torch.jit.script at import
+            warnings.simplefilter("ignore", FutureWarning)
+            from pytorchvideo.models.resnet import create_resnet  # models only: its transforms do not import
 
         net = create_resnet(
             input_channel=3, model_depth=50, model_num_class=400, norm=nn.BatchNorm3d, activation=nn.ReLU,

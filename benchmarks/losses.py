@@ -20,7 +20,7 @@ from tbfast_benchmarks.common import machine_info, median, print_table, write_js
 
 
 def add_arguments(p: argparse.ArgumentParser, command: str = "bench losses") -> None:
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the losses run")
     p.add_argument("--batches", type=int, nargs="+", default=None,
                    help="videos per batch (default: 40 128 256 on cpu, 40 256 1024 on cuda)")
     p.add_argument("--dim", type=int, default=128, help="embedding dimension d")
@@ -102,6 +102,8 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     batches = args.batches or ([8] if args.quick else ([40, 128, 256] if device == "cpu" else [40, 256, 1024]))
     iters, warmup = (3, 1) if args.quick else (args.iters, args.warmup)
+    if args.impls and "triton" in args.impls and device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise UserError("--impls triton on the CPU needs TRITON_INTERPRET=1 (slow, for checking only); use --device cuda")
     names = args.impls or (["reference", "fused"] + (["triton"] if device == "cuda" else []))
     impls = _ssl_impls(names)
 

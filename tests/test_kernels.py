@@ -186,3 +186,12 @@ def test_fused_ignores_autocast_and_backpropagates():
     out["loss"].backward()  # mixed dtypes in backward would raise here
     torch.testing.assert_close(out["loss"], ssl_objective(*zs)["loss"], rtol=1e-5, atol=0)
     assert all(z.grad is not None and z.grad.dtype == torch.float32 for z in zs)
+
+
+def test_fused_backward_twice_with_retained_graph():
+    zs = inputs(4, seed=11)
+    out = fused_ssl_objective(*zs)
+    g1 = torch.autograd.grad(out["loss"], zs, retain_graph=True)
+    g2 = torch.autograd.grad(out["loss"], zs)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)

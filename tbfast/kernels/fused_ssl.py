@@ -9,7 +9,7 @@ Formulation (B videos; same values as ``tbfast.losses`` up to float rounding):
   denominator LSE(lse[i, X, X], lse[i, X, Y]) and the positive <z_X,i, z_Y,i>/tau, so the
   1 + 56 NT-Xent evaluations of L_I are read off two small tensors. Gram, mask and grouped LSE
   are one autograd node (``gram_grouped_lse``) whose backward turns the saved Gram into softmax
-  weights in place and needs two matmuls.
+  weights in one buffer and needs two matmuls.
 * One batched product of each video's 8 short embeddings with themselves, (B, 8, 8), gives the
   L_I positives and all of L_D1 (masked LSE over the 7 other clips of the video).
 * L_D2: one batched product of each video's 8 long slices with its 8 short clips, (B, 8, 8)
@@ -39,7 +39,7 @@ class _GramGroupedLse(torch.autograd.Function):
     """lse[r, k] = LSE_m (scale * <x_r, x_(k*group+m)>), self-similarity (m-th row == r) excluded.
 
     One matmul and one masked grouped log-sum-exp forward; backward forms the softmax weights
-    in place in the saved Gram and uses two matmuls (the Gram is symmetric, so
+    in one buffer and uses two matmuls (the Gram is symmetric, so
     d/dx = (W + W^T) x * scale with no transposed copy).
     """
 
@@ -58,7 +58,8 @@ class _GramGroupedLse(torch.autograd.Function):
         x, g, lse = ctx.saved_tensors
         r = g.shape[0]
         lse = lse.masked_fill(torch.isinf(lse), 0.0)  # a group of only masked entries (B=1): weight 0
-        w = g.view(r, -1, ctx.group).sub_(lse.unsqueeze(-1)).exp_().mul_(grad.unsqueeze(-1)).view(r, r)
+        # out of place first: the saved Gram must survive a second backward (retain_graph=True)
+        w = (g.view(r, -1, ctx.group) - lse.unsqueeze(-1)).exp_().mul_(grad.unsqueeze(-1)).view(r, r)
         w = w.to(x.dtype)
         dx = torch.addmm(torch.mm(w, x), w.t(), x).mul_(ctx.scale)
         return dx, None, None, None

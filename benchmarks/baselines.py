@@ -16,9 +16,13 @@ from typing import Sequence
 
 import time
 
+import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF  # PIL functional ops (reference style)
+import torchvision.transforms.v2.functional as TF2  # tensor ops (per clip)
+from PIL import Image
 
 from tbfast.data.manifest import VideoRecord
 from tbfast.data.plans import ClipSpec, ClipView, plan_sample
@@ -60,8 +64,6 @@ class _PlannedDataset(torch.utils.data.Dataset):
 
 
 def _open(path: Path):
-    import av
-
     container = av.open(str(path))
     stream = container.streams.video[0]
     stream.thread_type = "SLICE"
@@ -80,9 +82,6 @@ class ReferenceStyle(_PlannedDataset):
         return allf[np.minimum(wanted, len(allf) - 1)]
 
     def augment_clip(self, frames: np.ndarray, v: ClipView) -> torch.Tensor:
-        import torchvision.transforms.functional as TF
-        from PIL import Image
-
         y0, x0, y1, x1 = v.roi
         box = (min(x0, x1), y0, max(x0, x1), y1)
         out = []
@@ -131,8 +130,6 @@ class PerClip(_PlannedDataset):
         return np.stack([got.get(int(i), lastf) for i in wanted])
 
     def augment_clip(self, frames: np.ndarray, v: ClipView) -> torch.Tensor:
-        import torchvision.transforms.v2.functional as TF
-
         y0, x0, y1, x1 = v.roi
         xa, xb = sorted((x0, x1))
         t = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
@@ -142,15 +139,15 @@ class PerClip(_PlannedDataset):
         if v.flip:
             t = t.flip(-1)
         if v.brightness != 1.0:
-            t = TF.adjust_brightness(t, v.brightness)
+            t = TF2.adjust_brightness(t, v.brightness)
         if v.contrast != 1.0:
-            t = TF.adjust_contrast(t, v.contrast)
+            t = TF2.adjust_contrast(t, v.contrast)
         if v.hue != 0.0:
-            t = TF.adjust_hue(t, v.hue / 360.0)
+            t = TF2.adjust_hue(t, v.hue / 360.0)
         if v.gray:
-            t = TF.rgb_to_grayscale(t, num_output_channels=3).contiguous()
+            t = TF2.rgb_to_grayscale(t, num_output_channels=3).contiguous()
         elif v.saturation != 1.0:
-            t = TF.adjust_saturation(t, v.saturation)
+            t = TF2.adjust_saturation(t, v.saturation)
         if v.drop_channel >= 0:
             t[:, v.drop_channel] = 0
         for y, x, h, w in v.erase:

@@ -91,6 +91,9 @@ class ClipLoader:
         self.epoch, self.start_batch = 0, 0
         self._pipe = None
         self._order_cache: tuple[int | None, list[list[int]]] = (None, [])
+        if not self.batches():
+            raise UserError(f"{len(self.indices)} videos make no full batch of {self.batch_size} on each of "
+                            f"{self.num_shards} shard(s); lower --batch-size")
         self._io = cf.ThreadPoolExecutor(max(1, self.num_threads), thread_name_prefix="tbfast-read")
         from dali_pipelines.graph import GraphLayout
 
@@ -198,7 +201,7 @@ class ClipLoader:
         try:
             for n, batch in enumerate(batches):
                 try:
-                    outs = pipe.outputs()
+                    outs = pipe.outputs(**self._stream())
                     in_flight -= 1
                 except Exception as exc:  # DALI reports decoder failures as RuntimeError/IndexError
                     self._pipe, in_flight = None, 0  # a pipeline with a critical error is not reusable
@@ -219,6 +222,14 @@ class ClipLoader:
                     self._pipe = None
 
     # ------------------------------------------------------------------ torch hand-over
+    def _stream(self) -> dict:
+        """GPU: make DALI's outputs ready on torch's current stream (no host synchronisation)."""
+        if self.device != "gpu":
+            return {}
+        import torch
+
+        return {"cuda_stream": torch.cuda.current_stream(self.device_id).cuda_stream}
+
     def _tensor(self, out):
         import torch
 

@@ -77,10 +77,13 @@ class ClipLoader:
             self.spec = replace(self.spec, mode=mode)
         self.batch_size, self.size, self.seed = int(batch_size), int(size), int(seed)
         self.device = device
-        if device == "gpu" and device_id is None:
+        if device == "gpu":
             import torch
 
-            device_id = torch.cuda.current_device()
+            if not torch.cuda.is_available():
+                raise UserError("device 'gpu' needs CUDA, and torch sees no GPU; use device 'cpu'")
+            if device_id is None:
+                device_id = torch.cuda.current_device()
         self.device_id = device_id
         self.num_threads = int(num_threads)
         self.shard_id, self.num_shards = int(shard_id), int(num_shards)

@@ -37,6 +37,9 @@ class DataConfig:
     batch_size: int = 16  # videos per rank per step (student: labeled and unlabeled each)
     eval_batch_size: int = 8  # videos per eval/similarity batch
     augment: bool = True
+    # random-crop side factor range (METHOD.md §3: ssl [0.5, 1], train [0.4, 1]); empty = METHOD's
+    ssl_crop_scale: tuple = ()
+    train_crop_scale: tuple = ()
 
 
 @dataclass

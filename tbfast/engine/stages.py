@@ -33,6 +33,14 @@ def make_loader(prepared, mode: str, cfg: Config, dist: Dist, *, indices=None, s
 
     gpu = dist.device.type == "cuda"
     kw = {"records": records} if records is not None else {}
+    crop = {"ssl": cfg.data.ssl_crop_scale, "train": cfg.data.train_crop_scale}.get(mode)
+    if spec is None and crop:
+        from dataclasses import replace
+
+        from tbfast.data.plans import default_spec
+
+        spec = default_spec(mode)
+        spec = replace(spec, aug=replace(spec.aug, crop_scale=tuple(float(c) for c in crop)))
     return build_loader(prepared, mode, indices=indices, split=split,
                         batch_size=batch_size or cfg.data.batch_size, size=cfg.data.size,
                         device="gpu" if gpu else "cpu", device_id=dist.device.index if gpu else None,

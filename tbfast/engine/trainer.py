@@ -327,9 +327,9 @@ class Trainer:
         finally:
             progress.close()
         train_seconds = time.perf_counter() - t_start
-        if stopped:
+        finished = self.epoch >= tc.epochs
+        if stopped and not finished:
             self.log(f"{self.cfg.stage}: stopped after --max-steps {tc.max_steps} (step {self.step})")
-        finished = not stopped and self.epoch >= tc.epochs
         if self.step > steps0 or finished:
             self.save("last.pt", finished=finished)
         if self.main:

@@ -6,7 +6,9 @@
 #   each with its weight gradients compared with fp32 (so cuDNN's bf16 path is verified before
 #   its speed is claimed), plus the student step with its two frozen teachers;
 # - the loss kernels: Triton / fused vs reference;
-# - when DALI is importable (source .dali/install_dali.sh first), the mixed (NVDEC) decode rate.
+# - when DALI is importable (source .dali/install_dali.sh first) and GPU_CHECK_DATA names a prepared
+#   dataset (made elsewhere with `tbfast data prep`: the GPU machine has no PyAV), the mixed (NVDEC)
+#   pipeline's rate against its decode-only ceiling.
 # Optional wheels (pytorchvideo, fvcore, iopath for r50) may be carried in .whl/ (see README).
 set -uo pipefail
 out=${1:?usage: bash benchmarks/gpu_check.sh OUTDIR}
@@ -25,20 +27,28 @@ export PYTHONPATH="$root:$shim${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 log="$out/gpu_check.log"
 tb() { timeout "$1" $py -m tbfast "${@:2}" 2>&1 | tee -a "$log"; }
 start=$(date +%s)
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true; } | tee "$log"
-$py -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" | tee -a "$log"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"; } | tee "$log"
+$py -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA device')" | tee -a "$log"
 
-tb 150 bench step --backbone r3d18 --device cuda --steps 10 --warmup 3 --no-compile --json "$out/step_r3d18.json"
+# GPU_CHECK_DRY=1 runs the same plumbing on the CPU with tiny shapes (to test the script without a GPU)
+if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then
+  dev=cpu; step_opts=(--quick --configs fp32 bf16 bf16+cl); loss_opts=(--quick)
+else
+  dev=cuda; step_opts=(--steps 10 --warmup 3 --configs fp32 fp32+cl bf16 bf16+cl); loss_opts=()
+fi
+tb 150 bench step --backbone r3d18 --device $dev "${step_opts[@]}" --no-compile --json "$out/step_r3d18.json"
 if $py -c "import pytorchvideo.models" 2>/dev/null; then
-  tb 150 bench step --backbone r50 --device cuda --steps 10 --warmup 3 --no-compile --no-student --json "$out/step_r50.json"
+  tb 150 bench step --backbone r50 --device $dev "${step_opts[@]}" --no-compile --no-student --json "$out/step_r50.json"
 else
   echo "pytorchvideo not importable here: r50 skipped (carry its wheels in .whl/)" | tee -a "$log"
 fi
-tb 90 bench losses --device cuda --json "$out/losses.json"
-if $py -c "import nvidia.dali" 2>/dev/null; then
-  tb 90 bench loader --device gpu --decode-only --synthetic --json "$out/loader_gpu.json"
-else
+tb 90 bench losses --device $dev "${loss_opts[@]}" --json "$out/losses.json"
+if ! $py -c "import nvidia.dali" 2>/dev/null; then
   echo "DALI not importable here: NVDEC decode rate skipped (source .dali/install_dali.sh first)" | tee -a "$log"
+elif [ -z "${GPU_CHECK_DATA:-}" ] || [ ! -f "${GPU_CHECK_DATA}/manifest.jsonl" ]; then
+  echo "GPU_CHECK_DATA does not name a prepared dataset: NVDEC decode rate skipped" | tee -a "$log"
+else
+  tb 90 bench loader "$GPU_CHECK_DATA" --mode ssl --device gpu --loaders dali,decode --json "$out/loader_gpu.json"
 fi
 $py - "$out" <<'PY' | tee "$out/SUMMARY.md"
 import json, sys, pathlib
@@ -49,7 +59,7 @@ for name in ("step_r3d18", "step_r50"):
     if not f.exists():
         continue
     r = json.loads(f.read_text())
-    print(f"## {r['backbone']} {r['clip_shape']} batch {r['batch']} on {r['machine'].get('gpu')}\n")
+    print(f"## {r['backbone']} {r['clip_shape']} batch {r['batch']} on {r['machine'].get('gpu') or r['machine'].get('cpu')}\n")
     print("| config | clips/s | speed-up | peak MiB | grads match fp32 | rel. err |\n|---|---|---|---|---|---|")
     for c in r["configs"]:
         sp = c["counted_speedup"]

@@ -22,7 +22,8 @@ from nvidia.dali import pipeline_def
 from tbfast.data.plans import ClipSpec
 
 _ROI = ("roi_start", "roi_end")  # per clip
-_VIEW = ("brightness", "contrast", "hue", "saturation", "erase_anchor", "erase_shape")  # per view
+_COLOUR = ("brightness", "contrast", "hue", "saturation")  # per clip view (scalars)
+_ERASE = ("erase_anchor", "erase_shape")  # per view of a clip group (boxes over the concatenated clips)
 
 
 @dataclass(frozen=True)
@@ -70,20 +71,32 @@ def _resize(clip, layout: GraphLayout, group: str, view: int, k: int, size: int)
     return fn.resize(clip, size=[size, size], roi_start=start, roi_end=end, antialias=False)
 
 
+def _colour(x, layout: GraphLayout, group: str, view: int, k: int):
+    """uint8 clip -> float32 with its colour jitter (scalar per clip: constant over its frames).
+    ``fn.color_twist`` (hue/saturation need its 3x3 channel matrix) costs ~5x more CPU than
+    ``fn.brightness_contrast``, which computes exactly the same for hue 0 and saturation 1; so
+    the twist runs only on the clips that drew hue, saturation or grayscale (~60% at METHOD's p)."""
+    p = {n: _src(layout.param_name(group, view, k, n), types.FLOAT, 0) for n in _COLOUR}
+    twist = _src(layout.param_name(group, view, k, "twist"), types.BOOL, 0)
+    if twist:  # a per-sample branch (DALI conditionals): each clip takes one of the two
+        y = fn.color_twist(x, brightness=p["brightness"], contrast=p["contrast"], hue=p["hue"],
+                           saturation=p["saturation"], dtype=types.FLOAT)
+    else:
+        y = fn.brightness_contrast(x, brightness=p["brightness"], contrast=p["contrast"], dtype=types.FLOAT)
+    return y
+
+
 def _augment_view(clips: list, layout: GraphLayout, group: str, view: int, size: int):
-    """uint8 clips (T, H, W, 3) of one view -> float32 (K*T, S, S, 3) in [0, 1], each clip with its
-    own plan: per-frame colour arguments (constant over a clip's frames) and erase boxes in (F,H,W,C)."""
-    x = [_resize(c, layout, group, view, k, size) for k, c in enumerate(clips)]
-    x = x[0] if len(x) == 1 else fn.cat(*x, axis=0)  # uint8: 4x cheaper than concatenating floats
-    p = {n: _src(layout.param_name(group, view, "all", n), types.FLOAT, 1) for n in _VIEW}
-    # brightness carries the 1/255 scaling; saturation 0 is the grayscale. color_twist with float
-    # output is 2x cheaper on the CPU than with uint8 output or than coord_transform.
-    x = fn.color_twist(x, brightness=fn.per_frame(p["brightness"]), contrast=fn.per_frame(p["contrast"]),
-                       hue=fn.per_frame(p["hue"]), saturation=fn.per_frame(p["saturation"]),
-                       dtype=types.FLOAT)
+    """uint8 clips (T, H, W, 3) of one view -> float32 (K*T, S, S, 3), each clip with its own plan:
+    crop/flip/resize and colour per clip, then erase boxes in (F,H,W,C) over the concatenation."""
+    # brightness carries the 1/255 scaling; saturation 0 is the grayscale. Float output: the
+    # colour ops are several times cheaper on the CPU with float output than with uint8 output.
+    x = [_colour(_resize(c, layout, group, view, k, size), layout, group, view, k) for k, c in enumerate(clips)]
+    x = x[0] if len(x) == 1 else fn.cat(*x, axis=0)
     # no clamp here: brightness/contrast/saturation > 1 can leave [0, 1]; the loader clamps in place
-    # with torch at the hand-over (20x cheaper on the CPU than DALI's arithmetic operators)
+    # with numpy at the hand-over (far cheaper on the CPU than DALI's arithmetic operators)
     # random-erase boxes (all channels) and dropped channels, each over the frames of its clip
+    p = {n: _src(layout.param_name(group, view, "all", n), types.FLOAT, 1) for n in _ERASE}
     return fn.erase(x, anchor=p["erase_anchor"], shape=p["erase_shape"], axis_names="FHWC", fill_value=0)
 
 
@@ -95,7 +108,8 @@ def build_pipeline(layout: GraphLayout, *, size: int, batch_size: int, device: s
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads,
                   device_id=device_id if device == "gpu" else None, seed=seed,
-                  prefetch_queue_depth=1, exec_dynamic=True)
+                  prefetch_queue_depth=1, exec_dynamic=True,
+                  enable_conditionals=layout.per_clip)
     def clip_pipeline():
         encoded = _src("encoded", types.UINT8, 1)
         frames = _src("decode", types.INT32, 1)

@@ -23,17 +23,11 @@ from tbfast.errors import UserError
 
 
 def view_args(plans: list[SamplePlan], group: str, view: int, size: int) -> dict[str, list[np.ndarray]]:
-    """Per-frame colour arguments and (F, H, W, C) erase boxes of one view of a clip group."""
-    out: dict[str, list[np.ndarray]] = {n: [] for n in ("brightness", "contrast", "hue", "saturation",
-                                                         "erase_anchor", "erase_shape")}
+    """(F, H, W, C) erase boxes (random erases and dropped channels) of one view of a clip group."""
+    out: dict[str, list[np.ndarray]] = {"erase_anchor": [], "erase_shape": []}
     for p in plans:
         views = p.views[group][view]
         t = p.clips[group].shape[1]
-        rep = lambda vals: np.repeat(np.float32(vals), t)  # noqa: E731 - constant over a clip
-        out["brightness"].append(rep([c.brightness / 255.0 for c in views]))
-        out["contrast"].append(rep([c.contrast for c in views]))
-        out["hue"].append(rep([c.hue for c in views]))
-        out["saturation"].append(rep([0.0 if c.gray else c.saturation for c in views]))
         anchors, shapes = [], []
         for k, c in enumerate(views):
             for y, x, h, w in c.erase:
@@ -45,6 +39,16 @@ def view_args(plans: list[SamplePlan], group: str, view: int, size: int) -> dict
         out["erase_anchor"].append(np.float32(anchors).reshape(-1))
         out["erase_shape"].append(np.float32(shapes).reshape(-1))
     return out
+
+
+def colour_args(views) -> dict[str, list[np.ndarray]]:
+    """Scalar colour arguments of one clip view per sample; ``twist``: hue or saturation (grayscale
+    included) was drawn, so the clip needs the colour-twist matrix, not just brightness/contrast."""
+    return {"brightness": [np.float32(c.brightness / 255.0) for c in views],
+            "contrast": [np.float32(c.contrast) for c in views],
+            "hue": [np.float32(c.hue) for c in views],
+            "saturation": [np.float32(0.0 if c.gray else c.saturation) for c in views],
+            "twist": [np.bool_(c.hue != 0.0 or c.gray or c.saturation != 1.0) for c in views]}
 
 
 class CorruptVideoError(UserError):
@@ -159,6 +163,9 @@ class ClipLoader:
                 cv = [p.views[g][v][k] for p in plans]
                 feeds[lay.param_name(g, v, k, "roi_start")] = [np.float32(c.roi[:2]) for c in cv]
                 feeds[lay.param_name(g, v, k, "roi_end")] = [np.float32(c.roi[2:]) for c in cv]
+                if lay.per_clip:
+                    for name, data in colour_args(cv).items():
+                        feeds[lay.param_name(g, v, k, name)] = data
             if lay.per_clip:
                 for name, data in view_args(plans, g, v, size).items():
                     feeds[lay.param_name(g, v, "all", name)] = data
@@ -249,8 +256,11 @@ class ClipLoader:
         res: dict = {}
         for (name, group, _), out in zip(self.layout.outputs, outs):
             t = self._tensor(out)
-            if self.layout.per_clip:
-                t.clamp_(0.0, 1.0)  # colour jitter can overshoot; in place, on the output buffer
+            if self.layout.per_clip:  # colour jitter can overshoot; in place, on the output buffer
+                if t.device.type == "cpu":  # numpy: one thread, no spinning OpenMP workers beside DALI's
+                    np.clip(t.numpy(), 0.0, 1.0, out=t.numpy())
+                else:
+                    t.clamp_(0.0, 1.0)
             k = plans[0].clips[group].shape[0]
             t = t.reshape(b * k, t.shape[1] // k, *t.shape[2:])  # a view: clips are contiguous in F
             res[name] = t.permute(0, 4, 1, 2, 3)  # NTHWC -> logical NCTHW, memory channels_last_3d

@@ -8,7 +8,7 @@ clip with ``fn.sequence_rearrange`` and augments each clip view with per-sample 
 keeps the parameters constant across the frames of a clip.
 
 Output: one (F, S, S, 3) float32 tensor per sample and clip field (augmented fields still need a
-clamp to [0, 1], done in place by the loader), the clips of a field
+clamp to [0, 1] and their random-erase boxes and dropped channels, done in place by the loader), the clips of a field
 concatenated along F (so (B, K*T, S, S, 3) reshapes to (B*K, T, S, S, 3) without a copy).
 """
 from __future__ import annotations
@@ -23,7 +23,6 @@ from tbfast.data.plans import ClipSpec
 
 _ROI = ("roi_start", "roi_end")  # per clip
 _COLOUR = ("brightness", "contrast", "hue", "saturation")  # per clip view (scalars)
-_ERASE = ("erase_anchor", "erase_shape")  # per view of a clip group (boxes over the concatenated clips)
 
 
 @dataclass(frozen=True)
@@ -87,17 +86,15 @@ def _colour(x, layout: GraphLayout, group: str, view: int, k: int):
 
 
 def _augment_view(clips: list, layout: GraphLayout, group: str, view: int, size: int):
-    """uint8 clips (T, H, W, 3) of one view -> float32 (K*T, S, S, 3), each clip with its own plan:
-    crop/flip/resize and colour per clip, then erase boxes in (F,H,W,C) over the concatenation."""
+    """uint8 clips (T, H, W, 3) of one view -> float32 (K*T, S, S, 3), each clip with its own plan
+    (crop/flip/resize and colour); erase boxes and dropped channels follow at the hand-over."""
     # brightness carries the 1/255 scaling; saturation 0 is the grayscale. Float output: the
     # colour ops are several times cheaper on the CPU with float output than with uint8 output.
     x = [_colour(_resize(c, layout, group, view, k, size), layout, group, view, k) for k, c in enumerate(clips)]
-    x = x[0] if len(x) == 1 else fn.cat(*x, axis=0)
-    # no clamp here: brightness/contrast/saturation > 1 can leave [0, 1]; the loader clamps in place
-    # with numpy at the hand-over (far cheaper on the CPU than DALI's arithmetic operators)
-    # random-erase boxes (all channels) and dropped channels, each over the frames of its clip
-    p = {n: _src(layout.param_name(group, view, "all", n), types.FLOAT, 1) for n in _ERASE}
-    return fn.erase(x, anchor=p["erase_anchor"], shape=p["erase_shape"], axis_names="FHWC", fill_value=0)
+    # no clamp nor erase here: brightness/contrast/saturation > 1 can leave [0, 1], and fn.erase
+    # copies the whole float tensor (~5 ms CPU per ssl video) to zero a few boxes; the loader
+    # clamps and zeroes the planned erase boxes and dropped channels in place at the hand-over
+    return x[0] if len(x) == 1 else fn.cat(*x, axis=0)
 
 
 def build_pipeline(layout: GraphLayout, *, size: int, batch_size: int, device: str = "cpu",

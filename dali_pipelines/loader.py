@@ -22,23 +22,18 @@ from tbfast.data.plans import MODES, ClipSpec, SamplePlan, default_spec, epoch_b
 from tbfast.errors import UserError
 
 
-def view_args(plans: list[SamplePlan], group: str, view: int, size: int) -> dict[str, list[np.ndarray]]:
-    """(F, H, W, C) erase boxes (random erases and dropped channels) of one view of a clip group."""
-    out: dict[str, list[np.ndarray]] = {"erase_anchor": [], "erase_shape": []}
-    for p in plans:
-        views = p.views[group][view]
+def erase_boxes(plans: list[SamplePlan], group: str, view: int, size: int) -> list[tuple]:
+    """(sample, first frame, end frame, y0, y1, x0, x1, c0, c1) of every random-erase box (all
+    channels) and dropped channel of one view of a clip group, in its (B, K*T, S, S, 3) output."""
+    boxes = []
+    for i, p in enumerate(plans):
         t = p.clips[group].shape[1]
-        anchors, shapes = [], []
-        for k, c in enumerate(views):
+        for k, c in enumerate(p.views[group][view]):
             for y, x, h, w in c.erase:
-                anchors += [k * t, y, x, 0]
-                shapes += [t, h, w, 3]
+                boxes.append((i, k * t, (k + 1) * t, y, y + h, x, x + w, 0, 3))
             if c.drop_channel >= 0:
-                anchors += [k * t, 0, 0, c.drop_channel]
-                shapes += [t, size, size, 1]
-        out["erase_anchor"].append(np.float32(anchors).reshape(-1))
-        out["erase_shape"].append(np.float32(shapes).reshape(-1))
-    return out
+                boxes.append((i, k * t, (k + 1) * t, 0, size, 0, size, c.drop_channel, c.drop_channel + 1))
+    return boxes
 
 
 def colour_args(views) -> dict[str, list[np.ndarray]]:
@@ -166,9 +161,6 @@ class ClipLoader:
                 if lay.per_clip:
                     for name, data in colour_args(cv).items():
                         feeds[lay.param_name(g, v, k, name)] = data
-            if lay.per_clip:
-                for name, data in view_args(plans, g, v, size).items():
-                    feeds[lay.param_name(g, v, "all", name)] = data
         return feeds
 
     def _prepare(self, batch: list[int], epoch: int) -> tuple[list[SamplePlan], dict]:
@@ -249,18 +241,28 @@ class ClipLoader:
             t = torch.from_numpy(np.asarray(out.as_tensor()))
         return t  # (B, K*T, S, S, 3)
 
+    @staticmethod
+    def _finish_augment(t, boxes: list[tuple]) -> None:
+        """Clamp to [0, 1] (colour jitter can overshoot) and zero the random-erase boxes and dropped
+        channels (METHOD.md §3: after the colour jitter), in place on DALI's (B, K*T, S, S, 3) output
+        buffer: a DALI erase would copy the whole float tensor to change a few boxes."""
+        if t.device.type == "cpu":  # numpy: one thread, no OpenMP workers spinning beside DALI's
+            a = t.numpy()
+            np.clip(a, 0.0, 1.0, out=a)
+        else:
+            a = t.clamp_(0.0, 1.0)
+        for i, f0, f1, y0, y1, x0, x1, c0, c1 in boxes:
+            a[i, f0:f1, y0:y1, x0:x1, c0:c1] = 0
+
     def _to_batch(self, outs, batch: list[int], plans: list[SamplePlan]) -> dict:
         import torch
 
         b = len(batch)
         res: dict = {}
-        for (name, group, _), out in zip(self.layout.outputs, outs):
+        for (name, group, view), out in zip(self.layout.outputs, outs):
             t = self._tensor(out)
-            if self.layout.per_clip:  # colour jitter can overshoot; in place, on the output buffer
-                if t.device.type == "cpu":  # numpy: one thread, no spinning OpenMP workers beside DALI's
-                    np.clip(t.numpy(), 0.0, 1.0, out=t.numpy())
-                else:
-                    t.clamp_(0.0, 1.0)
+            if self.layout.per_clip:  # in place, on the output buffer (see _finish_augment)
+                self._finish_augment(t, erase_boxes(plans, group, view, self.size))
             k = plans[0].clips[group].shape[0]
             t = t.reshape(b * k, t.shape[1] // k, *t.shape[2:])  # a view: clips are contiguous in F
             res[name] = t.permute(0, 4, 1, 2, 3)  # NTHWC -> logical NCTHW, memory channels_last_3d

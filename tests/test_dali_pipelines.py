@@ -277,3 +277,36 @@ def test_gpu_graph_is_built_from_the_same_definition(mode):
 
     pipe = build_pipeline(GraphLayout(default_spec(mode), True), size=16, batch_size=2, device="gpu", device_id=0)
     assert [o.device for o in pipe._graph_out] == ["gpu"] * (4 if mode == "ssl" else 1)
+
+
+def test_brightness_contrast_branch_equals_colour_twist_without_hue_and_saturation():
+    """The graph runs fn.color_twist only on clips that drew hue/saturation/grayscale and
+    fn.brightness_contrast on the others: for hue 0 and saturation 1 both must give the same."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+
+    from dali_pipelines.loader import colour_args
+    from tbfast.data.plans import ClipView
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    views = [ClipView(roi=(0, 0, 1, 1), brightness=b, contrast=c) for b, c in [(1.0, 1.0), (0.8, 1.2), (1.2, 0.76)]]
+    args = colour_args(views)
+    assert not any(args["twist"])
+    assert colour_args([ClipView(roi=(0, 0, 1, 1), hue=3.0)])["twist"] == [True]
+    assert colour_args([ClipView(roi=(0, 0, 1, 1), gray=True, saturation=0.0)])["twist"] == [True]
+
+    @pipeline_def(batch_size=len(views), num_threads=1, device_id=None)
+    def pipe():
+        v = fn.external_source(source=lambda: [x] * len(views), layout="FHWC", batch=True)
+        b = fn.external_source(source=lambda: args["brightness"], batch=True)
+        c = fn.external_source(source=lambda: args["contrast"], batch=True)
+        return (fn.color_twist(v, brightness=b, contrast=c, hue=0.0, saturation=1.0, dtype=types.FLOAT),
+                fn.brightness_contrast(v, brightness=b, contrast=c, dtype=types.FLOAT))
+
+    p = pipe()
+    p.build()
+    twist, bc = p.run()
+    for i in range(len(views)):
+        np.testing.assert_allclose(np.asarray(bc[i]), np.asarray(twist[i]), atol=1e-6)

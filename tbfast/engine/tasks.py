@@ -102,18 +102,13 @@ class Task:
     clip_len = 8
 
 
-class SSLTask(Task):
-    """Self-supervised pretraining (METHOD.md §4): L_I, L_D1 + L_D2, or all three."""
-
-    clip_len = 16
+class SingleLoaderTask(Task):
+    """A task fed by one loader (self-supervised pretraining, classification)."""
 
     def __init__(self, cfg: Config, device: torch.device, loader):
         super().__init__(cfg, device)
         self.stage = cfg.stage
         self.loader = loader
-        self.objective = _ssl_objective(cfg.loss.ssl_impl)
-        lc = cfg.loss
-        self.terms = ("loss",) + tuple(t for t, w in (("L_I", lc.w_inv), ("L_D1", lc.w_ll), ("L_D2", lc.w_gl)) if w)
 
     def steps_per_epoch(self) -> int:
         return len(self.loader)
@@ -124,6 +119,18 @@ class SSLTask(Task):
     def batches(self):
         for batch in self.loader:
             yield to_device(batch, self.device)
+
+
+class SSLTask(SingleLoaderTask):
+    """Self-supervised pretraining (METHOD.md §4): L_I, L_D1 + L_D2, or all three."""
+
+    clip_len = 16
+
+    def __init__(self, cfg: Config, device: torch.device, loader):
+        super().__init__(cfg, device, loader)
+        self.objective = _ssl_objective(cfg.loss.ssl_impl)
+        lc = cfg.loss
+        self.terms = ("loss",) + tuple(t for t, w in (("L_I", lc.w_inv), ("L_D1", lc.w_ll), ("L_D2", lc.w_gl)) if w)
 
     def clips(self, batch: dict) -> int:
         return 2 * (batch["long0"].shape[0] + batch["short0"].shape[0])
@@ -138,25 +145,10 @@ class SSLTask(Task):
         return {k: v for k, v in out.items() if k in self.terms and v is not None}
 
 
-class ClassifyTask(Task):
+class ClassifyTask(SingleLoaderTask):
     """Cross-entropy on the labeled subset: teacher fine-tuning and the supervised-only baseline."""
 
     terms = ("loss", "acc")
-
-    def __init__(self, cfg: Config, device: torch.device, loader):
-        super().__init__(cfg, device)
-        self.stage = cfg.stage
-        self.loader = loader
-
-    def steps_per_epoch(self) -> int:
-        return len(self.loader)
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.loader.set_epoch(epoch, start_batch)
-
-    def batches(self):
-        for batch in self.loader:
-            yield to_device(batch, self.device)
 
     def clips(self, batch: dict) -> int:
         return batch["clip"].shape[0]

@@ -9,11 +9,8 @@ whole video to deliver them). The DALI decode-only rate on the same frames is th
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
@@ -53,26 +50,10 @@ def _time_iter(make_iter, max_videos: int) -> tuple[int, float, float]:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    import nvidia.dali
-    import torch
+    """The shared machine description plus the load average before the measurement starts."""
+    from tbfast_benchmarks.common import machine_info
 
-    info = {"cpu": cpu, "cores": cores, "loadavg": round(os.getloadavg()[0], 2), "torch": torch.__version__, "dali": nvidia.dali.__version__,
-            "python": platform.python_version()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+    return {**machine_info(), "loadavg": round(os.getloadavg()[0], 2)}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -182,7 +163,8 @@ def main(args: argparse.Namespace) -> int:
     report = run(args)
     print_table(report)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        from tbfast_benchmarks.common import write_json
+
+        write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0

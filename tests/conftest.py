@@ -48,3 +48,14 @@ def prepared_split(prepared) -> tuple[Path, Path]:
 
     lab, unl = split_names(0.5, 0)
     return prepared / "splits" / lab, prepared / "splits" / unl
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: one torch thread avoids OpenMP stalls on a busy 2-core machine (restored after)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

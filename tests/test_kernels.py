@@ -17,13 +17,7 @@ from tbfast.timebalance import mix_teachers
 WEIGHTS = [(1.0, 1.0, 1.0), (1.0, 0.0, 0.0), (0.0, 1.0, 1.0), (0.0, 0.0, 1.0), (0.3, 2.0, 0.0)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP stalls on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def inputs(B, d=16, seed=0, dtype=torch.float32, device="cpu"):

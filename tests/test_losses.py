@@ -12,13 +12,7 @@ import _naive_losses as naive
 TAU = 0.1
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP stalls on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def unit(*shape, d=8, dtype=torch.float64, seed=0):

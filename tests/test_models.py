@@ -7,12 +7,7 @@ from tbfast.models import Classifier, ProjectionHead, build_backbone, pool_time
 CL = torch.channels_last_3d
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _forward(model, x):

@@ -76,6 +76,18 @@ def test_finetune_supervised_student_eval(chain):
     ev = json.loads(chain["eval_json"].read_text())
     assert ev["videos"] == 8 and ev["clips"] == 32
     assert 0 <= ev["video_top1"] <= ev["video_top5"] <= 1 and 0 <= ev["clip_top1"] <= 1
+    # per-class figures agree with the overall ones
+    conf = ev["confusion"]
+    assert sum(map(sum, conf)) == 8 and sum(conf[c][c] for c in range(4)) == round(8 * ev["video_top1"])
+    assert list(ev["class_top1"]) == ev["classes"] and len(ev["classes"]) == 4
+
+
+def test_per_class_accuracy():
+    from tbfast.engine.evaluation import per_class
+
+    r = per_class([(0, 0, 0), (1, 0, 1), (2, 1, 1), (3, 1, 1)], 3)
+    assert r["confusion"] == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+    assert r["class_top1"] == [0.5, 1.0, None] and r["mean_class_top1"] == 0.75
 
 
 def test_similarity_file(chain):
@@ -106,7 +118,15 @@ def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
     assert set(res["top1"]) == {"supervised", "student_invariant", "student_distinctive", "timebalance"}
     assert {"invariant", "distinctive", "finetune_invariant", "finetune_distinctive", "similarity", "supervised",
             "student_invariant", "student_distinctive", "timebalance"} <= set(res["clips_per_s"])
-    assert "TimeBalance" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "TimeBalance" in report
+    # per-class table: one row per class with a mean score and the six models' accuracies
+    classes = res["class_top1_all"]["timebalance"]
+    assert len(classes) == 4 and set(res["class_top1_all"]) == {"teacher_invariant", "teacher_distinctive",
+                                                                *res["top1"]}
+    for c in classes:
+        row = next(line for line in report.splitlines() if line.startswith(f"| {c} |"))
+        assert row.count("|") == 9
     # a second call resumes every stage and trains nothing more (stages stopped by max_steps stay "unfinished")
     capsys.readouterr()
     assert cli(args) == 0

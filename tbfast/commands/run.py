@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--set", dest="set_items", action="append", metavar="SECTION.KEY=VALUE", default=[],
                         help="override a config value for every stage, e.g. --set train.device=cpu (repeatable)")
     g = parser.add_argument_group("overrides for every stage")
-    add_overrides(g, "run", {k: OVERRIDES[k] for k in ("--device", "--precision", "--threads", "--seed")})
+    add_overrides(g, "run", {k: OVERRIDES[k] for k in ("--device", "--precision", "--threads", "--seed")},
+                  preset="synthetic_tiny")
     g.add_argument("--no-progress", dest="ov:train.progress", action="store_const", const=False,
                    default=argparse.SUPPRESS, help="no progress bars (summary lines only)")
 

@@ -48,25 +48,26 @@ EVAL_OVERRIDES = {
 
 
 @functools.lru_cache(maxsize=None)
-def _preset_cfg(stage: str):
+def _preset_cfg(stage: str, preset: str = DEFAULT_PRESET):
     try:
-        return resolve(stage, DEFAULT_PRESET)
+        return resolve(stage, preset)
     except Exception:  # a broken preset must not break --help
         return None
 
 
-def _preset_value(stage: str, key: str):
-    cfg = _preset_cfg(stage)
+def _preset_value(stage: str, key: str, preset: str = DEFAULT_PRESET):
+    cfg = _preset_cfg(stage, preset)
     if cfg is None:
         return "?"
     section, name = key.split(".")
     return getattr(getattr(cfg, section), name)
 
 
-def add_overrides(parser: argparse.ArgumentParser, stage: str, table: dict) -> None:
+def add_overrides(parser: argparse.ArgumentParser, stage: str, table: dict, preset: str = DEFAULT_PRESET) -> None:
+    """One flag per entry of ``table``; its help shows the value of ``preset`` (the default one)."""
     for flag, (key, typ, help_) in table.items():
         parser.add_argument(flag, dest="ov:" + key, type=typ, default=argparse.SUPPRESS, metavar=key.split(".")[1].upper(),
-                            help=f"{help_} [default: {DEFAULT_PRESET}: {_preset_value(stage, key)}]")
+                            help=f"{help_} [default: {preset}: {_preset_value(stage, key, preset)}]")
 
 
 def add_common(parser: argparse.ArgumentParser, stage: str, *, training: bool = True) -> None:

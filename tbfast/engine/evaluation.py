@@ -29,7 +29,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips: int = 10,
     averaged over the ``clips`` clips of a video). Views go through the model ``chunk`` at a time."""
     was_training = model.training
     model.eval()
-    n_vid = clip1 = clip5 = vid1 = vid5 = n_clip = 0
+    n_vid = clip1 = clip5 = vid1 = vid5 = n_clip = num_classes = 0
     per_video = []
     t0 = time.perf_counter()
     view = ProgressView(progress, title)
@@ -45,6 +45,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips: int = 10,
             for i in range(0, x.shape[0], chunk):
                 probs.append(torch.softmax(model(x[i:i + chunk]).float(), dim=1))
         p = torch.cat(probs)  # (b*k, C), row v*k + j
+        num_classes = p.shape[1]
         clip_labels = labels.repeat_interleave(k)
         clip1 += int(_topk(p, clip_labels, 1).sum())
         clip5 += int(_topk(p, clip_labels, 5).sum())
@@ -60,8 +61,19 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips: int = 10,
     dt = time.perf_counter() - t0
     return {"videos": n_vid, "clips": n_clip, "clip_top1": clip1 / max(n_clip, 1),
             "clip_top5": clip5 / max(n_clip, 1), "video_top1": vid1 / max(n_vid, 1),
-            "video_top5": vid5 / max(n_vid, 1), "seconds": dt, "clips_per_s": n_clip / dt if dt else None,
-            "predictions": per_video}
+            "video_top5": vid5 / max(n_vid, 1), **per_class(per_video, num_classes),
+            "seconds": dt, "clips_per_s": n_clip / dt if dt else None, "predictions": per_video}
+
+
+def per_class(predictions: list[tuple[int, int, int]], num_classes: int) -> dict:
+    """Video-level confusion matrix (rows: true class, columns: predicted), top-1 per class (None
+    for a class without videos) and their mean, from ``(index, label, predicted)`` triples."""
+    conf = [[0] * num_classes for _ in range(num_classes)]
+    for _, label, pred in predictions:
+        conf[label][pred] += 1
+    acc = [row[c] / sum(row) if sum(row) else None for c, row in enumerate(conf)]
+    seen = [a for a in acc if a is not None]
+    return {"confusion": conf, "class_top1": acc, "mean_class_top1": sum(seen) / len(seen) if seen else 0.0}
 
 
 @torch.no_grad()

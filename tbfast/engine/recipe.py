@@ -168,6 +168,8 @@ def build_results(out, prepared, preset, frac, summaries, evals, timings, total)
         "test_videos": next(iter(evals.values()))["videos"] if evals else 0,
         "top1": {k: acc[k] for k in ("supervised", "student_invariant", "student_distinctive", "timebalance") if k in acc},
         "top1_all": acc, "top5_all": acc5, "clip_top1_all": clip_acc,
+        "class_top1_all": {k: {c: round(100 * a, 2) if a is not None else None for c, a in v["class_top1"].items()}
+                           for k, v in evals.items() if isinstance(v.get("class_top1"), dict)},
         "clips_per_s": cps, "seconds": timings, "total_seconds": total,
         "checks": {"timebalance_ge_single_teacher": None if None in (tb, si, sd) else bool(tb >= si and tb >= sd),
                    "timebalance_gt_supervised": None if None in (tb, sup) else bool(tb > sup)},
@@ -194,11 +196,22 @@ def render_report(r: dict) -> str:
     for k, sec in r["seconds"].items():
         cps = r["clips_per_s"].get(k)
         lines.append(f"| {k} | {sec:.1f} | {cps if cps is not None else '-'} |")
-    sim = r.get("similarity") or {}
-    if sim.get("class_mean_score"):
-        lines += ["", f"Temporal-similarity score s (1 = invariant teacher): mean {sim['mean_score']:.3f}; per class:",
-                  "", "| class | mean s |", "|---|---|"]
-        lines += [f"| {c_} | {v:.3f} |" for c_, v in sim["class_mean_score"].items()]
+    sim = (r.get("similarity") or {}).get("class_mean_score") or {}
+    per = r.get("class_top1_all") or {}
+    models = [k for k in LABELS if k in per]
+    classes = list(next(iter(per.values()))) if per else list(sim)
+    if classes:
+        short = {"supervised": "sup.", "teacher_invariant": "T_I", "teacher_distinctive": "T_D",
+                 "student_invariant": "s=1", "student_distinctive": "s=0", "timebalance": "TB"}
+        lines += ["", "Per class: mean temporal-similarity score s of its training videos (1 = all weight on the "
+                  "invariant teacher) and video top-1 % (T_I, T_D: fine-tuned teachers; s=1, s=0, TB: students)"
+                  + (f"; mean s over all videos {r['similarity']['mean_score']:.3f}." if sim else "."), "",
+                  "| class | mean s | " + " | ".join(short[m] for m in models) + " |",
+                  "|---|---|" + "---|" * len(models)]
+        for c_ in classes:
+            cells = [f"{per[m][c_]:.1f}" if per[m].get(c_) is not None else "-" for m in models]
+            s_ = f"{sim[c_]:.3f}" if c_ in sim else "-"
+            lines.append(f"| {c_} | {s_} | " + " | ".join(cells) + " |")
     lines += ["", "Each stage's run directory holds config.yaml, metrics.jsonl, loss.png, checkpoints/ "
               "and summary.json; results.json has every figure of this page.", ""]
     return "\n".join(lines)

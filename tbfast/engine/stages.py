@@ -302,9 +302,12 @@ def evaluate_checkpoint(cfg: Config, prepared, checkpoint, *, dist: Dist, split:
     res = evaluate(net, loader, dist.device, clips=cfg.eval.clips, chunk=cfg.eval.chunk,
                    progress=cfg.train.progress)
     res.pop("predictions")
+    res["class_top1"] = {name: acc for name, acc in zip(classes, res["class_top1"])}
+    res["classes"] = list(classes)
     res.update({"checkpoint": str(checkpoint), "split": split if idx is None else str(indices_file),
                 "stage": "eval", "wall_seconds": round(time.perf_counter() - t0, 2)})
     log(f"eval {checkpoint}: {res['videos']} videos, video top-1 {100 * res['video_top1']:.2f}% "
         f"top-5 {100 * res['video_top5']:.2f}% | clip top-1 {100 * res['clip_top1']:.2f}% "
-        f"top-5 {100 * res['clip_top5']:.2f}% ({res['clips_per_s']:.1f} clips/s)")
+        f"top-5 {100 * res['clip_top5']:.2f}% | mean class top-1 {100 * res['mean_class_top1']:.2f}% "
+        f"({res['clips_per_s']:.1f} clips/s)")
     return res

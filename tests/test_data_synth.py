@@ -119,3 +119,19 @@ def test_cli_synth(tmp_path, capsys):
     assert rc == 0 and "4 videos, 2 classes" in capsys.readouterr().out
     assert len(list((tmp_path / "s" / "UCF-101").rglob("*.avi"))) == 4
     assert main(["data", "synth", str(tmp_path / "s"), "--size", "17x16"]) == 2
+
+
+def test_extra_test_videos_only_in_test_groups(tmp_path):
+    base = dict(classes=2, videos_per_class=8, groups=8, size=(16, 16), frames=(6, 8), seed=3)
+    out = make_synthetic_dataset(tmp_path / "x", extra_test_videos=9, **base)
+    lists = out / "ucfTrainTestlist"
+    train = (lists / "trainlist01.txt").read_text().split()
+    test = (lists / "testlist01.txt").read_text().split()
+    assert len(test) == 2 * (7 + 9) and len(train) == 2 * 2  # 2 x (path, label) for group 8
+    groups = sorted(int(t.split("_g")[1][:2]) for t in test)
+    assert max(groups) == 7 and groups.count(1) == 2 * 3 and groups.count(3) == 2 * 2
+    # the regular videos are untouched by the extra ones
+    plain = make_synthetic_dataset(tmp_path / "y", **base)
+    v = "UCF-101/MoveUp/v_MoveUp_g08_c01.avi"
+    assert (plain / v).read_bytes() == (out / v).read_bytes()
+    assert len(list((out / "UCF-101").rglob("*.avi"))) == 2 * (8 + 9)

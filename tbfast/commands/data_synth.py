@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--videos-per-class", type=int, default=d.videos_per_class, help="videos per class")
     parser.add_argument("--groups", type=int, default=d.groups,
                         help="UCF101 groups per class; groups 1-7 form the test split")
+    parser.add_argument("--extra-test-videos", type=int, default=d.extra_test_videos,
+                        help="more test videos per class (groups 1-7 only), for a tighter accuracy estimate")
     parser.add_argument("--size", type=_size, default="%dx%d" % d.size, help="frame size WxH (even)")
     parser.add_argument("--frames", type=int, nargs=2, default=list(d.frames), metavar=("MIN", "MAX"),
                         help="video length range in frames")
@@ -44,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
     opts = dict(classes=args.classes, videos_per_class=args.videos_per_class, size=tuple(args.size),
                 frames=tuple(args.frames), seed=args.seed, groups=args.groups, fps=args.fps,
                 order_pairs=args.order_pairs, short_fraction=args.short_fraction,
-                difficulty=args.difficulty)
+                difficulty=args.difficulty, extra_test_videos=args.extra_test_videos)
     t0 = time.time()
     out = make_synthetic_dataset(args.out, force=args.force, progress=True, **opts)
     names = class_names(SynthOptions(**opts))

@@ -17,7 +17,7 @@ speeds, and a few videos shorter than 64 frames. Output is deterministic for a s
 
 Layout: ``OUT/UCF-101/<Class>/v_<Class>_gGG_cCC.avi`` (MPEG-4 part 2 in AVI) and
 ``OUT/ucfTrainTestlist/{classInd.txt,trainlist01.txt,testlist01.txt}`` (CRLF, official format;
-groups 1-7 are the test split).
+groups 1-7 are the test split; ``extra_test_videos`` adds test videos to those groups only).
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ class SynthOptions:
     order_pairs: int | None = None  # None: round(0.3 * classes)
     short_fraction: float = 0.04  # share of videos made shorter than 64 frames (when frames[0] >= 64)
     difficulty: float = 1.0  # scales noise, distractors, camera jitter, background texture
+    extra_test_videos: int = 0  # more test videos per class, spread over groups 1-7 (a tighter accuracy estimate)
 
     def validate(self) -> None:
         w, h = self.size
@@ -59,6 +60,8 @@ class SynthOptions:
             raise UserError(f"--difficulty {self.difficulty}: use a value in [0, 3]")
         if self.videos_per_class < 2:
             raise UserError("--videos-per-class must be at least 2 (one test and one train video)")
+        if self.extra_test_videos < 0:
+            raise UserError("--extra-test-videos must be 0 or more")
         if self.groups < TEST_GROUPS + 1:
             raise UserError(f"--groups must be at least {TEST_GROUPS + 1}: groups 1-{TEST_GROUPS} are the test split")
         class_names(self)  # raises on a bad class count
@@ -282,8 +285,9 @@ def make_synthetic_dataset(out: str | Path, *, force: bool = False, progress: bo
     for ci, cls in enumerate(names):
         (vdir / cls).mkdir(parents=True, exist_ok=True)
         clip_no: dict[int, int] = {}
-        for j in range(opt.videos_per_class):
-            g = group_of(j, opt.videos_per_class, opt.groups)
+        for j in range(opt.videos_per_class + opt.extra_test_videos):
+            g = (group_of(j, opt.videos_per_class, opt.groups) if j < opt.videos_per_class
+                 else (j - opt.videos_per_class) % TEST_GROUPS + 1)
             clip_no[g] = clip_no.get(g, 0) + 1
             name = f"v_{cls}_g{g:02d}_c{clip_no[g]:02d}.avi"
             rel = f"{cls}/{name}"

@@ -223,3 +223,18 @@ def test_failed_bf16_check_falls_back_to_fp32(monkeypatch):
     monkeypatch.setattr(amp, "gradient_check", lambda *a, **k: amp.GradCheck(False, math.inf, "x", 0.05))
     with pytest.warns(UserWarning, match="fp32"):
         assert choose_precision(cfg, torch.device("cpu"), task, model, print) == "fp32"
+
+
+def test_augmentation_overrides_from_config():
+    from tbfast.engine.config import parse_set
+    from tbfast.engine.stages import augmented_spec
+
+    cfg = resolve("invariant", "synthetic_tiny", parse_set(["data.ssl_aug={gray_p: 0.5, hue: [-0.4, 0.4]}",
+                                                            "data.ssl_crop_scale=[0.7, 1.0]"]))
+    aug = augmented_spec("ssl", cfg).aug
+    assert aug.gray_p == 0.5 and aug.hue == (-0.4, 0.4) and aug.crop_scale == (0.7, 1.0)
+    assert aug.erase_p == 0.7  # untouched fields keep METHOD.md's values
+    assert augmented_spec("train", cfg).aug.gray_p == 0.1
+    cfg.data.ssl_aug = {"grey_p": 0.5}
+    with pytest.raises(UserError, match="grey_p"):
+        augmented_spec("ssl", cfg)

@@ -40,6 +40,10 @@ class DataConfig:
     # random-crop side factor range (METHOD.md §3: ssl [0.5, 1], train [0.4, 1]); empty = METHOD's
     ssl_crop_scale: tuple = ()
     train_crop_scale: tuple = ()
+    # other augmentation fields to override (names of tbfast.data.plans.AugSpec, e.g. {gray_p: 0.5});
+    # empty = METHOD.md §3's values
+    ssl_aug: dict = field(default_factory=dict)
+    train_aug: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -27,20 +27,36 @@ def _log_default(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def augmented_spec(mode: str, cfg: Config):
+    """METHOD.md's clip spec for ``mode`` (ssl | train) with the config's augmentation overrides."""
+    from dataclasses import fields, replace
+
+    from tbfast.data.plans import AugSpec, default_spec
+
+    spec = default_spec(mode)
+    crop = cfg.data.ssl_crop_scale if mode == "ssl" else cfg.data.train_crop_scale
+    extra = dict(cfg.data.ssl_aug if mode == "ssl" else cfg.data.train_aug)
+    if crop:
+        extra.setdefault("crop_scale", crop)
+    names = {f.name: type(getattr(spec.aug, f.name)) for f in fields(AugSpec)}
+    for key, value in extra.items():
+        if key not in names:
+            raise UserError(f"data.{mode}_aug: unknown augmentation field {key!r} (fields: {', '.join(names)})")
+        try:
+            extra[key] = tuple(float(v) for v in value) if names[key] is tuple else names[key](value)
+        except (TypeError, ValueError):
+            raise UserError(f"data.{mode}_aug.{key}: bad value {value!r}") from None
+    return replace(spec, aug=replace(spec.aug, **extra)) if extra else spec
+
+
 def make_loader(prepared, mode: str, cfg: Config, dist: Dist, *, indices=None, split: str = "train",
                 batch_size: int | None = None, shard: bool = True, records=None, spec=None, augment=None):
     from dali_pipelines import build_loader
 
     gpu = dist.device.type == "cuda"
     kw = {"records": records} if records is not None else {}
-    crop = {"ssl": cfg.data.ssl_crop_scale, "train": cfg.data.train_crop_scale}.get(mode)
-    if spec is None and crop:
-        from dataclasses import replace
-
-        from tbfast.data.plans import default_spec
-
-        spec = default_spec(mode)
-        spec = replace(spec, aug=replace(spec.aug, crop_scale=tuple(float(c) for c in crop)))
+    if spec is None and mode in ("ssl", "train"):
+        spec = augmented_spec(mode, cfg)
     return build_loader(prepared, mode, indices=indices, split=split,
                         batch_size=batch_size or cfg.data.batch_size, size=cfg.data.size,
                         device="gpu" if gpu else "cpu", device_id=dist.device.index if gpu else None,

@@ -105,6 +105,9 @@ class RecipeConfig:
 
     fraction: float = 0.05
     split_seed: int = 0
+    # the students' initial weights: scratch (supplement Table 2), or the backbone of the
+    # recipe's own invariant or distinctive self-supervised model, or a checkpoint path
+    student_init: str = "scratch"
     synthetic: dict = field(default_factory=dict)  # kwargs for make_synthetic_dataset
     prep: dict = field(default_factory=dict)  # kwargs for the prep step (short side, fps, ...)
 

@@ -105,6 +105,11 @@ def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | N
     d = {n: out / n for n in ("invariant", "distinctive", "finetune_invariant", "finetune_distinctive",
                               "supervised", *STUDENTS)}
     ck = {n: d[n] / "checkpoints" / "last.pt" for n in d}
+    student_init = base.recipe.student_init
+    if student_init in ("invariant", "distinctive"):
+        student_init = ck[student_init]
+    elif student_init != "scratch" and not Path(student_init).is_file():
+        raise UserError(f"recipe.student_init {student_init!r}: use scratch, invariant, distinctive or a checkpoint file")
     _stage("invariant", d["invariant"], lambda: stages.train_ssl(
         cfg_of("invariant"), prepared, d["invariant"], dist=dist, resume="auto", log=log), log, timings, summaries)
     _stage("distinctive", d["distinctive"], lambda: stages.train_ssl(
@@ -133,7 +138,7 @@ def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | N
         _stage(name, d[name], lambda name=name, weighting=weighting: stages.train_student(
             cfg_of("student", {"loss": {"weighting": weighting}}), prepared, d[name], dist=dist, labeled=labeled,
             unlabeled=unlabeled, teacher_inv=ck["finetune_invariant"], teacher_dis=ck["finetune_distinctive"],
-            similarity=sim_file, init="scratch", resume="auto", log=log), log, timings, summaries)
+            similarity=sim_file, init=student_init, resume="auto", log=log), log, timings, summaries)
 
     evals = {}
     t0 = time.perf_counter()
@@ -150,6 +155,7 @@ def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | N
     timings["eval"] = round(time.perf_counter() - t0, 2)
     total = round(time.perf_counter() - t_start, 2)
     results = build_results(out, prepared, preset, frac, summaries, evals, timings, total)
+    results["student_init"] = base.recipe.student_init
     atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
     report = render_report(results)
     atomic_write_bytes(out / "report.md", report.encode())
@@ -183,6 +189,7 @@ def build_results(out, prepared, preset, frac, summaries, evals, timings, total)
 def render_report(r: dict) -> str:
     lines = [f"# tbfast run: TimeBalance recipe ({r['preset']}, {r['fraction']:g} labeled)", "",
              f"Data: `{r['prepared']}`; {r['test_videos']} test videos; 10 clips per video, centre crop.",
+             f"Students initialised from: {r.get('student_init', 'scratch')} (supervised-only baseline: scratch).",
              f"Total wall time: {r['total_seconds']:.0f} s on {r['machine']['cpus']} CPU(s)"
              + (f", GPU {r['machine']['cuda']}" if r['machine']['cuda'] else "") + ".", "",
              "| model | video top-1 % | video top-5 % | clip top-1 % |", "|---|---|---|---|"]

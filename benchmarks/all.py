@@ -218,8 +218,10 @@ def render_markdown(res: dict[str, Any]) -> str:
     rec = res.get("recipe")
     if rec:
         lines += [f"## The recipe (`tbfast run`, preset {rec.get('preset')}, {rec.get('fraction')} labeled, "
-                  f"{rec.get('test_videos')} test videos)", "",
-                  "| model | video top-1 % |", "|---|---|"]
+                  f"{rec.get('test_videos')} test videos)", ""]
+        if res.get("recipe_note"):  # a part re-measured alone later (see rerender's callers)
+            lines += [res["recipe_note"], ""]
+        lines += ["| model | video top-1 % |", "|---|---|"]
         for k, v in (rec.get("top1_all") or rec.get("top1", {})).items():
             lines.append(f"| {k} | {_f(v)} |")
         checks = rec.get("checks") or {}

@@ -119,7 +119,7 @@ def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
     assert {"invariant", "distinctive", "finetune_invariant", "finetune_distinctive", "similarity", "supervised",
             "student_invariant", "student_distinctive", "timebalance"} <= set(res["clips_per_s"])
     report = (out / "report.md").read_text()
-    assert "TimeBalance" in report
+    assert "TimeBalance" in report and res["student_init"] == "invariant"  # the preset's choice
     # per-class table: one row per class with a mean score and the six models' accuracies
     classes = res["class_top1_all"]["timebalance"]
     assert len(classes) == 4 and set(res["class_top1_all"]) == {"teacher_invariant", "teacher_distinctive",
@@ -144,3 +144,12 @@ def test_help_shows_defaults(command, capsys):
     assert "default" in out
     if command.startswith("train"):
         assert "--resume" in out and "--max-steps" in out and "--precision" in out
+
+
+def test_recipe_refuses_a_bad_student_init_before_training(prepared, tmp_path, capsys):
+    data, out = tmp_path / "prepared", tmp_path / "recipe"
+    shutil.copytree(prepared, data)  # the recipe writes its labeled split into the dataset
+    args = ["run", "--data", str(data), "--preset", "synthetic_tiny", "--out", str(out), "--no-progress",
+            "--device", "cpu", "--set", "recipe.student_init=combined"]
+    assert cli(args) == 2
+    assert "recipe.student_init 'combined'" in capsys.readouterr().err and not (out / "invariant").exists()

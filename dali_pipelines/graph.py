@@ -49,6 +49,8 @@ class GraphLayout:
         """(field name, group, view) of each pipeline output, in order."""
         if self.spec.mode == "ssl":
             return [(f"{g}{v}", g, v) for g in self.groups for v in range(self.spec.views)]
+        if self.spec.views > 1:  # eval with several crops: one output per crop
+            return [(f"clip{v}", "clip", v) for v in range(self.spec.views)]
         return [("clip", "clip", 0)]
 
     def order_name(self, group: str, k: int) -> str:
@@ -122,7 +124,7 @@ def build_pipeline(layout: GraphLayout, *, size: int, batch_size: int, device: s
             if layout.per_clip:
                 clips = [cut[group, k] for k in range(layout.clips_in(group))]
                 outs.append(_augment_view(clips, layout, group, view, size))
-            else:  # one centre crop for all clips of the sample
+            else:  # one crop (per view) for all clips of the sample
                 x = _resize(cut[group, 0], layout, group, view, 0, size)
                 outs.append(fn.crop_mirror_normalize(x, dtype=types.FLOAT, mean=0.0, std=255.0,
                                                      output_layout="FHWC"))

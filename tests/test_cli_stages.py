@@ -153,3 +153,15 @@ def test_recipe_refuses_a_bad_student_init_before_training(prepared, tmp_path, c
             "--device", "cpu", "--set", "recipe.student_init=combined"]
     assert cli(args) == 2
     assert "recipe.student_init 'combined'" in capsys.readouterr().err and not (out / "invariant").exists()
+
+
+def test_eval_three_crops(chain, prepared, tmp_path):
+    """--crops 3: the same videos and clips as one crop, each clip scored as the mean over its crops."""
+    out = tmp_path / "eval3.json"
+    assert cli(["eval", "--checkpoint", str(chain["root"] / "student" / "checkpoints" / "last.pt"),
+                "--data", str(prepared), "--json", str(out), "--clips", "4", "--crops", "3", *TINY]) == 0
+    three, one = json.loads(out.read_text()), json.loads(chain["eval_json"].read_text())
+    assert three["videos"] == one["videos"] == 8 and three["clips"] == one["clips"] == 32
+    assert 0 <= three["video_top1"] <= three["video_top5"] <= 1
+    assert cli(["eval", "--checkpoint", str(chain["root"] / "student" / "checkpoints" / "last.pt"),
+                "--data", str(prepared), "--crops", "2", *TINY]) == 2  # 1 or 3 only

@@ -310,3 +310,25 @@ def test_brightness_contrast_branch_equals_colour_twist_without_hue_and_saturati
     twist, bc = p.run()
     for i in range(len(views)):
         np.testing.assert_allclose(np.asarray(bc[i]), np.asarray(twist[i]), atol=1e-6)
+
+
+def test_three_crop_eval_views(coded):
+    """eval with views=3: crops at both ends and the centre of the long side; the middle one is
+    exactly the one-crop pipeline's centre crop."""
+    from tbfast.data.plans import center_view, default_spec
+
+    side = 0.8 * 32
+    assert center_view(32, 48, 0.8, 0, 3).roi == pytest.approx((3.2, 0.0, 3.2 + side, side))
+    assert center_view(32, 48, 0.8, 2, 3).roi == pytest.approx((3.2, 48 - side, 3.2 + side, 48))
+    assert center_view(32, 48, 0.8, 1, 3).roi == pytest.approx(center_view(32, 48, 0.8).roi)
+    assert center_view(48, 32, 0.8, 2, 3).roi == pytest.approx((48 - side, 3.2, 48, 3.2 + side))  # portrait
+    one = next(iter(build_loader(coded, "eval", indices=STILL, batch_size=4, size=SIZE)))
+    three = next(iter(build_loader(coded, "eval", indices=STILL, batch_size=4, size=SIZE,
+                                   spec=default_spec("eval", views=3))))
+    assert "clip" not in three and {"clip0", "clip1", "clip2"} <= set(three)
+    for v in range(3):
+        check_layout(three[f"clip{v}"], 4 * 10, 8)
+    assert torch.equal(three["clip1"], one["clip"])
+    # the still picture's dark-blue block sits in the top-left third: in the left crop, not the right
+    blue = lambda v: float(three[f"clip{v}"][:, 2, 0, :3, :3].mean())  # noqa: E731
+    assert blue(0) < 0.25 < blue(2)

@@ -52,7 +52,8 @@ class ClipSpec:
 
     ``num_clips`` clips of ``clip_len`` frames ``stride`` apart. ssl: the short clips tile the span
     ``num_clips * clip_len`` and the long clip takes ``clip_len`` frames ``long_stride`` apart over
-    the same span. ``views`` independent augmentations of every clip (ssl: 2).
+    the same span. ``views`` independent augmentations of every clip (ssl: 2); in eval mode the
+    views are spatial crops (1: centre; 3: both ends and the centre of the long side).
     ``center_crop``: side factor of the centred square crop used without augmentation.
     """
 
@@ -196,9 +197,19 @@ def _u(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
     return float(rng.uniform(lo_hi[0], lo_hi[1]))
 
 
-def center_view(height: int, width: int, factor: float) -> ClipView:
+def center_view(height: int, width: int, factor: float, position: int = 1, positions: int = 1) -> ClipView:
+    """Square crop of side ``factor`` x the short side, centred across the short side; along the
+    long side centred when ``positions`` is 1, else crop ``position`` of ``positions`` evenly spaced
+    from one end to the other (3: start, centre, end, as in three-crop testing)."""
     side = factor * min(height, width)
     y0, x0 = (height - side) / 2, (width - side) / 2
+    if positions > 1:
+        along = (height if height > width else width) - side
+        offset = along * position / (positions - 1)
+        if height > width:
+            y0 = offset
+        else:
+            x0 = offset
     return ClipView(roi=(y0, x0, y0 + side, x0 + side))
 
 
@@ -248,8 +259,10 @@ def plan_sample(index: int, num_frames: int, height: int, width: int, *, spec: C
     use_aug = augment and spec.aug is not None
     views: dict[str, list[list[ClipView]]] = {}
     for name, c in clips.items():
+        # eval: view v is crop position v of spec.views (three-crop testing); others: the centre
+        crops = spec.views if mode == "eval" else 1
         views[name] = [[random_view(rng, height, width, size, spec.aug) if use_aug
-                        else center_view(height, width, spec.center_crop)
-                        for _ in range(c.shape[0])] for _ in range(spec.views)]
+                        else center_view(height, width, spec.center_crop, min(v, crops - 1), crops)
+                        for _ in range(c.shape[0])] for v in range(spec.views)]
     return SamplePlan(index=int(index), decode=decode.astype(np.int64), clips=clips, orders=orders,
                       views=views)

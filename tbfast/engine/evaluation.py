@@ -22,11 +22,23 @@ def _topk(probs: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     return (probs.topk(k, dim=1).indices == labels[:, None]).any(1)
 
 
+def crop_keys(batch: dict) -> list[str]:
+    """The clip fields of an eval batch: ``clip``, or ``clip0``, ``clip1``, ... (one per crop)."""
+    if "clip" in batch:
+        return ["clip"]
+    keys = sorted((k for k in batch if k.startswith("clip") and k[4:].isdigit()), key=lambda k: int(k[4:]))
+    if not keys:
+        raise KeyError("an eval batch needs a 'clip' or 'clip0', 'clip1', ... field")
+    return keys
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, *, clips: int = 10, chunk: int = 40,
              progress: bool = False, title: str = "eval") -> dict:
     """Top-1/top-5 of ``model`` (logits) over an ``eval`` loader: per clip and per video (softmax
-    averaged over the ``clips`` clips of a video). Views go through the model ``chunk`` at a time."""
+    averaged over the ``clips`` clips of a video). With several spatial crops (batch keys ``clip0``,
+    ``clip1``, ...) a clip's softmax is the mean over its crops. Views go through the model
+    ``chunk`` at a time."""
     was_training = model.training
     model.eval()
     n_vid = clip1 = clip5 = vid1 = vid5 = n_clip = num_classes = 0
@@ -36,15 +48,18 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips: int = 10,
     view.start_epoch(0, 1, len(loader), 0)
     loader.set_epoch(0)
     for bi, batch in enumerate(loader):
-        x = batch["clip"].to(device, non_blocking=True)
+        crops = [batch[name] for name in crop_keys(batch)]
         labels = batch["label"].to(device)
         b = labels.shape[0]
-        k = x.shape[0] // b
-        probs = []
-        with _autocast(device):
-            for i in range(0, x.shape[0], chunk):
-                probs.append(torch.softmax(model(x[i:i + chunk]).float(), dim=1))
-        p = torch.cat(probs)  # (b*k, C), row v*k + j
+        k = crops[0].shape[0] // b
+        p = 0
+        for crop in crops:
+            x = crop.to(device, non_blocking=True)
+            probs = []
+            with _autocast(device):
+                for i in range(0, x.shape[0], chunk):
+                    probs.append(torch.softmax(model(x[i:i + chunk]).float(), dim=1))
+            p = p + torch.cat(probs) / len(crops)  # (b*k, C), row v*k + j
         num_classes = p.shape[1]
         clip_labels = labels.repeat_interleave(k)
         clip1 += int(_topk(p, clip_labels, 1).sum())

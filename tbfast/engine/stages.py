@@ -114,7 +114,7 @@ def _validator(cfg: Config, prepared, dist: Dist, val, records, log) -> Callable
     from tbfast.data.plans import default_spec
 
     idx = None if val == "test" else _indices(prepared, val, records, "validation")
-    spec = default_spec("eval", num_clips=cfg.eval.clips)
+    spec = default_spec("eval", num_clips=cfg.eval.clips, views=cfg.eval.crops)
     loader = make_loader(prepared, "eval", cfg, Dist(device=dist.device), indices=idx, split="test",
                          batch_size=cfg.data.eval_batch_size, shard=False, records=records, spec=spec,
                          augment=False) if dist.main else None
@@ -302,16 +302,13 @@ def evaluate_checkpoint(cfg: Config, prepared, checkpoint, *, dist: Dist, split:
     from tbfast.engine.evaluation import evaluate
 
     records, classes = _check_prepared(prepared)
-    if cfg.eval.crops != 1:
-        raise UserError("--crops 3 needs three-crop support in the eval pipeline, which it does not have yet; "
-                        "use --crops 1")
     net, ccfg = load_classifier(checkpoint, dist.device, len(classes), "checkpoint", with_config=True)
     if size is None:
         cfg.data.size = ccfg.data.size  # evaluate at the resolution it was trained at
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last_3d)
     idx = _indices(prepared, indices_file, records, "evaluation") if indices_file else None
-    spec = default_spec("eval", num_clips=cfg.eval.clips)
+    spec = default_spec("eval", num_clips=cfg.eval.clips, views=cfg.eval.crops)
     loader = make_loader(prepared, "eval", cfg, dist, indices=idx, split=split, shard=False,
                          batch_size=cfg.data.eval_batch_size, records=records, spec=spec, augment=False)
     t0 = time.perf_counter()

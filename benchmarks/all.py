@@ -219,7 +219,7 @@ def render_markdown(res: dict[str, Any]) -> str:
     if rec:
         lines += [f"## The recipe (`tbfast run`, preset {rec.get('preset')}, {rec.get('fraction')} labeled, "
                   f"{rec.get('test_videos')} test videos)", ""]
-        if res.get("recipe_note"):  # a part re-measured alone later (see rerender's callers)
+        if res.get("recipe_note"):  # set by hand when the recipe part comes from a later run
             lines += [res["recipe_note"], ""]
         lines += ["| model | video top-1 % |", "|---|---|"]
         for k, v in (rec.get("top1_all") or rec.get("top1", {})).items():

@@ -162,6 +162,7 @@ def test_eval_three_crops(chain, prepared, tmp_path):
                 "--data", str(prepared), "--json", str(out), "--clips", "4", "--crops", "3", *TINY]) == 0
     three, one = json.loads(out.read_text()), json.loads(chain["eval_json"].read_text())
     assert three["videos"] == one["videos"] == 8 and three["clips"] == one["clips"] == 32
+    assert (three["crops"], one["crops"]) == (3, 1)
     assert 0 <= three["video_top1"] <= three["video_top5"] <= 1
     assert cli(["eval", "--checkpoint", str(chain["root"] / "student" / "checkpoints" / "last.pt"),
                 "--data", str(prepared), "--crops", "2", *TINY]) == 2  # 1 or 3 only

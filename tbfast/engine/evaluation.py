@@ -41,7 +41,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips: int = 10,
     ``chunk`` at a time."""
     was_training = model.training
     model.eval()
-    n_vid = clip1 = clip5 = vid1 = vid5 = n_clip = num_classes = 0
+    n_vid = clip1 = clip5 = vid1 = vid5 = n_clip = num_classes = n_crops = 0
     per_video = []
     t0 = time.perf_counter()
     view = ProgressView(progress, title)
@@ -49,6 +49,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips: int = 10,
     loader.set_epoch(0)
     for bi, batch in enumerate(loader):
         crops = [batch[name] for name in crop_keys(batch)]
+        n_crops = len(crops)
         labels = batch["label"].to(device)
         b = labels.shape[0]
         k = crops[0].shape[0] // b
@@ -76,7 +77,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips: int = 10,
     dt = time.perf_counter() - t0
     return {"videos": n_vid, "clips": n_clip, "clip_top1": clip1 / max(n_clip, 1),
             "clip_top5": clip5 / max(n_clip, 1), "video_top1": vid1 / max(n_vid, 1),
-            "video_top5": vid5 / max(n_vid, 1), **per_class(per_video, num_classes),
+            "video_top5": vid5 / max(n_vid, 1), "crops": n_crops, **per_class(per_video, num_classes),
             "seconds": dt, "clips_per_s": n_clip / dt if dt else None, "predictions": per_video}
 
 

@@ -18,8 +18,8 @@ def test_bench_step_quick_writes_valid_json(tmp_path):
         # a configuration with wrong gradients is never reported as a speed-up
         assert (r["counted_speedup"] is None) == (not r["grad_ok"])
     assert rows["fp32"]["grad_ok"] and rows["fp32"]["speedup_vs_fp32"] == 1.0
-    # the tiny backbone's layer3/4 see temporal depth 2 at 8 frames: unguarded CPU bf16 is wrong there
-    assert not rows["bf16"]["grad_ok"]
+    # (whether unguarded CPU bf16 is wrong at temporal depth 2 depends on the CPU's oneDNN kernels;
+    # tests/test_amp.py checks the detector with an injected fault)
     st = res["student"]
     for k in ("teachers_fp32", "teachers_bf16"):
         assert 0.0 < st[k]["teacher_share"] < 1.0

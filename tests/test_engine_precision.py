@@ -84,18 +84,40 @@ def test_cpu_bf16_step_gradients_match_fp32(stage):
     name, err = _worst(_rel_errors(g32, g16))
     assert err <= max(1.5 * ref_err, 0.05), (name, err, ref_err)
     assert _cosine(g32, g16) >= min(_cosine(g32, g_ok), 0.99) - 0.02
-    if stage == "finetune":  # 8-frame clips reach layer3/4 with temporal depth <= 2: the raw bug shows
+    if stage == "finetune" and CPU_BF16_FAULT:  # 8-frame clips reach layer3/4 at depth <= 2: the bug shows
         _, g_raw = _grads(task, copy.deepcopy(model), batch, dev, torch.bfloat16)
         assert _worst(_rel_errors(g32, g_raw))[1] > 2 * max(ref_err, 0.05)
 
 
-def test_cpu_bf16_without_guard_is_caught_by_the_start_up_check():
-    """The raw oneDNN bf16 Conv3d weight gradient at temporal depth 2 is wrong: the check says so."""
+def _raw_depth2_error() -> float:
+    """Max relative error of the raw CPU bf16 Conv3d weight gradient at temporal depth 2 against fp32,
+    measured directly (no tbfast code): ~1e-2 where oneDNN is right, >1 on CPUs with the fault."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(8, 8, 3, 1, 1)
+    x = torch.rand(4, 8, 2, 4, 4)
+    probe = torch.randn(4, 8, 2, 4, 4)
+    grads = []
+    for dtype in (None, torch.bfloat16):
+        conv.zero_grad()
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = conv(x)
+        (out.float() * probe).sum().backward()
+        grads.append(conv.weight.grad.double().clone())
+    return ((grads[1] - grads[0]).abs().max() / grads[0].abs().max()).item()
+
+
+CPU_BF16_FAULT = _raw_depth2_error() > 0.5
+
+
+def test_cpu_bf16_start_up_check_agrees_with_a_direct_measurement():
+    """The raw oneDNN bf16 Conv3d weight gradient at temporal depth 2 is wrong on some CPUs: the check
+    says so exactly where a direct measurement does."""
     from tbfast.amp import gradient_check
 
+    torch.manual_seed(0)
     conv = torch.nn.Sequential(torch.nn.Conv3d(8, 8, 3, 1, 1), torch.nn.Flatten())
     res = gradient_check(conv, (4, 8, 2, 4, 4), device="cpu", dtype=torch.bfloat16)
-    assert not res.ok
+    assert res.ok == (not CPU_BF16_FAULT), (res.describe(), _raw_depth2_error())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

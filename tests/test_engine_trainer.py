@@ -128,8 +128,8 @@ class Recorder:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, logits, p_inv, p_dis, s, kind):
-        self.calls.append({"s": s.clone(), "p_inv": p_inv, "p_dis": p_dis, "kind": kind})
+    def __call__(self, logits, p_inv, p_dis, s, kind, reduction="mean"):
+        self.calls.append({"s": s.clone(), "p_inv": p_inv, "p_dis": p_dis, "kind": kind, "reduction": reduction})
         p_t = s[:, None] * p_inv + (1 - s[:, None]) * p_dis
         return ((torch.softmax(logits, 1) - p_t) ** 2).mean()
 

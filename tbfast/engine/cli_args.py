@@ -31,10 +31,16 @@ OVERRIDES: dict[str, tuple[str, type, str]] = {
 }
 SSL_OVERRIDES = {
     "--tau": ("loss.tau", float, "contrastive temperature"),
-    "--ssl-impl": ("loss.ssl_impl", str, "loss implementation: auto | reference | fused | triton"),
+    "--ssl-impl": ("loss.ssl_impl", str, "loss implementation: auto | reference | fused | triton | compiled"),
+    "--reduction": ("loss.reduction", str, "loss reductions: reference (the public code's sums) | mean"),
+    "--bn-exec": ("model.group_bn_exec", str, "per-clip-group BatchNorm executed as: auto | calls | pass "
+                  "(--set model.group_bn=false: one set of statistics)"),
 }
 STUDENT_OVERRIDES = {
     "--distill": ("loss.distill", str, "distillation distance: l2 | kl | js"),
+    "--reduction": ("loss.reduction", str, "loss reductions: reference (KL over batch x classes) | mean"),
+    "--bn-exec": ("model.group_bn_exec", str, "labeled / unlabeled BatchNorm groups executed as: auto | calls | "
+                  "pass (--set model.group_bn=false: one set of statistics)"),
     "--weighting": ("loss.weighting", str, "teacher mix: timebalance (s from --similarity) | invariant (s=1) | "
                     "distinctive (s=0)"),
     "--w-labeled": ("loss.w_labeled", float, "weight of the labeled distillation term (omega_l)"),

@@ -28,6 +28,14 @@ class ModelConfig:
     proj_hidden: int = 512
     proj_out: int = 128
     dropout: float = 0.5
+    # BatchNorm statistics per clip group, as the reference's separate calls of the network take
+    # them (METHOD.md §4): the 10 clip groups of an SSL step, the labeled / unlabeled clips of a
+    # student step. false = one set of statistics over the whole step ("mixed")
+    group_bn: bool = True
+    # how grouped statistics are computed (same numbers): calls (one network call per group) |
+    # pass (one call, BatchNorm split per group) | auto (the one measured faster on the device:
+    # calls on the CPU, pass on CUDA)
+    group_bn_exec: str = "auto"
 
 
 @dataclass
@@ -67,7 +75,10 @@ class LossConfig:
     w_inv: float = 1.0
     w_ll: float = 1.0
     w_gl: float = 1.0
-    ssl_impl: str = "auto"  # auto | reference | fused | triton
+    ssl_impl: str = "auto"  # auto | reference | fused | triton | compiled
+    # reference: the public reference code's sums (L_I's local part x14, L_D1 summed over videos,
+    # L_D2 x8, KL divided by the classes); mean: every term a batch mean (METHOD.md §4)
+    reduction: str = "reference"
     distill: str = "l2"  # l2 | kl | js
     w_labeled: float = 50.0  # omega_l
     w_unlabeled: float = 100.0  # omega_u
@@ -234,13 +245,19 @@ def resolve(stage: str, preset: str | None = None, overrides: dict | None = None
 
 
 def validate(cfg: Config) -> None:
+    from tbfast.kernels import IMPLS
+    from tbfast.losses import REDUCTIONS
+    from tbfast.models import BN_EXECS
+
     choices = {
         ("model", "backbone"): ("tiny", "r3d18", "r50"),
         ("train", "precision"): ("auto", "fp32", "bf16", "fp16"),
         ("train", "device"): ("auto", "cpu", "cuda"),
         ("loss", "distill"): ("l2", "kl", "js"),
         ("loss", "weighting"): ("timebalance", "invariant", "distinctive"),
-        ("loss", "ssl_impl"): ("auto", "reference", "fused", "triton"),
+        ("loss", "ssl_impl"): IMPLS,
+        ("loss", "reduction"): REDUCTIONS,
+        ("model", "group_bn_exec"): ("auto",) + BN_EXECS,
     }
     for (section, key), allowed in choices.items():
         value = getattr(getattr(cfg, section), key)
@@ -250,6 +267,16 @@ def validate(cfg: Config) -> None:
         raise UserError("batch size and epochs must be at least 1")
     if cfg.eval.crops not in (1, 3):
         raise UserError("eval.crops must be 1 or 3")
+
+
+def bn_mode(cfg: Config, device_type: str) -> str:
+    """The BatchNorm mode of the SSL and student networks: mixed | calls | pass (``engine.nets``)."""
+    mc = cfg.model
+    if not mc.group_bn:
+        return "mixed"
+    if mc.group_bn_exec == "auto":  # benchmarks/RESULTS.md, "grouped BatchNorm"
+        return "calls" if device_type == "cpu" else "pass"
+    return mc.group_bn_exec
 
 
 def stage_epochs(preset: str, stage: str) -> int:

@@ -12,32 +12,60 @@ from torch import nn
 from tbfast.engine.config import ModelConfig
 
 
+BN_MODES = ("mixed", "calls", "pass")
+
+
 class SSLNet(nn.Module):
     def __init__(self, mc: ModelConfig):
         super().__init__()
-        from tbfast.models import ProjectionHead, build_backbone
+        from tbfast.models import ProjectionHead, build_backbone, convert_group_bn
 
-        self.backbone = build_backbone(mc.backbone, tclr=mc.tclr)
-        self.head = ProjectionHead(self.backbone.feature_dim, hidden=mc.proj_hidden, out=mc.proj_out)
+        self.backbone = convert_group_bn(build_backbone(mc.backbone, tclr=mc.tclr))
+        self.head = convert_group_bn(ProjectionHead(self.backbone.feature_dim, hidden=mc.proj_hidden, out=mc.proj_out))
 
-    def forward(self, long: torch.Tensor, short: torch.Tensor, slices: bool = True):
+    def forward(self, long: torch.Tensor, short: torch.Tensor, slices: bool = True, bn: str = "mixed"):
         """long (2B,3,T,S,S) = [view 0; view 1]; short (8B,3,T,S,S) = [view 0 (b*4+j); view 1].
 
         Returns z_long (B,2,d), z_short (B,2,4,d), z_long_slices (B,2,4,d) or None.
-        One backbone pass over all 10B clips (one DDP forward, one BatchNorm batch).
+        ``bn`` (METHOD.md §4, BatchNorm statistics):
+        * ``mixed``: one backbone pass over all 10B clips with one set of BatchNorm statistics;
+        * ``calls``: the reference's sequence of calls, each normalised by its own statistics:
+          the backbone on G (view 0), G' (view 1), L_0..L_3 of view 0, of view 1 (10 calls of B
+          clips); the head on G's pooled feature, then each of G's 4 temporal slices, the same for
+          G', then each short clip's pooled feature (18 calls of B rows). The slices always go
+          through the head, as in the reference, so its running statistics match;
+        * ``pass``: the same numbers from one backbone and one head pass whose BatchNorms take
+          statistics per group of B rows in that order (``tbfast.models.group_bn``).
         """
-        from tbfast.models import pool_time
+        from tbfast.models import grouped_call, pool_time
 
         n_long = long.shape[0]
         b = n_long // 2
-        feats = self.backbone(torch.cat([long, short]))  # (10B, D, T')
-        z = self.head(pool_time(feats))
-        z_long = z[:n_long].view(2, b, -1).transpose(0, 1)
-        z_short = z[n_long:].view(2, b, 4, -1).transpose(0, 1)
-        z_slices = None
-        if slices:
-            zs = self.head(feats[:n_long].transpose(1, 2))  # (2B, T', d)
-            z_slices = zs.view(2, b, zs.shape[1], -1).transpose(0, 1)
+        if bn == "mixed":
+            feats = self.backbone(torch.cat([long, short]))  # (10B, D, T')
+            z = self.head(pool_time(feats))
+            z_long = z[:n_long].view(2, b, -1).transpose(0, 1)
+            z_short = z[n_long:].view(2, b, 4, -1).transpose(0, 1)
+            z_slices = None
+            if slices:
+                zs = self.head(feats[:n_long].transpose(1, 2))  # (2B, T', d)
+                z_slices = zs.view(2, b, zs.shape[1], -1).transpose(0, 1)
+            return z_long, z_short, z_slices
+        # group order of the reference: G, G', then (view a, clip j) with the B videos of a group together
+        nt = short.shape[0] // n_long
+        short_g = short.view(2, b, nt, *short.shape[1:]).transpose(1, 2).reshape(short.shape)
+        feats = grouped_call(self.backbone, self.backbone, torch.cat([long, short_g]), [b] * (2 + 2 * nt), bn)
+        pooled = pool_time(feats)  # (10B, D)
+        tp = feats.shape[-1]
+        # head rows: [G pooled, G slice 0..T'-1, G' pooled, G' slices, short groups], B rows each
+        lg = torch.cat([pooled[:n_long].view(2, 1, b, -1), feats[:n_long].permute(2, 0, 1).reshape(tp, 2, b, -1)
+                        .transpose(0, 1)], dim=1)  # (2, 1 + T', B, D)
+        rows = torch.cat([lg.reshape(-1, pooled.shape[1]), pooled[n_long:]])
+        z = grouped_call(self.head, self.head, rows, [b] * (2 * (1 + tp) + 2 * nt), bn)
+        zg = z[: 2 * (1 + tp) * b].view(2, 1 + tp, b, -1)
+        z_long = zg[:, 0].transpose(0, 1)  # (B, 2, d)
+        z_slices = zg[:, 1:].permute(2, 0, 1, 3) if slices else None  # (B, 2, T', d)
+        z_short = z[2 * (1 + tp) * b:].view(2, nt, b, -1).permute(2, 0, 1, 3)  # (B, 2, nt, d)
         return z_long, z_short, z_slices
 
     @torch.no_grad()
@@ -51,15 +79,19 @@ class SSLNet(nn.Module):
 class ClassNet(nn.Module):
     def __init__(self, mc: ModelConfig, num_classes: int):
         super().__init__()
-        from tbfast.models import Classifier, build_backbone
+        from tbfast.models import Classifier, build_backbone, convert_group_bn
 
-        self.backbone = build_backbone(mc.backbone, tclr=mc.tclr)
+        self.backbone = convert_group_bn(build_backbone(mc.backbone, tclr=mc.tclr))
         self.classifier = Classifier(self.backbone.feature_dim, num_classes, dropout=mc.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from tbfast.models import pool_time
+    def forward(self, x: torch.Tensor, groups: list[int] | None = None, bn: str = "mixed") -> torch.Tensor:
+        """x (N,3,T,S,S) -> logits (N,C). ``groups`` (sizes adding up to N) with ``bn`` ``calls`` or
+        ``pass``: BatchNorm statistics per group, as separate calls of the network would take them
+        (the student: labeled, then unlabeled clips)."""
+        from tbfast.models import grouped_call, pool_time
 
-        return self.classifier(pool_time(self.backbone(x)))
+        sizes = None if bn == "mixed" else groups
+        return self.classifier(pool_time(grouped_call(self.backbone, self.backbone, x, sizes, bn)))
 
 
 def backbone_state(state: dict) -> dict:

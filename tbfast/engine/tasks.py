@@ -12,33 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tbfast.engine.config import Config
+from tbfast.engine.config import Config, bn_mode
 from tbfast.errors import UserError
-
-
-def _ssl_objective(impl: str):
-    try:
-        from tbfast.kernels import get_ssl_objective
-    except ImportError:  # fused kernels not installed: the reference objective
-        from tbfast.losses import ssl_objective
-
-        return ssl_objective
-    return get_ssl_objective(impl)
-
-
-def _student_distill():
-    try:
-        from tbfast.kernels import student_distill_loss
-
-        return student_distill_loss
-    except ImportError:
-        from tbfast.losses import distill
-
-        def student_distill_loss(logits, p_inv, p_dis, s, kind):
-            p_t = (s[:, None] * p_inv + (1 - s[:, None]) * p_dis).detach()
-            return distill(torch.softmax(logits, dim=1), p_t, kind)
-
-        return student_distill_loss
+from tbfast.kernels import get_ssl_objective, student_distill_loss
 
 
 def _temporal_similarity(z_inv: torch.Tensor, z_dis: torch.Tensor) -> torch.Tensor:
@@ -128,7 +104,8 @@ class SSLTask(SingleLoaderTask):
 
     def __init__(self, cfg: Config, device: torch.device, loader):
         super().__init__(cfg, device, loader)
-        self.objective = _ssl_objective(cfg.loss.ssl_impl)
+        self.objective = get_ssl_objective(cfg.loss.ssl_impl)
+        self.bn = bn_mode(cfg, device.type)
         lc = cfg.loss
         self.terms = ("loss",) + tuple(t for t, w in (("L_I", lc.w_inv), ("L_D1", lc.w_ll), ("L_D2", lc.w_gl)) if w)
 
@@ -139,9 +116,9 @@ class SSLTask(SingleLoaderTask):
         lc = self.cfg.loss
         long = torch.cat([batch["long0"], batch["long1"]])
         short = torch.cat([batch["short0"], batch["short1"]])
-        z_long, z_short, z_slices = model(long, short, slices=lc.w_gl > 0)
+        z_long, z_short, z_slices = model(long, short, slices=lc.w_gl > 0, bn=self.bn)
         out = self.objective(z_long.float(), None if z_slices is None else z_slices.float(), z_short.float(),
-                             tau=lc.tau, w_inv=lc.w_inv, w_ll=lc.w_ll, w_gl=lc.w_gl)
+                             tau=lc.tau, w_inv=lc.w_inv, w_ll=lc.w_ll, w_gl=lc.w_gl, reduction=lc.reduction)
         return {k: v for k, v in out.items() if k in self.terms and v is not None}
 
 
@@ -198,7 +175,8 @@ class StudentTask(Task):
         self.t_inv = teacher_inv
         self.t_dis = teacher_dis
         self.scores = scores.to(device)  # (len(manifest),) s per manifest index, NaN = unknown
-        self.distill = _student_distill()
+        self.distill = student_distill_loss
+        self.bn = bn_mode(cfg, device.type)
         self.weighting = cfg.loss.weighting
         self._pos = (0, 0)
         if self.weighting != "distinctive" and teacher_inv is None:
@@ -259,12 +237,13 @@ class StudentTask(Task):
         x = torch.cat([xl, xu])
         p_inv, p_dis = self.teacher_probs(x)  # the student and both teachers see the same clips
         s = torch.cat([self.weights(batch["l"]["index"]), self.weights(batch["u"]["index"])])
-        logits = model(x).float()
         nl = xl.shape[0]
+        # labeled and unlabeled clips: two BatchNorm groups, as the reference's two calls
+        logits = model(x, groups=[nl, xu.shape[0]], bn=self.bn).float()
         ce = F.cross_entropy(logits[:nl], y)
         with torch.autocast(x.device.type, enabled=False):
-            d_l = self.distill(logits[:nl], p_inv[:nl], p_dis[:nl], s[:nl], lc.distill)
-            d_u = self.distill(logits[nl:], p_inv[nl:], p_dis[nl:], s[nl:], lc.distill)
+            d_l = self.distill(logits[:nl], p_inv[:nl], p_dis[:nl], s[:nl], lc.distill, lc.reduction)
+            d_u = self.distill(logits[nl:], p_inv[nl:], p_dis[nl:], s[nl:], lc.distill, lc.reduction)
         loss = ce + lc.w_labeled * d_l + lc.w_unlabeled * d_u
         acc = (logits[:nl].detach().argmax(1) == y).float().mean()
         return {"loss": loss, "ce": ce, "distill_l": d_l, "distill_u": d_u, "acc": acc}

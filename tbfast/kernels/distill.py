@@ -54,12 +54,15 @@ def student_distill_loss(
     prob_dis: torch.Tensor,
     s: torch.Tensor | float,
     kind: str = "l2",
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """Distillation of the student towards the TimeBalance teacher mix.
 
     logits_student (B, C); prob_inv, prob_dis (B, C) teacher probabilities; s (B,) scores in [0, 1]
-    (or a float) -> scalar = distill(softmax(logits_student), s*p_inv + (1-s)*p_dis, kind).
+    (or a float) -> scalar = distill(softmax(logits_student), s*p_inv + (1-s)*p_dis, kind, reduction).
     """
+    if reduction not in ("mean", "reference"):
+        raise ValueError(f"unknown loss reduction {reduction!r}; choose one of reference, mean")
     with torch.no_grad():
         s_t = torch.as_tensor(s, dtype=prob_inv.dtype, device=prob_inv.device)
         if s_t.dim() == 1:
@@ -67,4 +70,6 @@ def student_distill_loss(
         p_t = s_t * prob_inv + (1 - s_t) * prob_dis
     compute = torch.float32 if logits_student.dtype in (torch.float16, torch.bfloat16) else logits_student.dtype
     loss = _StudentDistill.apply(logits_student.to(compute), p_t.to(compute), kind)
+    if kind == "kl" and reduction == "reference":  # KLDivLoss(reduction='mean'): over batch x classes
+        loss = loss / logits_student.shape[-1]
     return loss

@@ -23,6 +23,8 @@ from typing import Callable
 
 import torch
 
+from tbfast.losses.contrastive import reduction_scales
+
 __all__ = ["fused_ssl_objective", "grouped_masked_lse_torch", "gram_grouped_lse"]
 
 LseFn = Callable[[torch.Tensor, int], torch.Tensor]
@@ -79,6 +81,7 @@ def fused_ssl_objective(
     w_inv: float = 1.0,
     w_ll: float = 1.0,
     w_gl: float = 1.0,
+    reduction: str = "mean",
     lse_fn: LseFn = grouped_masked_lse_torch,
 ) -> dict[str, torch.Tensor]:
     """Same contract as :func:`tbfast.losses.ssl_objective`.
@@ -89,11 +92,12 @@ def fused_ssl_objective(
     passes float32 embeddings, so contrastive logits keep full precision under AMP).
     """
     with torch.autocast(device_type=z_short.device.type, enabled=False):
-        return _fused(z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, lse_fn)
+        return _fused(z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, reduction, lse_fn)
 
 
-def _fused(z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, lse_fn) -> dict[str, torch.Tensor]:
+def _fused(z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, reduction, lse_fn) -> dict[str, torch.Tensor]:
     bsz, _, nt, d = z_short.shape
+    s_short, s_ll, s_gl = reduction_scales(reduction, bsz, nt)
     ns = 2 * nt  # short-clip sets (view a, clip j), index a*nt + j
     inv_tau = 1.0 / tau
     zero = z_short.new_zeros(())
@@ -116,14 +120,14 @@ def _fused(z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, lse_fn) -> di
         lse_self = lse_s.diagonal(dim1=1, dim2=2).unsqueeze(-1).expand(bsz, ns, ns)  # [i, X, .]
         # pairs X != Y only (a group holding just the anchor itself is -inf when B = 1)
         den = torch.logsumexp(torch.stack([lse_self[:, off], lse_s[:, off]]), dim=0)  # (B, 56)
-        loss_short = (den - per_video[:, off]).mean()
+        loss_short = (den - per_video[:, off]).mean() * s_short
         out["L_I"] = loss_long + loss_short
     if w_ll:
         eye = torch.eye(ns, dtype=torch.bool, device=per_video.device)
         logits = per_video.masked_fill(eye, float("-inf"))
         partner = (torch.arange(ns, device=logits.device) + nt) % ns
         pos = per_video[:, torch.arange(ns, device=logits.device), partner]  # (B, X)
-        out["L_D1"] = (torch.logsumexp(logits, dim=-1) - pos).mean()
+        out["L_D1"] = (torch.logsumexp(logits, dim=-1) - pos).mean() * s_ll
     if w_gl:
         sl = z_long_slices.reshape(bsz, ns, d)
         sh = z_short.reshape(bsz, ns, d)
@@ -132,7 +136,7 @@ def _fused(z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, lse_fn) -> di
         diag = m.diagonal(dim1=3, dim2=4)  # (B, p, q, t)
         rows = torch.logsumexp(m, dim=4) - diag
         cols = torch.logsumexp(m, dim=3) - diag
-        out["L_D2"] = rows.mean() + cols.mean()
+        out["L_D2"] = (rows.mean() + cols.mean()) * s_gl
     loss = zero
     for w, k in ((w_inv, "L_I"), (w_ll, "L_D1"), (w_gl, "L_D2")):
         if w:

@@ -13,18 +13,25 @@ def _log(p: torch.Tensor) -> torch.Tensor:
     return torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
 
 
-def distill(p_student: torch.Tensor, p_teacher: torch.Tensor, kind: str = "l2") -> torch.Tensor:
+def distill(p_student: torch.Tensor, p_teacher: torch.Tensor, kind: str = "l2",
+            reduction: str = "mean") -> torch.Tensor:
     """Divergence between probabilities p_student, p_teacher: (B, C) -> scalar.
 
-    ``l2``: mean squared error over batch x classes; ``kl``: KL(p_teacher || p_student), batch mean;
-    ``js``: Jensen-Shannon divergence (natural log), batch mean. p_teacher is detached.
+    ``l2``: mean squared error over batch x classes (both reductions: the reference's MSELoss);
+    ``kl``: KL(p_teacher || p_student), batch mean, and with ``reduction="reference"`` divided by
+    the number of classes C as well (the reference's ``KLDivLoss(reduction='mean')`` averages over
+    batch x classes); ``js``: Jensen-Shannon divergence (natural log), batch mean (the reference
+    has no JS; both reductions agree). p_teacher is detached.
     """
+    if reduction not in ("mean", "reference"):
+        raise ValueError(f"unknown loss reduction {reduction!r}; choose one of reference, mean")
     p_t = p_teacher.detach()
     p_s = p_student
     if kind == "l2":
         return (p_s - p_t).pow(2).mean()
     if kind == "kl":
-        return (torch.xlogy(p_t, p_t) - p_t * _log(p_s)).sum(-1).mean()
+        kl = (torch.xlogy(p_t, p_t) - p_t * _log(p_s)).sum(-1).mean()
+        return kl / p_s.shape[-1] if reduction == "reference" else kl
     if kind == "js":
         m = 0.5 * (p_s + p_t)
         log_m = _log(m)

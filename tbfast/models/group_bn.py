@@ -1,0 +1,103 @@
+"""BatchNorm statistics per clip group (METHOD.md §4, "BatchNorm statistics").
+
+The reference code calls the network once per clip group (SSL: the long clip of view 0, of view
+1, then each of the 4 short clips of each view; student: the labeled clips, then the unlabeled
+ones), so every BatchNorm normalises each group with the statistics of that group alone and its
+running statistics take one momentum update per call, in call order. tbfast reproduces that in
+two executions that give the same numbers:
+
+* ``calls``: one call of the network per group (exactly what the reference does);
+* ``pass``: one call over all groups (convolutions see every clip at once) in which every
+  BatchNorm splits its input along the batch dimension into the groups and normalises each
+  group with its own statistics, updating the running statistics group by group in order.
+
+Every BatchNorm of a model built by tbfast is a :class:`GroupedBatchNorm` (same parameters,
+buffers and state-dict keys as torch's); outside :func:`bn_groups` it *is* torch's BatchNorm.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+__all__ = ["GroupedBatchNorm", "convert_group_bn", "bn_groups", "grouped_call", "BN_EXECS"]
+
+BN_EXECS = ("calls", "pass")
+
+
+class GroupedBatchNorm(_BatchNorm):
+    """A BatchNorm (1d, 2d or 3d input) that, while ``groups`` is set and in training mode,
+    normalises consecutive batch slices of the given sizes separately, each exactly like a
+    separate call of torch's BatchNorm (same kernel, same running-statistics update), in order."""
+
+    groups: tuple[int, ...] | None = None
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() not in (2, 3, 4, 5):
+            raise ValueError(f"expected 2D to 5D input (got {input.dim()}D input)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        groups = self.groups
+        if groups is None or len(groups) < 2 or not (self.training or not self.track_running_stats):
+            return super().forward(input)
+        if sum(groups) != input.shape[0]:
+            raise ValueError(f"BatchNorm groups {groups} do not add up to the batch of {input.shape[0]}")
+        parts = [super(GroupedBatchNorm, self).forward(x) for x in input.split(list(groups))]
+        return torch.cat(parts)
+
+
+def convert_group_bn(module: nn.Module) -> nn.Module:
+    """Replace every torch BatchNorm (1d/2d/3d, not SyncBatchNorm) in ``module`` by a
+    :class:`GroupedBatchNorm` that shares its parameters and buffers; returns the module."""
+    if isinstance(module, _BatchNorm) and not isinstance(module, (GroupedBatchNorm, nn.SyncBatchNorm)):
+        new = GroupedBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                               module.track_running_stats)
+        if module.affine:
+            new.weight, new.bias = module.weight, module.bias
+        if module.track_running_stats:
+            new.running_mean, new.running_var = module.running_mean, module.running_var
+            new.num_batches_tracked = module.num_batches_tracked
+        new.train(module.training)
+        return new
+    for name, child in list(module.named_children()):
+        new_child = convert_group_bn(child)
+        if new_child is not child:
+            setattr(module, name, new_child)
+    return module
+
+
+def _grouped(module: nn.Module) -> Iterator[GroupedBatchNorm]:
+    return (m for m in module.modules() if isinstance(m, GroupedBatchNorm))
+
+
+@contextlib.contextmanager
+def bn_groups(module: nn.Module, sizes: Sequence[int] | None):
+    """Within the block every GroupedBatchNorm of ``module`` normalises batch groups of ``sizes``."""
+    mods = list(_grouped(module))
+    old = [m.groups for m in mods]
+    for m in mods:
+        m.groups = tuple(int(s) for s in sizes) if sizes is not None else None
+    try:
+        yield
+    finally:
+        for m, g in zip(mods, old):
+            m.groups = g
+
+
+def grouped_call(fn: Callable[[torch.Tensor], torch.Tensor], module: nn.Module, x: torch.Tensor,
+                 sizes: Sequence[int] | None, execution: str) -> torch.Tensor:
+    """``fn(x)`` with BatchNorm statistics per batch group of ``sizes`` (None: one set of statistics).
+
+    ``execution``: ``calls`` runs ``fn`` once per group and concatenates the outputs; ``pass`` runs
+    it once with :func:`bn_groups` on ``module`` (the module whose BatchNorms ``fn`` uses)."""
+    if sizes is None or len(sizes) < 2:
+        return fn(x)
+    if execution == "calls":
+        return torch.cat([fn(part) for part in x.split(list(sizes))])
+    if execution == "pass":
+        with bn_groups(module, sizes):
+            return fn(x)
+    raise ValueError(f"unknown BatchNorm execution {execution!r}; choose one of {', '.join(BN_EXECS)}")

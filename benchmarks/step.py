@@ -1,5 +1,7 @@
 """`tbfast bench step`: training-step throughput per precision and memory layout, each next to
-whether its weight gradients match fp32, plus the student step with its two frozen teachers.
+whether its weight gradients match fp32, plus the student step with its two frozen teachers and
+the self-supervised step in its three BatchNorm modes (one set of statistics over the step,
+per-clip-group statistics as 10 calls, or as one pass; METHOD.md §4).
 
 Every configuration runs in a fresh process (so peak memory is its own) on synthetic tensors of
 the preset's clip shape. A configuration whose gradients do not match fp32 (see ``tbfast.amp``:
@@ -21,6 +23,13 @@ SHAPES = {
     "r50": (8, 224, 2, 16),
 }
 NUM_CLASSES = 101
+# self-supervised step: backbone -> (size, cpu batches, cuda batches); 10 clips of 16 frames per video
+SSL_SHAPES = {
+    "tiny": (32, (8, 40), (40, 128)),
+    "r3d18": (64, (2, 4), (16, 40)),
+    "r50": (64, (1, 2), (8, 16)),
+}
+SSL_MODES = ("mixed", "calls", "pass")
 
 # name: (autocast dtype or None, channels_last, guard shallow convs)
 CONFIGS: dict[str, tuple[str | None, bool, bool]] = {
@@ -46,6 +55,10 @@ def add_arguments(p: argparse.ArgumentParser, command: str = "bench step") -> No
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile configuration")
     p.add_argument("--no-student", action="store_true", help="skip the student-step measurement")
     p.add_argument("--student-frames", type=int, default=8, help="clip length of the student step")
+    p.add_argument("--no-ssl", action="store_true", help="skip the self-supervised step (BatchNorm modes)")
+    p.add_argument("--ssl-batches", type=int, nargs="+", default=None,
+                   help="videos per self-supervised step (10 clips each); default per backbone and device")
+    p.add_argument("--ssl-size", type=int, default=None, help="crop size of the self-supervised step")
     p.add_argument("--quick", action="store_true", help="tiny shapes, one timed step: checks that it runs")
     p.add_argument("--json", default=None, help="write the results here")
 
@@ -186,6 +199,64 @@ def _measure_student(job: dict[str, Any]) -> dict[str, Any]:
     return {"frames": job["student_frames"], "labeled": b, "unlabeled": b, **results}
 
 
+def _measure_ssl(job: dict[str, Any]) -> dict[str, Any]:
+    """Self-supervised step (combined objective, reference reductions, fused kernel) of B videos
+    = 10B clips of 16 frames in each BatchNorm mode; ``calls`` and ``pass`` must give the same
+    gradients (they compute the same numbers), ``mixed`` is the one-statistics pass."""
+    import copy
+
+    import torch
+
+    from tbfast.engine.config import ModelConfig
+    from tbfast.engine.nets import SSLNet
+    from tbfast.kernels import fused_ssl_objective
+
+    torch.manual_seed(0)
+    dev, b, size = job["device"], job["batch"], job["size"]
+    dtype = torch.bfloat16 if dev == "cuda" else None
+    base = SSLNet(ModelConfig(backbone=job["backbone"])).to(dev).train().to(memory_format=torch.channels_last_3d)
+    cl = torch.channels_last_3d
+    long = torch.rand(2 * b, 3, 16, size, size, device=dev).to(memory_format=cl)
+    short = torch.rand(8 * b, 3, 16, size, size, device=dev).to(memory_format=cl)
+    nets = {m: copy.deepcopy(base) for m in SSL_MODES}
+    opts = {m: torch.optim.Adam(nets[m].parameters(), lr=1e-4, fused=dev == "cuda") for m in SSL_MODES}
+
+    def loss_of(mode: str):
+        with torch.autocast(dev, dtype=dtype or torch.float32, enabled=dtype is not None):
+            z_long, z_short, z_slices = nets[mode](long, short, slices=True, bn=mode)
+        return fused_ssl_objective(z_long.float(), z_slices.float(), z_short.float(), reduction="reference")["loss"]
+
+    def step(mode: str) -> None:
+        opts[mode].zero_grad(set_to_none=True)
+        loss_of(mode).backward()
+        opts[mode].step()
+
+    # same weights, same clips: gradients of the two grouped executions
+    grads = {}
+    for mode in ("calls", "pass"):
+        net = copy.deepcopy(base)
+        nets["probe"] = net
+        net.zero_grad(set_to_none=True)
+        with torch.autocast(dev, dtype=dtype or torch.float32, enabled=dtype is not None):
+            z_long, z_short, z_slices = net(long, short, slices=True, bn=mode)
+        fused_ssl_objective(z_long.float(), z_slices.float(), z_short.float(), reduction="reference")["loss"].backward()
+        grads[mode] = torch.cat([p.grad.double().flatten() for p in net.parameters()])
+    del nets["probe"]
+    grad_err = ((grads["pass"] - grads["calls"]).norm() / grads["calls"].norm()).item()
+    times: dict[str, list[float]] = {m: [] for m in SSL_MODES}
+    for _ in range(job["warmup"]):
+        for m in SSL_MODES:
+            step(m)
+    for _ in range(job["steps"]):  # interleaved, so load changes hit every mode alike
+        for m in SSL_MODES:
+            times[m] += time_calls(lambda: step(m), device=dev, warmup=0, iters=1)
+    rows = {m: {"step_s": median(times[m]), "clips_per_s": 10 * b / median(times[m])} for m in SSL_MODES}
+    fastest = max(("calls", "pass"), key=lambda m: rows[m]["clips_per_s"])
+    return {"backbone": job["backbone"], "batch": b, "clips": 10 * b, "size": size,
+            "precision": "bf16" if dtype else "fp32", "modes": rows, "grouped_grad_rel_err": grad_err,
+            "grouped_grads_match": grad_err <= (1e-5 if dtype is None else 1e-2), "fastest_grouped": fastest}
+
+
 def _in_fresh_process(fn, job: dict[str, Any]) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
@@ -232,6 +303,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[bench step] {args.backbone} student step with two frozen teachers ...", flush=True)
         student = _in_fresh_process(_measure_student, {**base, "student_frames": args.student_frames,
                                                        "batch": max(1, batch // 2)})
+    ssl = []
+    if not args.no_ssl:
+        ssize, cpu_b, cuda_b = SSL_SHAPES[args.backbone]
+        if args.quick:
+            ssize, cpu_b, cuda_b = 16, (1, 2), (2, 4)
+        for b in args.ssl_batches or (cuda_b if device == "cuda" else cpu_b):
+            print(f"[bench step] {args.backbone} self-supervised step, {b} videos x 10 clips, BatchNorm modes ...",
+                  flush=True)
+            ssl.append(_in_fresh_process(_measure_ssl, {**base, "batch": b, "size": args.ssl_size or ssize}))
     return {
         "benchmark": "step",
         "machine": machine_info(),
@@ -245,6 +325,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "best_correct": best["config"] if best else None,
         "best_correct_speedup": best["speedup_vs_fp32"] if best else None,
         "student": student,
+        "ssl": ssl,
     }
 
 
@@ -266,6 +347,20 @@ def report(res: dict[str, Any]) -> None:
             [[k.split("_")[1], v["clips_per_s"], v["step_s"], f"{100 * v['teacher_share']:.0f}%"]
              for k, v in st.items() if k.startswith("teachers_")],
         )
+
+
+    for r in res.get("ssl") or []:
+        mixed = r["modes"]["mixed"]["clips_per_s"]
+        print_table(
+            f"self-supervised step: {r['backbone']}, {r['batch']} videos = {r['clips']} clips of 16x{r['size']}x{r['size']}, "
+            f"{r['precision']}, {res['device']}",
+            ["BatchNorm statistics", "clips/s", "vs mixed"],
+            [["one set over the step (mixed)", mixed, 1.0],
+             ["per clip group: 10 calls", r["modes"]["calls"]["clips_per_s"], r["modes"]["calls"]["clips_per_s"] / mixed],
+             ["per clip group: one pass", r["modes"]["pass"]["clips_per_s"], r["modes"]["pass"]["clips_per_s"] / mixed]],
+        )
+        print(f"calls and pass gradients: rel. error {r['grouped_grad_rel_err']:.1e} "
+              f"({'match' if r['grouped_grads_match'] else 'DIFFER'}); faster grouped execution: {r['fastest_grouped']}")
 
 
 def main(args: argparse.Namespace) -> int:

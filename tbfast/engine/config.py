@@ -33,8 +33,8 @@ class ModelConfig:
     # student step. false = one set of statistics over the whole step ("mixed")
     group_bn: bool = True
     # how grouped statistics are computed (same numbers): calls (one network call per group) |
-    # pass (one call, BatchNorm split per group) | auto (the one measured faster on the device:
-    # calls on the CPU, pass on CUDA)
+    # pass (one call, BatchNorm split per group) | auto (the one measured faster: on the CPU calls
+    # from 16 clips per group on, pass below; pass on CUDA)
     group_bn_exec: str = "auto"
 
 
@@ -269,13 +269,20 @@ def validate(cfg: Config) -> None:
         raise UserError("eval.crops must be 1 or 3")
 
 
+# ``group_bn_exec: auto`` on the CPU: separate calls from this many clips per group on, one pass below
+# (benchmarks/RESULTS.md, "Self-supervised step: BatchNorm statistics"); on CUDA one pass
+CPU_CALLS_FROM = 16
+
+
 def bn_mode(cfg: Config, device_type: str) -> str:
-    """The BatchNorm mode of the SSL and student networks: mixed | calls | pass (``engine.nets``)."""
+    """The BatchNorm mode of the SSL and student networks: mixed | calls | pass (``engine.nets``).
+    ``auto`` depends on the device and the clips per group (= ``data.batch_size``), never on timing,
+    so a run computes the same numbers every time."""
     mc = cfg.model
     if not mc.group_bn:
         return "mixed"
-    if mc.group_bn_exec == "auto":  # benchmarks/RESULTS.md, "grouped BatchNorm"
-        return "calls" if device_type == "cpu" else "pass"
+    if mc.group_bn_exec == "auto":
+        return "calls" if device_type == "cpu" and cfg.data.batch_size >= CPU_CALLS_FROM else "pass"
     return mc.group_bn_exec
 
 

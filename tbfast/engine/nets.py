@@ -34,8 +34,9 @@ class SSLNet(nn.Module):
           clips); the head on G's pooled feature, then each of G's 4 temporal slices, the same for
           G', then each short clip's pooled feature (18 calls of B rows). The slices always go
           through the head, as in the reference, so its running statistics match;
-        * ``pass``: the same numbers from one backbone and one head pass whose BatchNorms take
-          statistics per group of B rows in that order (``tbfast.models.group_bn``).
+        * ``pass``: the same numbers from one backbone pass over all 10B clips whose BatchNorms take
+          statistics per group of B clips in that order (``tbfast.models.group_bn``); the head
+          as in ``calls``.
         """
         from tbfast.models import grouped_call, pool_time
 
@@ -61,7 +62,10 @@ class SSLNet(nn.Module):
         lg = torch.cat([pooled[:n_long].view(2, 1, b, -1), feats[:n_long].permute(2, 0, 1).reshape(tp, 2, b, -1)
                         .transpose(0, 1)], dim=1)  # (2, 1 + T', B, D)
         rows = torch.cat([lg.reshape(-1, pooled.shape[1]), pooled[n_long:]])
-        z = grouped_call(self.head, self.head, rows, [b] * (2 * (1 + tp) + 2 * nt), bn)
+        # the head is called per group in both executions: it is cheap, and one matmul over all rows
+        # rounds differently from the reference's per-call ones, which BatchNorm over a few rows
+        # (B = 2 to 4 per rank) amplifies; so the head is bit-identical to the reference's calls
+        z = grouped_call(self.head, self.head, rows, [b] * (2 * (1 + tp) + 2 * nt), "calls")
         zg = z[: 2 * (1 + tp) * b].view(2, 1 + tp, b, -1)
         z_long = zg[:, 0].transpose(0, 1)  # (B, 2, d)
         z_slices = zg[:, 1:].permute(2, 0, 1, 3) if slices else None  # (B, 2, T', d)

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench loader": ("tbfast_benchmarks.loader", "DALI loader vs reference-style and per-clip loaders"),
     "bench losses": ("tbfast_benchmarks.losses", "reference vs fused self-supervised and distillation losses"),
     "bench step": ("tbfast_benchmarks.step", "training-step throughput per precision/layout, with gradient checks"),
+    "bench objectives": ("tbfast_benchmarks.objectives", "the recipe under each loss reduction x BatchNorm mode"),
     "bench all": ("tbfast_benchmarks.all", "every benchmark plus the recipe; writes RESULTS.md"),
 }
 

@@ -109,6 +109,21 @@ def test_cli_rejects_wrong_checkpoints(prepared, prepared_split, ssl_ckpt, tmp_p
     assert cli(["train", "distinctive", *data, "--out", str(tmp_path / "run"), "--resume", "auto",
                 "--max-steps", "1", "--batch-size", "2", *TINY]) == 2
     assert "stage 'invariant'" in capsys.readouterr().err
+    # resuming with another objective than the checkpoint was trained with (reduction, BatchNorm groups)
+    (tmp_path / "inv" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "inv" / "checkpoints" / "last.pt").write_bytes(ssl_ckpt.read_bytes())
+    trained = torch.load(ssl_ckpt, weights_only=True)["config"]["loss"]["reduction"]
+    other = {"mean": "reference", "reference": "mean"}[trained]
+    assert cli(["train", "invariant", *data, "--out", str(tmp_path / "inv"), "--resume", "auto", "--reduction",
+                other, "--max-steps", "1", "--batch-size", "2", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert f"loss.reduction={trained}" in err and f"--set loss.reduction={trained}" in err
+    old = torch.load(ssl_ckpt, weights_only=True)  # a checkpoint from before these settings existed
+    del old["config"]["loss"]["reduction"], old["config"]["model"]["group_bn"]
+    torch.save(old, tmp_path / "inv" / "checkpoints" / "last.pt")
+    assert cli(["train", "invariant", *data, "--out", str(tmp_path / "inv"), "--resume", "auto",
+                "--max-steps", "1", "--batch-size", "2", *TINY]) == 2
+    assert "model.group_bn=False" in capsys.readouterr().err
     # a truncated file (e.g. copied while being written)
     cut = tmp_path / "cut.pt"
     cut.write_bytes(ssl_ckpt.read_bytes()[:1000])

@@ -100,7 +100,7 @@ def test_torchrun_two_processes_gloo(prepared, tmp_path):
     out = tmp_path / "ddp"
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
             "-m", "tbfast", "train", "invariant", "--data", str(prepared), "--out", str(out),
-            "--batch-size", "2", "--epochs", "1", *COMMON]
+            "--batch-size", "2", "--epochs", "1", "--bn-exec", "calls", *COMMON]  # 10 backbone calls in one DDP forward
     res = subprocess.run(args, env=_env(), capture_output=True, timeout=300)
     assert res.returncode == 0, res.stderr.decode()[-3000:]
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

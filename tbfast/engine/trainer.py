@@ -182,6 +182,7 @@ class Trainer:
         state = ck.load_checkpoint(path)
         ck.expect(state, path, stages=(self.cfg.stage,), backbone=self.meta.get("backbone"),
                   num_classes=self.meta.get("num_classes"), what="resume checkpoint")
+        self._check_same_objective(state, path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -199,6 +200,21 @@ class Trainer:
                      "RNG streams restart (not bit-exact)")
         self.metrics.truncate_after(self.step)
         self.log(f"resumed from {path}: epoch {self.epoch + 1}, batch {self.batch}, step {self.step}")
+
+    def _check_same_objective(self, state: dict, path: Path) -> None:
+        """A resumed run must keep the objective it started with (checkpoints written before these
+        settings existed were trained with batch means and one set of BatchNorm statistics)."""
+        saved = state.get("config") or {}
+        was = {"loss.reduction": (saved.get("loss") or {}).get("reduction", "mean"),
+               "model.group_bn": (saved.get("model") or {}).get("group_bn", False)}
+        now = {"loss.reduction": self.cfg.loss.reduction, "model.group_bn": self.cfg.model.group_bn}
+        diff = [k for k in was if was[k] != now[k]]
+        if diff:
+            fix = " ".join(f"--set {k}={str(was[k]).lower()}" for k in diff)
+            raise UserError(f"{path} was trained with " + ", ".join(f"{k}={was[k]}" for k in diff)
+                            + "; resuming with " + ", ".join(f"{k}={now[k]}" for k in diff)
+                            + f" would change the objective mid-run. Resume with {fix}, or start a new run "
+                            "directory.")
 
     # ------------------------------------------------------------ non-finite guard
     def _check_finite(self) -> None:

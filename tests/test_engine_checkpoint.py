@@ -154,3 +154,23 @@ def test_presets_resolve_and_overrides_apply():
         resolve("student", None, parse_set(["loss.distill=l1"]))
     with pytest.raises(UserError, match="unknown preset"):
         resolve("student", "nope")
+
+
+def test_rerun_into_a_finished_run_directory_is_refused_unless_asked(prepared, ssl_ckpt, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(ssl_ckpt.parent.parent, run)
+    (run / "metrics.jsonl").write_text('{"kind": "epoch", "step": 13, "loss": 1.0}\n')  # the earlier run's log
+    before = {p.name: p.read_bytes() for p in [run / "checkpoints" / "last.pt", run / "metrics.jsonl"]}
+    args = ["train", "invariant", "--data", str(prepared), "--out", str(run), "--max-steps", "1",
+            "--batch-size", "2", *TINY]
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume auto" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in [run / "checkpoints" / "last.pt", run / "metrics.jsonl"]} == before
+    assert cli([*args, "--overwrite", "--resume", "auto"]) == 2  # contradictory
+    assert cli([*args, "--overwrite", "--seed", "5"]) == 0  # replaced: a fresh run with one step logged
+    new_metrics = (run / "metrics.jsonl").read_bytes() if (run / "metrics.jsonl").exists() else b""
+    assert before["metrics.jsonl"] and not new_metrics.startswith(before["metrics.jsonl"])  # not appended to
+    assert (run / "checkpoints" / "last.pt").read_bytes() != before["last.pt"]

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                         help="run directory: config.yaml, metrics.jsonl, checkpoints/, plots, summary.json")
     parser.add_argument("--resume", default=None, metavar="auto|CKPT",
                         help="continue from RUN/checkpoints/last.pt ('auto', a fresh start if absent) or a checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a run already in RUN (its checkpoints, metrics and summary); without it, "
+                             "a RUN holding a checkpoint needs --resume")
     if stage in ("finetune", "supervised", "student"):
         parser.add_argument("--labeled", required=True, metavar="SPLIT",
                             help="labeled split list (PREPARED/splits/labeled_*.txt, or its file name)")
@@ -66,6 +69,12 @@ def main(args: argparse.Namespace) -> int:
 
     stage = args._command.split()[1]
     cfg = config_for(stage, args)
+    if args.overwrite and args.resume:
+        from tbfast.errors import UserError
+
+        raise UserError("--overwrite and --resume contradict each other; give one")
+    if args.overwrite:
+        args.resume = "overwrite"
     dist = D.setup(cfg.train.device)
     log = (lambda line: log_line(line)) if dist.main else (lambda line: None)
     try:

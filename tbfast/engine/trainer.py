@@ -113,6 +113,7 @@ class Trainer:
         self.validate = validate
         self.main = dist.main
         self._log = on_log or (lambda s: None)
+        resume = self._claim_run_dir(resume)
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
@@ -148,6 +149,27 @@ class Trainer:
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if tc.compile:
             self.train_model = torch.compile(self.train_model)
+
+    def _claim_run_dir(self, resume: str | None) -> str | None:
+        """A run directory that holds a checkpoint is continued (``resume``) or, only when asked
+        (``resume="overwrite"``), replaced; a plain re-run never overwrites it. Returns the resume
+        argument for :meth:`_resume`."""
+        last = self.ckpt_dir / "last.pt"
+        if resume == "overwrite":
+            if self.main:
+                for name in ("last.pt", "best.pt"):
+                    (self.ckpt_dir / name).unlink(missing_ok=True)
+                for name in ("metrics.jsonl", "summary.json"):
+                    (self.run_dir / name).unlink(missing_ok=True)
+            barrier(self.dist)
+            return None
+        if resume is None and last.exists():
+            raise UserError(f"{self.run_dir} already holds a run ({last}); continue it with --resume auto, "
+                            "replace it with --overwrite, or choose another --out")
+        if resume is None and self.main and (self.run_dir / "metrics.jsonl").exists():
+            # a run killed before its first checkpoint: nothing to continue, start its log afresh
+            (self.run_dir / "metrics.jsonl").unlink()
+        return resume
 
     def log(self, line: str) -> None:
         if self.main:

@@ -264,6 +264,10 @@ def test_dali_cpu_decodes_outputs(prepared):
 def test_prep_user_errors(tmp_path, synth_src):
     assert main(["data", "prep", str(tmp_path / "nope"), str(tmp_path / "o")]) == 2
     assert main(["data", "prep", str(synth_src), str(tmp_path / "o"), "--splits", str(tmp_path)]) == 2
+    # invalid encoder settings are refused up front, before any video is blamed or anything written
+    for bad in (["--crf", "999"], ["--fps", "nan"], ["--fps", "-1"], ["--short-side", "100000"], ["--workers", "0"]):
+        assert main(["data", "prep", str(synth_src), str(tmp_path / "o2"), *bad]) == 2, bad
+        assert not (tmp_path / "o2").exists(), bad
 
 
 def test_ucf101_listed_but_missing_and_hmdb51_end_to_end(tmp_path, synth_src):

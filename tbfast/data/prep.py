@@ -10,6 +10,7 @@ The manifest, classes and report are written atomically at the end.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -112,8 +113,15 @@ def prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path | 
         raise UserError("--gop must be at least 1")
     if short_side != 0 and short_side < 2:
         raise UserError("--short-side must be at least 2 (or 0 to keep the source size)")
-    if fps is not None and fps <= 0:
-        raise UserError("--fps must be positive")
+    if fps is not None and not (math.isfinite(fps) and 0 < fps <= 1000):
+        raise UserError(f"--fps {fps}: give a frame rate in (0, 1000]")
+    crf_max = {"vp9": 63, "h264": 51}[codec]
+    if crf is not None and not 0 <= crf <= crf_max:
+        raise UserError(f"--crf {crf}: {codec} takes 0 (best) to {crf_max}")
+    if short_side > 8192:
+        raise UserError(f"--short-side {short_side}: at most 8192 (or 0 to keep the source size)")
+    if workers is not None and workers < 1:
+        raise UserError("--workers must be at least 1")
     if out.resolve() == src.resolve():
         raise UserError("OUT must differ from SRC")
     classes, listed = list_source(fmt, src, Path(splits) if splits else None, split_id, test_fraction, seed)

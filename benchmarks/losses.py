@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser, command: str = "bench losses") -> 
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per configuration")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--classes", type=int, default=101, help="classes for the distillation measurement")
+    p.add_argument("--reduction", choices=["reference", "mean"], default="reference",
+                   help="loss reductions (docs/METHOD.md §4); the engine's default is reference")
     p.add_argument("--quick", action="store_true",
                    help="one small batch, few calls, no distillation memory: checks that it runs")
     p.add_argument("--json", default=None, help="write the results here")
@@ -113,7 +115,7 @@ def main(args: argparse.Namespace) -> int:
         steps = {}
         for name, fn in impls.items():
             def step(fn=fn):
-                out = fn(z_long, z_slices, z_short)
+                out = fn(z_long, z_slices, z_short, reduction=args.reduction)
                 out["loss"].backward()
                 return out
 
@@ -122,11 +124,11 @@ def main(args: argparse.Namespace) -> int:
 
     rows += _bench_distill(device, args.classes, 8 if args.quick else 32, iters, warmup, memory=not args.quick)
 
-    payload = {"benchmark": "losses", "device": device, "dim": args.dim, "iters": iters,
+    payload = {"benchmark": "losses", "device": device, "dim": args.dim, "iters": iters, "reduction": args.reduction,
                "machine": machine_info(), "results": rows}
     print_table(
         f"bench losses ({device}, {torch.get_num_threads()} threads, forward+backward, median of {iters} calls)\n"
-        f"ssl = L_I+L_D1+L_D2, d={args.dim}; distill = softmax+teacher mix+divergence, C={args.classes}",
+        f"ssl = L_I+L_D1+L_D2 ({args.reduction} reductions), d={args.dim}; distill = softmax+teacher mix+divergence, C={args.classes}",
         ["loss", "B", "impl", "ms (median)", "ms (min)", "peak MiB", "speed-up (median)", "speed-up (min)",
          "|Δ loss|"],
         [[r["loss"], r["batch"], r["impl"], r["ms_median"], r["ms_min"], r["peak_mib"], r["speedup"],

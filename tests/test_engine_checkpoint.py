@@ -174,3 +174,38 @@ def test_rerun_into_a_finished_run_directory_is_refused_unless_asked(prepared, s
     new_metrics = (run / "metrics.jsonl").read_bytes() if (run / "metrics.jsonl").exists() else b""
     assert before["metrics.jsonl"] and not new_metrics.startswith(before["metrics.jsonl"])  # not appended to
     assert (run / "checkpoints" / "last.pt").read_bytes() != before["last.pt"]
+
+
+def test_one_writer_per_folder_and_stale_locks_are_taken_over(prepared, synth_src, tmp_path, capsys):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tbfast.lock import LOCK_NAME
+
+    def hold(folder, pid):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "what": "tbfast test",
+                                                    "since": "now", "command": "held by a test"}))
+
+    live = os.getppid()  # a running process that is not this one
+    run = tmp_path / "run"
+    hold(run, live)
+    args = ["train", "invariant", "--data", str(prepared), "--out", str(run), "--max-steps", "1", "--batch-size", "2",
+            *TINY]
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert f"pid {live}" in err and "in use by tbfast test" in err and LOCK_NAME in err
+    assert not (run / "config.yaml").exists()  # nothing written by the refused writer
+    prep = tmp_path / "prep"
+    hold(prep, live)
+    assert cli(["data", "prep", str(synth_src), str(prep), "--format", "ucf101", "--workers", "1"]) == 2
+    assert "in use by tbfast test" in capsys.readouterr().err
+    # a lock left by a process that no longer runs (killed writer): taken over, released at the end
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    hold(run, int(dead))
+    assert cli(args) == 0
+    assert not (run / LOCK_NAME).exists()

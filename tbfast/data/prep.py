@@ -96,17 +96,23 @@ def _read_journal(path: Path) -> dict[str, dict]:
     return entries
 
 
-def prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path | None = None, split_id: int = 1,
-            test_fraction: float = 0.0, seed: int = 0, codec: str = "vp9", fps: float | None = None,
-            gop: int = 16, short_side: int = 128, workers: int | None = None, crf: int | None = None,
-            console=None, show_progress: bool = True) -> dict:
-    """Prepare ``src`` into ``out``; return the report dict (also written to OUT/prep_report.json)."""
+def prepare(src: str | Path, out: str | Path, fmt: str, *, console=None, **kw) -> dict:
+    """Prepare ``src`` into ``out``; return the report dict (also written to OUT/prep_report.json).
+    Keyword arguments: those of :func:`_prepare`. One writer per OUT at a time (a lock file)."""
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+
+    from tbfast.lock import folder_lock
 
     console = console or Console(stderr=True)
-    src, out = Path(src), Path(out)
+    _check_options(Path(src), Path(out), kw.get("codec", "vp9"), kw.get("fps"), kw.get("gop", 16),
+                   kw.get("short_side", 128), kw.get("workers"), kw.get("crf"))
+    with folder_lock(Path(out), "tbfast data prep", note=lambda m: console.print(f"[yellow]note[/yellow] {m}")):
+        return _prepare(src, out, fmt, console=console, **kw)
+
+
+def _check_options(src: Path, out: Path, codec, fps, gop, short_side, workers, crf) -> None:
+    if not src.is_dir():
+        raise UserError(f"source folder {src} does not exist or is not a folder")
     if codec not in CODECS:
         raise UserError(f"--codec {codec!r}: choose one of {', '.join(CODECS)}")
     if gop < 1:
@@ -124,6 +130,17 @@ def prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path | 
         raise UserError("--workers must be at least 1")
     if out.resolve() == src.resolve():
         raise UserError("OUT must differ from SRC")
+
+
+def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path | None = None, split_id: int = 1,
+             test_fraction: float = 0.0, seed: int = 0, codec: str = "vp9", fps: float | None = None,
+             gop: int = 16, short_side: int = 128, workers: int | None = None, crf: int | None = None,
+             console=None, show_progress: bool = True) -> dict:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    src, out = Path(src), Path(out)
+    _check_options(src, out, codec, fps, gop, short_side, workers, crf)
     classes, listed = list_source(fmt, src, Path(splits) if splits else None, split_id, test_fraction, seed)
     items, seen, duplicates = [], set(), []
     for it in listed:  # a video listed twice (e.g. in both train and test lists) is prepared once

@@ -113,6 +113,17 @@ class Trainer:
         self.validate = validate
         self.main = dist.main
         self._log = on_log or (lambda s: None)
+        from tbfast import lock
+
+        # one writer per run directory (rank 0 writes everything); released when fit() ends
+        self._lock = lock.acquire(self.run_dir, f"tbfast train {cfg.stage}", note=self.log) if self.main else None
+        try:
+            self._setup(cfg, task, model, dist, resume)
+        except BaseException:
+            lock.release(self._lock)
+            raise
+
+    def _setup(self, cfg: Config, task: Task, model: nn.Module, dist: Dist, resume: str | None) -> None:
         resume = self._claim_run_dir(resume)
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -362,6 +373,11 @@ class Trainer:
                 if tc.max_steps and self.step >= tc.max_steps:
                     stopped = True
                     break
+        except BaseException:
+            from tbfast import lock
+
+            lock.release(self._lock)
+            raise
         finally:
             progress.close()
         train_seconds = time.perf_counter() - t_start
@@ -377,6 +393,9 @@ class Trainer:
                 plot_run(self.run_dir)
             except Exception as exc:  # plots are a convenience, never a failure
                 self.log(f"(plots skipped: {exc})")
+        from tbfast import lock
+
+        lock.release(self._lock)
         best = self.ckpt_dir / "best.pt"
         last_loss = history[-1]["loss"] if history else None
         return FitResult(self.run_dir, self.ckpt_dir / "last.pt", best if best.exists() else None, self.epoch,

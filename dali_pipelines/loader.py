@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from tbfast.data.manifest import VideoRecord, read_manifest, split_indices
+from tbfast.data.manifest import VideoRecord, content_checksum, read_manifest, split_indices
 from tbfast.data.plans import MODES, ClipSpec, SamplePlan, default_spec, epoch_batches, plan_sample
 from tbfast.errors import UserError
 
@@ -137,11 +137,23 @@ class ClipLoader:
         return self._pipe
 
     def _read(self, index: int) -> np.ndarray:
-        path = self.prepared / self.records[index].path
+        """The file's bytes, checked against the manifest's size and checksum: a truncated or
+        overwritten prepared video is an error naming it, never frames padded or decoded wrong."""
+        rec = self.records[index]
+        path = self.prepared / rec.path
         try:
-            return np.fromfile(path, dtype=np.uint8)
+            data = np.fromfile(path, dtype=np.uint8)
         except OSError as exc:
             raise UserError(f"cannot read {path} (manifest index {index}): {exc}; re-run `tbfast data prep`") from exc
+        problem = None
+        if rec.bytes and data.size != rec.bytes:
+            problem = f"{data.size} bytes where the manifest says {rec.bytes} (truncated or replaced)"
+        elif rec.blake2b and content_checksum(data.tobytes()) != rec.blake2b:
+            problem = "its content differs from what `tbfast data prep` wrote (checksum mismatch)"
+        if problem:
+            raise CorruptVideoError(f"{path} (manifest index {index}): {problem}; re-run `tbfast data prep` on "
+                                    "the same source to re-encode it, or remove it from the split list")
+        return data
 
     def _feeds(self, plans: list[SamplePlan], encoded: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
         lay, size = self.layout, self.size

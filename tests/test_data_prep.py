@@ -310,3 +310,36 @@ def test_output_names_unique():
              SourceItem("train/a b/y.mp4", "a b", "train"), SourceItem("val/a b/y.mp4", "a b", "test")]
     assert output_paths(items, "vp9") == ["videos/a_b/x_avi.webm", "videos/a_b/x_mp4.webm",
                                           "videos/a_b/y_mp4.webm", "videos/a_b/y_mp4_2.webm"]
+
+
+def test_corrupted_prepared_video_is_an_error_in_every_loader_and_rerun_re_encodes(prepared, tmp_path, capsys):
+    """A prepared file cut short, or overwritten with other bytes of the same size, is never padded
+    or decoded silently: every loader mode raises CorruptVideoError naming it; a prep re-run on the
+    same source re-encodes it (the same size is not trusted)."""
+    import shutil
+
+    from dali_pipelines.loader import CorruptVideoError, build_loader
+    from tbfast.data.manifest import file_checksum
+
+    copy = tmp_path / "prepared"
+    shutil.copytree(prepared, copy)
+    recs = read_manifest(copy)
+    assert all(r.bytes > 0 and len(r.blake2b) == 32 for r in recs)
+    i = next(k for k, r in enumerate(recs) if r.split == "train")
+    victim = copy / recs[i].path
+    good = victim.read_bytes()
+    for damage in (good[:2000], bytes(len(good))):  # truncated; garbage of the same size
+        victim.write_bytes(damage)
+        for mode in ("ssl", "train", "eval", "similarity"):
+            loader = build_loader(copy, mode, indices=[i], split="train" if mode in ("ssl", "train") else None,
+                                  batch_size=1, size=16, num_threads=1, augment=False)
+            with pytest.raises(CorruptVideoError, match=recs[i].path.split("/")[-1]):
+                next(iter(loader))
+    # prep re-run: the same-size garbage is re-encoded, not trusted
+    report = json.loads((copy / "prep_report.json").read_text())
+    args = ["data", "prep", report["source"], str(copy), "--format", report["format"], "--short-side",
+            str(report["settings"]["short_side"]), "--workers", "1", "--no-progress"]
+    assert main(args) == 0
+    rep = json.loads((copy / "prep_report.json").read_text())
+    assert rep["counts"]["transcoded"] == 1 and rep["counts"]["skipped"] == len(recs) - 1
+    assert file_checksum(victim) == read_manifest(copy)[i].blake2b

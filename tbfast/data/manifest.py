@@ -31,6 +31,8 @@ class VideoRecord:
     height: int
     source: str = ""  # relative to the source folder
     flags: list[str] = field(default_factory=list)
+    bytes: int = 0  # size of the prepared file (0: unknown, a manifest from before checksums)
+    blake2b: str = ""  # content checksum of the prepared file ("" unknown); loaders verify both
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=False)
@@ -39,6 +41,18 @@ class VideoRecord:
     def from_dict(cls, d: dict) -> "VideoRecord":
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def content_checksum(data: bytes) -> str:
+    """The manifest's checksum of a prepared file's bytes (BLAKE2b, 16-byte digest, hex)."""
+    import hashlib
+
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def file_checksum(path: Path) -> str:
+    with open(path, "rb") as f:
+        return content_checksum(f.read())
 
 
 def atomic_write_text(path: Path, text: str) -> None:

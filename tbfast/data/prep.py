@@ -18,8 +18,8 @@ from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 
-from tbfast.data.manifest import (REPORT, SHORT_FRAMES, VideoRecord, atomic_write_text, write_classes,
-                                  write_manifest)
+from tbfast.data.manifest import (REPORT, SHORT_FRAMES, VideoRecord, atomic_write_text, file_checksum,
+                                  write_classes, write_manifest)
 from tbfast.data.sources import SourceItem, list_source
 from tbfast.data.transcode import CODECS, BadVideo, Settings, transcode
 from tbfast.errors import UserError
@@ -72,7 +72,7 @@ def _work(src: str, dst: str, settings: Settings) -> dict:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, dst_p)
-        return {"ok": True, **asdict(res), "size": dst_p.stat().st_size}
+        return {"ok": True, **asdict(res), "size": dst_p.stat().st_size, "blake2b": file_checksum(dst_p)}
     except BadVideo as exc:
         return {"ok": False, "reason": str(exc)}
     except Exception as exc:  # a crash on one video must not stop the others
@@ -175,8 +175,14 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
     for i, (it, dst) in enumerate(zip(items, dsts)):
         e = journal.get(it.source)
         sid = _source_id(src / it.source)
-        if (e and e.get("key") == key and e.get("src_id") == sid and e.get("record", {}).get("path") == dst
-                and (out / dst).is_file() and (out / dst).stat().st_size == e.get("size")):
+        trusted = (e and e.get("key") == key and e.get("src_id") == sid and e.get("record", {}).get("path") == dst
+                   and (out / dst).is_file() and (out / dst).stat().st_size == e.get("size"))
+        if trusted:  # the same size is not enough: the content must be what was written
+            digest = file_checksum(out / dst)
+            want = e["record"].get("blake2b")  # absent in journals from before checksums: recorded now
+            trusted = digest == want if want else True
+        if trusted:
+            e = {**e, "record": {**e["record"], "bytes": e["size"], "blake2b": digest}}
             rec = VideoRecord.from_dict(e["record"])
             rec.label, rec.class_name, rec.split = label[it.class_name], it.class_name, it.split
             records[i] = rec
@@ -203,7 +209,8 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
             flags.append("odd_size")
         rec = VideoRecord(path=dst, label=label[it.class_name], class_name=it.class_name, split=it.split,
                           frames=res["frames"], fps=round(res["fps"], 6), width=res["width"],
-                          height=res["height"], source=it.source, flags=flags)
+                          height=res["height"], source=it.source, flags=flags, bytes=res["size"],
+                          blake2b=res["blake2b"])
         records[i] = rec
         for n in res["notes"]:
             warnings.append({"source": it.source, "reason": n})

@@ -171,7 +171,8 @@ def test_bad_inputs_reported_rest_proceeds_and_rerun_skips(tmp_path, synth_src, 
     assert set(recs) == {good.name for good in (src / "good").iterdir()} | {"odd.avi", "tiny.avi"}
     assert recs["tiny.avi"].frames == 3 and "short" in recs["tiny.avi"].flags
     assert "odd_size" in recs["odd.avi"].flags and recs["odd.avi"].width % 2 == 0
-    assert rep["counts"] == {"listed": 10 + (os.geteuid() != 0), "prepared": 4, "transcoded": 4, "skipped": 0, "failed": 6, "short": 4,
+    assert rep["counts"] == {"listed": 10 + (os.geteuid() != 0), "prepared": 4, "transcoded": 4, "kept_earlier": 0,
+                             "skipped": 0, "failed": 6, "short": 4,
                              "train": 4, "test": 0, "classes": 2}
     # second run: everything done is skipped, failures reported again
     assert main(args) == 1
@@ -343,3 +344,16 @@ def test_corrupted_prepared_video_is_an_error_in_every_loader_and_rerun_re_encod
     rep = json.loads((copy / "prep_report.json").read_text())
     assert rep["counts"]["transcoded"] == 1 and rep["counts"]["skipped"] == len(recs) - 1
     assert file_checksum(victim) == read_manifest(copy)[i].blake2b
+    # a failed re-run (a source video gone, e.g. an unplugged disk) keeps the earlier prepared file
+    src = tmp_path / "src"
+    shutil.copytree(report["source"], src)
+    gone = src / recs[i].source
+    gone.unlink()
+    before = read_manifest(copy)
+    args[2] = str(src)
+    assert main([*args, "--short-side", "20"]) == 1  # other settings: everything else is re-encoded
+    err = capsys.readouterr().err
+    assert "kept the earlier prepared file" in err
+    after = read_manifest(copy)
+    assert len(after) == len(before) and after[i].path == before[i].path and after[i].width == before[i].width
+    assert json.loads((copy / "prep_report.json").read_text())["counts"]["kept_earlier"] == 1

@@ -197,12 +197,32 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
     t0 = time.time()
     jf = open(journal_path, "a", encoding="utf-8")
 
+    kept_earlier: list[int] = []
+
+    def _keep_earlier(i: int) -> None:
+        """A video this run could not (re-)prepare keeps its earlier prepared file, if that is intact:
+        a failed re-run (source unplugged, a decoder crash) never drops work that was done."""
+        it, prev = items[i], journal.get(items[i].source)
+        path = (prev or {}).get("record", {}).get("path")
+        want = (prev or {}).get("record", {}).get("blake2b")
+        if not (path and want and (out / path).is_file() and file_checksum(out / path) == want):
+            return
+        rec = VideoRecord.from_dict(prev["record"])
+        rec.label, rec.class_name, rec.split = label[it.class_name], it.class_name, it.split
+        records[i] = rec
+        kept[it.source] = prev
+        kept_earlier.append(i)
+        note = f"kept the earlier prepared file {path} (settings {prev.get('key')}); fix the failure and re-run"
+        warnings.append({"source": it.source, "reason": note})
+        console.print(f"[yellow]note[/yellow] {it.source}: {note}")
+
     def done(i: int, res: dict) -> None:
         it, dst = items[i], dsts[i]
         if not res["ok"]:
             failures.append({"source": it.source, "class_name": it.class_name, "split": it.split,
                              "reason": res["reason"]})
             console.print(f"[red]FAILED[/red] {it.source}: {res['reason']}")
+            _keep_earlier(i)
             return
         flags = ["short"] if res["frames"] < SHORT_FRAMES else []
         if res["src_width"] % 2 or res["src_height"] % 2:
@@ -247,13 +267,14 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
 
     # compact the journal to this run's outputs
     atomic_write_text(journal_path, "".join(json.dumps(kept[k]) + "\n" for k in sorted(kept)))
-    ordered = [records[i] for i in sorted(records, key=lambda i: dsts[i])]
+    ordered = [records[i] for i in sorted(records, key=lambda i: records[i].path)]
     write_manifest(out, ordered)
     write_classes(out, classes)
     counts = {
         "listed": len(items),
         "prepared": len(ordered),
-        "transcoded": len(ordered) - skipped,
+        "transcoded": len(ordered) - skipped - len(kept_earlier),
+        "kept_earlier": len(kept_earlier),
         "skipped": skipped,
         "failed": len(failures),
         "short": sum("short" in r.flags for r in ordered),

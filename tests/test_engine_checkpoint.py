@@ -207,5 +207,27 @@ def test_one_writer_per_folder_and_stale_locks_are_taken_over(prepared, synth_sr
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
     hold(run, int(dead))
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    leak = run / "checkpoints" / ".last.pt.k1ll3d.tmp"  # a checkpoint write killed half-way
+    leak.write_bytes(b"\0" * 1000)
     assert cli(args) == 0
+    assert not leak.exists()
     assert not (run / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("section,key,value", [
+    ("optim", "lr", "0"), ("optim", "lr", "nan"), ("optim", "lr", "-1e-3"), ("loss", "tau", "0"),
+    ("model", "dropout", "1.0"), ("train", "log_every", "0"), ("data", "num_threads", "0"), ("data", "size", "0"),
+    ("train", "max_steps", "-1"), ("data", "ssl_crop_scale", "[0, 0]"), ("optim", "betas", "[0.9]"),
+    ("optim", "betas", "[0.9, 1.5]"), ("train", "epochs", "0"), ("eval", "clips", "0"), ("optim", "lr", "inf"),
+])
+def test_nonsense_config_values_are_refused_naming_the_value(section, key, value):
+    with pytest.raises(UserError, match=f"{section}.{key}="):
+        resolve("invariant", "synthetic_tiny", parse_set([f"{section}.{key}={value}"]))
+
+
+def test_cli_refuses_a_nonsense_value_before_any_work(prepared, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli(["train", "invariant", "--data", str(prepared), "--out", str(out), "--max-steps", "-1", *TINY]) == 2
+    assert "train.max_steps=-1" in capsys.readouterr().err
+    assert not out.exists()

@@ -41,6 +41,17 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def remove_stale_temps(folder: Path) -> int:
+    """Delete the temporary files a killed atomic write left in ``folder`` (``.NAME.*.tmp``); call
+    only while holding the folder's lock. Returns how many were removed."""
+    n = 0
+    for p in Path(folder).glob(".*.tmp"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic_write(path, lambda f: f.write(data))
 

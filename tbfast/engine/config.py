@@ -263,10 +263,62 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
             raise UserError(f"{section}.{key}={value!r}: choose one of {', '.join(allowed)}")
-    if cfg.data.batch_size < 1 or cfg.train.epochs < 1:
-        raise UserError("batch size and epochs must be at least 1")
     if cfg.eval.crops not in (1, 3):
         raise UserError("eval.crops must be 1 or 3")
+    import math
+
+    inf = math.inf
+    # (section, key): (low, high, low inclusive, high inclusive, what is allowed); all finite
+    ranges = {
+        ("model", "proj_hidden"): (1, inf, True, True, "at least 1"),
+        ("model", "proj_out"): (1, inf, True, True, "at least 1"),
+        ("model", "dropout"): (0, 1, True, False, "in [0, 1)"),
+        ("data", "size"): (16, 4096, True, True, "16 to 4096 pixels"),
+        ("data", "num_threads"): (1, 1024, True, True, "at least 1"),
+        ("data", "batch_size"): (1, inf, True, True, "at least 1"),
+        ("data", "eval_batch_size"): (1, inf, True, True, "at least 1"),
+        ("optim", "lr"): (0, inf, False, True, "a positive number"),
+        ("optim", "weight_decay"): (0, inf, True, True, "0 or more"),
+        ("optim", "warmup_epochs"): (0, inf, True, True, "0 or more"),
+        ("optim", "warmup_start"): (0, 1, False, True, "in (0, 1]"),
+        ("optim", "plateau_patience"): (0, inf, True, True, "0 or more"),
+        ("optim", "plateau_factor"): (0, 1, False, True, "in (0, 1]"),
+        ("optim", "plateau_threshold"): (0, inf, True, True, "0 or more"),
+        ("optim", "min_lr"): (0, inf, True, True, "0 or more"),
+        ("optim", "clip_grad"): (0, inf, True, True, "0 (off) or more"),
+        ("loss", "tau"): (0, inf, False, True, "a positive number"),
+        ("loss", "w_inv"): (0, inf, True, True, "0 or more"),
+        ("loss", "w_ll"): (0, inf, True, True, "0 or more"),
+        ("loss", "w_gl"): (0, inf, True, True, "0 or more"),
+        ("loss", "w_labeled"): (0, inf, True, True, "0 or more"),
+        ("loss", "w_unlabeled"): (0, inf, True, True, "0 or more"),
+        ("train", "epochs"): (1, inf, True, True, "at least 1"),
+        ("train", "log_every"): (1, inf, True, True, "at least 1"),
+        ("train", "ckpt_every"): (0, inf, True, True, "0 (epoch ends only) or more"),
+        ("train", "max_steps"): (0, inf, True, True, "0 (no limit) or more"),
+        ("train", "val_every"): (1, inf, True, True, "at least 1"),
+        ("train", "seed"): (0, 2**63 - 1, True, True, "0 or more"),
+        ("eval", "clips"): (1, 1000, True, True, "1 to 1000"),
+        ("eval", "chunk"): (1, inf, True, True, "at least 1"),
+        ("recipe", "fraction"): (0, 1, False, True, "in (0, 1]"),
+        ("recipe", "split_seed"): (0, inf, True, True, "0 or more"),
+    }
+    for (section, key), (lo, hi, lo_inc, hi_inc, allowed) in ranges.items():
+        v = getattr(getattr(cfg, section), key)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (v >= lo if lo_inc else v > lo) and (v <= hi if hi_inc else v < hi)
+        if not ok:
+            raise UserError(f"{section}.{key}={v!r}: must be {allowed}")
+    b = cfg.optim.betas
+    if not (isinstance(b, (tuple, list)) and len(b) == 2
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1 for x in b)):
+        raise UserError(f"optim.betas={b!r}: must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+    for key in ("ssl_crop_scale", "train_crop_scale"):
+        c = getattr(cfg.data, key)
+        if c and not (isinstance(c, (tuple, list)) and len(c) == 2
+                      and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in c)
+                      and 0 < c[0] <= c[1] <= 1):
+            raise UserError(f"data.{key}={c!r}: must be [low, high] with 0 < low <= high <= 1 (or empty)")
 
 
 # ``group_bn_exec: auto`` on the CPU: separate calls from this many clips per group on, one pass below

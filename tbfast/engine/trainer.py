@@ -124,6 +124,10 @@ class Trainer:
             raise
 
     def _setup(self, cfg: Config, task: Task, model: nn.Module, dist: Dist, resume: str | None) -> None:
+        if self.main:  # a checkpoint or config write killed half-way leaves its temporary file
+            n = ck.remove_stale_temps(self.run_dir) + ck.remove_stale_temps(self.ckpt_dir)
+            if n:
+                self.log(f"removed {n} temporary file(s) of an interrupted write in {self.run_dir}")
         resume = self._claim_run_dir(resume)
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -132,6 +132,15 @@ def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
     assert cli(args) == 0
     err = capsys.readouterr().err
     assert err.count("nothing to do") == 8 and "== similarity" not in err
+    # other settings in the same OUT: refused, nothing overwritten (models trained at 0.5 are never
+    # reported as trained at 0.34, nor with another objective)
+    before = (out / "invariant" / "checkpoints" / "last.pt").read_bytes()
+    for changed in (["--fraction", "1.0"], ["--set", "loss.reduction=mean"]):  # (0.34 gives the same split here)
+        bad = [a for a in args if a not in ("--fraction", "0.5")] + changed
+        assert cli(bad) == 2, changed
+        assert "holds the" in capsys.readouterr().err
+    assert (out / "invariant" / "checkpoints" / "last.pt").read_bytes() == before
+    assert json.loads((out / "results.json").read_text())["fraction"] == 0.5
 
 
 @pytest.mark.parametrize("command", ["train invariant", "train distinctive", "train combined", "train finetune",

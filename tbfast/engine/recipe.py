@@ -40,21 +40,65 @@ def _done(run_dir: Path) -> dict | None:
     return None
 
 
-def _stage(name: str, run_dir: Path, fn, log, timings: dict, summaries: dict) -> dict:
+FINGERPRINT = "recipe_fingerprint.txt"
+# settings that do not change what a stage computes
+_COSMETIC = {"train": ("progress", "log_every", "ckpt_every", "val_every"), "eval": ("chunk",)}
+
+
+def fingerprint(cfg, **inputs) -> str:
+    """What a stage computes: its resolved config (less display settings) and its inputs (split digest,
+    upstream stages' fingerprints). Stored with the stage; a re-run reuses it only if they agree."""
+    import hashlib
+
+    d = cfg.to_dict()
+    d.pop("preset", None)
+    d.pop("recipe", None)  # what it selects enters as inputs (manifest, split digest, init)
+    for section, keys in _COSMETIC.items():
+        for k in keys:
+            d.get(section, {}).pop(k, None)
+    blob = json.dumps({"config": d, "inputs": inputs}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _refuse(name: str, where: Path, why: str) -> UserError:
+    return UserError(f"{where} holds the {name} stage of another recipe ({why}): this run's settings or inputs "
+                     f"differ (e.g. --fraction, --set, the preset or an upstream stage). Use another --out, or "
+                     f"delete {where} to compute it again")
+
+
+def _stage(name: str, run_dir: Path, fn, log, timings: dict, summaries: dict, fp: str) -> dict:
     prev = _done(run_dir)
+    marker = run_dir / FINGERPRINT
+    was = marker.read_text().strip() if marker.is_file() else None
     if prev is not None and (run_dir / "checkpoints" / "last.pt").exists():
+        got = prev.get("fingerprint") or was
+        if got != fp:
+            raise _refuse(name, run_dir, "made by an older tbfast" if got is None else
+                          f"fingerprint {got}, this run {fp}")
         log(f"== {name}: already done ({run_dir}), reusing")
         summaries[name] = prev
         timings[name] = prev.get("wall_seconds", 0.0)
         return prev
+    if (run_dir / "checkpoints" / "last.pt").exists() and was != fp:  # interrupted: resume only the same
+        raise _refuse(name, run_dir, f"an interrupted run with fingerprint {was or 'none (an older tbfast)'}, "
+                      f"this run {fp}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(marker, (fp + "\n").encode())
     log(f"== {name}")
     t0 = time.perf_counter()
     s = fn()
+    s["fingerprint"] = fp
     s["wall_seconds"] = round(time.perf_counter() - t0, 2)
     stages._write_summary(run_dir, s, Dist())
     summaries[name] = s
     timings[name] = s["wall_seconds"]
     return s
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else ""
 
 
 def prepare_synthetic(out: Path, cfg, log) -> Path:
@@ -110,18 +154,27 @@ def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | N
         student_init = ck[student_init]
     elif student_init != "scratch" and not Path(student_init).is_file():
         raise UserError(f"recipe.student_init {student_init!r}: use scratch, invariant, distinctive or a checkpoint file")
+    data_id = {"prepared": str(Path(prepared).resolve()), "manifest": _digest(Path(prepared) / "manifest.jsonl")}
+    fps = {n: fingerprint(cfg_of(n), **data_id) for n in ("invariant", "distinctive")}
     _stage("invariant", d["invariant"], lambda: stages.train_ssl(
-        cfg_of("invariant"), prepared, d["invariant"], dist=dist, resume="auto", log=log), log, timings, summaries)
+        cfg_of("invariant"), prepared, d["invariant"], dist=dist, resume="auto", log=log), log, timings, summaries,
+        fps["invariant"])
     _stage("distinctive", d["distinctive"], lambda: stages.train_ssl(
-        cfg_of("distinctive"), prepared, d["distinctive"], dist=dist, resume="auto", log=log), log, timings, summaries)
+        cfg_of("distinctive"), prepared, d["distinctive"], dist=dist, resume="auto", log=log), log, timings, summaries,
+        fps["distinctive"])
     for kind in ("invariant", "distinctive"):
         name = f"finetune_{kind}"
+        fps[name] = fingerprint(cfg_of("finetune"), **data_id, split=digest, init=fps[kind])
         _stage(name, d[name], lambda kind=kind, name=name: stages.train_classifier(
             cfg_of("finetune"), prepared, d[name], dist=dist, labeled=labeled, init=ck[kind], resume="auto",
-            log=log), log, timings, summaries)
+            log=log), log, timings, summaries, fps[name])
     sim_file = out / "similarity.csv"
-    if sim_file.is_file() and (out / "similarity.json").is_file():
-        summaries["similarity"] = json.loads((out / "similarity.json").read_text())
+    fps["similarity"] = fingerprint(cfg_of("similarity"), **data_id, ssl=[fps["invariant"], fps["distinctive"]])
+    sim_prev = json.loads((out / "similarity.json").read_text()) if (out / "similarity.json").is_file() else None
+    if sim_file.is_file() and sim_prev is not None:
+        if sim_prev.get("fingerprint") != fps["similarity"]:
+            raise _refuse("similarity", out / "similarity.json", "scores of other self-supervised teachers")
+        summaries["similarity"] = sim_prev
         timings["similarity"] = summaries["similarity"].get("seconds", 0.0)
     else:
         log("== similarity")
@@ -130,27 +183,37 @@ def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | N
                                                             invariant=ck["invariant"], distinctive=ck["distinctive"],
                                                             dist=dist, log=log)
         timings["similarity"] = round(time.perf_counter() - t0, 2)
+        summaries["similarity"]["fingerprint"] = fps["similarity"]
         atomic_write_bytes(out / "similarity.json", json.dumps(summaries["similarity"], indent=2).encode())
+    fps["supervised"] = fingerprint(cfg_of("supervised"), **data_id, split=digest)
     _stage("supervised", d["supervised"], lambda: stages.train_classifier(
         cfg_of("supervised"), prepared, d["supervised"], dist=dist, labeled=labeled, init="scratch", resume="auto",
-        log=log), log, timings, summaries)
+        log=log), log, timings, summaries, fps["supervised"])
+    init_id = fps.get(base.recipe.student_init, str(student_init))
     for name, weighting in STUDENTS.items():
-        _stage(name, d[name], lambda name=name, weighting=weighting: stages.train_student(
-            cfg_of("student", {"loss": {"weighting": weighting}}), prepared, d[name], dist=dist, labeled=labeled,
+        scfg = cfg_of("student", {"loss": {"weighting": weighting}})
+        fps[name] = fingerprint(scfg, **data_id, split=digest, init=init_id, similarity=fps["similarity"],
+                                teachers=[fps["finetune_invariant"], fps["finetune_distinctive"]])
+        _stage(name, d[name], lambda name=name, scfg=scfg: stages.train_student(
+            scfg, prepared, d[name], dist=dist, labeled=labeled,
             unlabeled=unlabeled, teacher_inv=ck["finetune_invariant"], teacher_dis=ck["finetune_distinctive"],
-            similarity=sim_file, init=student_init, resume="auto", log=log), log, timings, summaries)
+            similarity=sim_file, init=student_init, resume="auto", log=log), log, timings, summaries, fps[name])
 
     evals = {}
     t0 = time.perf_counter()
     for name, src in (("supervised", "supervised"), ("teacher_invariant", "finetune_invariant"),
                       ("teacher_distinctive", "finetune_distinctive"), *((n, n) for n in STUDENTS)):
         res_file = d[src] / "eval.json"
-        if res_file.is_file():
-            evals[name] = json.loads(res_file.read_text())
-            continue
         ecfg = cfg_of("eval")
+        efp = fingerprint(ecfg, **data_id, model=fps[src])
+        if res_file.is_file():
+            prev = json.loads(res_file.read_text())
+            if prev.get("fingerprint") == efp:
+                evals[name] = prev
+                continue
         ecfg.train.progress = False
         evals[name] = stages.evaluate_checkpoint(ecfg, prepared, ck[src], dist=dist, split="test", log=log)
+        evals[name]["fingerprint"] = efp
         atomic_write_bytes(res_file, json.dumps(evals[name], indent=2).encode())
     timings["eval"] = round(time.perf_counter() - t0, 2)
     total = round(time.perf_counter() - t_start, 2)

@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser, command: str = "bench objectives")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the four runs and the summary")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="variants to run")
     p.add_argument("--recipe-args", default="", help="extra arguments for every `tbfast run`, e.g. \"--seed 1\"")
+    p.add_argument("--collect", action="store_true",
+                   help="train nothing: gather the finished runs already in DIR/<variant>/ (e.g. made by "
+                        "`tbfast run --out DIR/<variant> --set ...` by hand) into the table and the plot")
 
 
 def _epochs(run_dir: Path, terms: tuple[str, ...]) -> dict[str, list[float]]:
@@ -49,6 +52,15 @@ def _epochs(run_dir: Path, terms: tuple[str, ...]) -> dict[str, list[float]]:
     return out
 
 
+def _read_yaml(path: Path) -> dict | None:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,13 +69,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in args.variants:
         reduction, grouped = VARIANTS[name]
         run_dir = out / name
-        rc, sec = _tbfast(["run", "--out", str(run_dir), "--no-progress", "--set", f"loss.reduction={reduction}",
-                           "--set", f"model.group_bn={str(grouped).lower()}", *shlex.split(args.recipe_args)], log)
+        if args.collect:
+            rc, sec = (0 if (run_dir / "results.json").is_file() else 1), 0.0
+        else:
+            rc, sec = _tbfast(["run", "--out", str(run_dir), "--no-progress", "--set", f"loss.reduction={reduction}",
+                               "--set", f"model.group_bn={str(grouped).lower()}", *shlex.split(args.recipe_args)], log)
         r = _read(run_dir / "results.json") or {}
+        cfg = _read_yaml(run_dir / "invariant" / "config.yaml")
+        if cfg and ((cfg.get("loss") or {}).get("reduction"), (cfg.get("model") or {}).get("group_bn")) != (
+                reduction, grouped):
+            raise SystemExit(f"{run_dir} was not trained as {name} (its invariant stage has loss.reduction="
+                             f"{cfg['loss'].get('reduction')}, model.group_bn={cfg['model'].get('group_bn')})")
         res["variants"][name] = {
             "reduction": reduction, "group_bn": grouped, "rc": rc, "seconds": r.get("total_seconds", sec),
             "top1": {k: r.get("top1_all", {}).get(k) for k in MODELS}, "test_videos": r.get("test_videos"),
             "checks": r.get("checks"),
+            "ssl_batch": (cfg or {}).get("data", {}).get("batch_size"),
             "curves": {"invariant": _epochs(run_dir / "invariant", ("loss", "L_I")),
                        "distinctive": _epochs(run_dir / "distinctive", ("loss", "L_D1", "L_D2"))},
         }
@@ -113,6 +134,9 @@ def plot(res: dict[str, Any], path: Path) -> None:
                 label = "per clip group" if v["group_bn"] else "one set (mixed)"
                 ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3, label=label,
                         ls="-" if v["group_bn"] else "--")
+            b = next((v.get("ssl_batch") for v in res["variants"].values() if v["reduction"] == red), None)
+            if b:  # the value of the term when every candidate is equally likely
+                ax.axhline(_chance(term, red, int(b)), color="grey", ls=":", lw=1, label=f"chance (B={b})")
             ax.set_title(f"{title} ({red} reduction)", fontsize=10)
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
@@ -122,6 +146,19 @@ def plot(res: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _chance(term: str, reduction: str, b: int) -> float:
+    import math
+
+    from tbfast.losses import reduction_scales
+
+    s_short, s_ll, s_gl = reduction_scales(reduction, b)
+    if term == "L_I":  # NT-Xent of B pairs: 2B-1 candidates per anchor, global pair + local part
+        return math.log(2 * b - 1) * (1 + s_short)
+    if term == "L_D1":  # per video, 4 pairs: 7 candidates
+        return math.log(7) * s_ll
+    return 2 * math.log(4) * s_gl  # rows and columns of 4x4 matrices
 
 
 def report(res: dict[str, Any]) -> None:

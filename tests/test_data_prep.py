@@ -13,6 +13,7 @@ import pytest
 
 from tbfast.cli import main
 from tbfast.data.manifest import read_classes, read_manifest, split_indices
+from tbfast.errors import UserError
 from tbfast.data.prep import JOURNAL, prepare
 from tbfast.data.transcode import keyframe_indices, verify
 
@@ -357,3 +358,21 @@ def test_corrupted_prepared_video_is_an_error_in_every_loader_and_rerun_re_encod
     after = read_manifest(copy)
     assert len(after) == len(before) and after[i].path == before[i].path and after[i].width == before[i].width
     assert json.loads((copy / "prep_report.json").read_text())["counts"]["kept_earlier"] == 1
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("frames", -5, "frames -5"), ("label", 99, "has label 99"), ("fps", 0, "fps 0"), ("split", "val", "split 'val'"),
+    ("path", "../outside.webm", "relative path"), ("width", "wide", "size"),
+])
+def test_nonsense_manifest_values_are_refused_when_read(prepared, tmp_path, field, value, message):
+    import shutil
+
+    copy = tmp_path / "prepared"
+    shutil.copytree(prepared, copy)
+    lines = (copy / "manifest.jsonl").read_text().splitlines()
+    rec = json.loads(lines[3])
+    rec[field] = value
+    lines[3] = json.dumps(rec)
+    (copy / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=message):
+        read_manifest(copy)

@@ -88,10 +88,47 @@ def read_manifest(prepared: str | Path) -> list[VideoRecord]:
             if not line.strip():
                 continue
             try:
-                records.append(VideoRecord.from_dict(json.loads(line)))
-            except (ValueError, TypeError) as exc:
+                rec = VideoRecord.from_dict(json.loads(line))
+            except (ValueError, TypeError, AttributeError) as exc:
                 raise UserError(f"{path}:{n}: not a manifest line ({exc}); re-run `tbfast data prep`") from exc
+            bad = _invalid(rec)
+            if bad:
+                raise UserError(f"{path}:{n}: {bad}; re-run `tbfast data prep` to rewrite the manifest")
+            records.append(rec)
+    classes_file = Path(prepared) / CLASSES
+    if records and classes_file.is_file():
+        n_classes = len(read_classes(prepared))
+        over = next((r for r in records if r.label >= n_classes), None)
+        if over is not None:
+            raise UserError(f"{path}: {over.path} has label {over.label} but {classes_file} lists {n_classes} "
+                            "classes; the two files come from different preparations - re-run `tbfast data prep`")
     return records
+
+
+def _invalid(r: VideoRecord) -> str | None:
+    """Why a manifest record cannot be right (None if it can)."""
+    import math
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not isinstance(r.path, str) or not r.path or r.path.startswith("/") or ".." in r.path.split("/"):
+        return f"path {r.path!r} must be a relative path inside the prepared folder"
+    if any(ord(ch) < 32 for ch in r.path):
+        return f"path {r.path!r} contains control characters"
+    if not is_int(r.label) or r.label < 0:
+        return f"label {r.label!r} must be an integer >= 0"
+    if r.split not in ("train", "test"):
+        return f"split {r.split!r} must be train or test"
+    if not is_int(r.frames) or r.frames < 1:
+        return f"frames {r.frames!r} must be a positive integer"
+    if not is_int(r.width) or not is_int(r.height) or r.width < 1 or r.height < 1:
+        return f"size {r.width!r}x{r.height!r} must be positive integers"
+    if not isinstance(r.fps, (int, float)) or isinstance(r.fps, bool) or not math.isfinite(r.fps) or r.fps <= 0:
+        return f"fps {r.fps!r} must be a positive number"
+    if not isinstance(r.flags, list):
+        return f"flags {r.flags!r} must be a list"
+    return None
 
 
 def read_classes(prepared: str | Path) -> list[str]:

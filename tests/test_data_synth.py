@@ -135,3 +135,13 @@ def test_extra_test_videos_only_in_test_groups(tmp_path):
     v = "UCF-101/MoveUp/v_MoveUp_g08_c01.avi"
     assert (plain / v).read_bytes() == (out / v).read_bytes()
     assert len(list((out / "UCF-101").rglob("*.avi"))) == 2 * (8 + 9)
+
+
+@pytest.mark.parametrize("bad,message", [(["--fps", "0"], "--fps 0"), (["--short-fraction", "2"], "--short-fraction"),
+                                         (["--order-pairs", "-1"], "--order-pairs"), (["--classes", "0"], "at least 1")])
+def test_synth_refuses_nonsense_options(tmp_path, capsys, bad, message):
+    from tbfast.cli import main
+
+    assert main(["data", "synth", str(tmp_path / "out"), *bad]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -60,6 +60,12 @@ class SynthOptions:
             raise UserError(f"--difficulty {self.difficulty}: use a value in [0, 3]")
         if self.videos_per_class < 2:
             raise UserError("--videos-per-class must be at least 2 (one test and one train video)")
+        if not 1 <= self.fps <= 240:
+            raise UserError(f"--fps {self.fps}: use 1 to 240")
+        if not 0 <= self.short_fraction <= 1:
+            raise UserError(f"--short-fraction {self.short_fraction}: use a value in [0, 1]")
+        if self.order_pairs is not None and self.order_pairs < 0:
+            raise UserError(f"--order-pairs {self.order_pairs}: use 0 or more")
         if self.extra_test_videos < 0:
             raise UserError("--extra-test-videos must be 0 or more")
         if self.groups < TEST_GROUPS + 1:
@@ -69,6 +75,8 @@ class SynthOptions:
 
 def class_names(opt: SynthOptions) -> list[str]:
     n = opt.classes
+    if n < 1:
+        raise UserError(f"--classes {n}: at least 1")
     pairs = round(0.3 * n) if opt.order_pairs is None else opt.order_pairs
     pairs = max(0, min(pairs, len(ORDER_PAIRS), n // 2))
     n_app = n - 2 * pairs

@@ -100,8 +100,30 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert "non-finite" in msg and "last.pt" in msg and "--resume auto" in msg and "step 7" in msg
     assert isinstance(e.value, UserError)
     state = ck.load_checkpoint(tmp_path / "checkpoints" / "last.pt")
-    assert state["step"] == 6  # the last good one (every 2 steps), never a NaN model
+    # the step-6 weights gave the non-finite loss of step 7: set aside; last.pt is the one before (every 2 steps)
+    assert state["step"] == 4 and "step 6" in msg and "last.nonfinite.pt" in msg
+    assert ck.load_checkpoint(tmp_path / "checkpoints" / "last.nonfinite.pt")["step"] == 6
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_exploding_lr_leaves_a_usable_checkpoint_and_the_advised_recovery_works(tmp_path):
+    """--lr 1e38 --ckpt-every 1: the first update explodes the weights (finite, ~1e36) and the next
+    loss is non-finite; the exploded checkpoint must not stay last.pt, and a lower lr with --resume
+    auto must then train to the end with finite weights."""
+    cfg = _cfg(epochs=2, ckpt_every=1)
+    cfg.optim.lr, cfg.optim.warmup_epochs = 1e38, 0
+    with pytest.raises(NonFiniteLoss) as e:
+        _train(tmp_path, cfg)
+    assert "--resume auto" in str(e.value)
+    last = tmp_path / "checkpoints" / "last.pt"
+    if last.exists():  # what stays must be weights that gave a finite loss after them
+        state = ck.load_checkpoint(last)
+        assert max(v.abs().max().item() for v in state["model"].values() if v.is_floating_point()) < 1e6
+    cfg2 = _cfg(epochs=2, ckpt_every=1)
+    _, res = _train(tmp_path, cfg2, resume="auto")
+    state = ck.load_checkpoint(last)
+    assert res.epochs == 2 and state["finished"]
+    assert all(torch.isfinite(v).all() and v.abs().max() < 1e6 for v in state["model"].values() if v.is_floating_point())
 
 
 def test_warmup_then_halving_on_plateau():

@@ -153,6 +153,8 @@ class Trainer:
                                        patience=oc.plateau_patience, factor=oc.plateau_factor,
                                        threshold=oc.plateau_threshold, min_lr=oc.min_lr)
         self.epoch, self.batch, self.step = 0, 0, 0
+        self._ckpt_steps: dict[str, int | None] = {}  # step of last.pt / prev.pt written or resumed here
+        self._verified_step = 0  # every loss up to this step was seen finite
         self.best = -1.0
         self.epoch_state: dict | None = None
         self.finished = False
@@ -203,18 +205,51 @@ class Trainer:
         }
 
     def save(self, name: str = "last.pt", finished: bool = False) -> Path:
+        """Write a checkpoint of weights that are finite and whose losses so far were finite. ``last.pt``
+        keeps its predecessor as ``prev.pt``: if the next loss turns out non-finite, the weights of
+        ``last.pt`` are the ones that produced it, and the stop puts ``prev.pt`` back (``_keep_good``)."""
         self._check_finite()
+        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            self._nonfinite = getattr(self, "_nonfinite", torch.zeros((), dtype=torch.int32, device=self.device)) + 1
+            self._last_terms = f"non-finite weights in {bad[:3]}"
+            self._check_finite()
         state = self._state(finished)  # collective (RNG gather): every rank
         path = self.ckpt_dir / name
         if self.main:
+            if name == "last.pt" and path.exists():
+                os.replace(path, self.ckpt_dir / "prev.pt")
+                self._ckpt_steps["prev.pt"] = self._ckpt_steps.get("last.pt")
             ck.save_checkpoint(state, path)
+            self._ckpt_steps[name] = self.step
         barrier(self.dist)
         return path
+
+    def _keep_good(self) -> str:
+        """At a non-finite stop: make ``last.pt`` a checkpoint whose weights gave a finite loss after it.
+        A checkpoint of step c is good when the loss of step c+1, computed with its weights, was seen
+        finite. Returns the sentence for the error message."""
+        last, prev = self.ckpt_dir / "last.pt", self.ckpt_dir / "prev.pt"
+        c = self._ckpt_steps.get("last.pt")
+        if not last.exists():
+            return "no checkpoint was written yet"
+        if c is not None and self._verified_step >= c + 1:
+            return f"the last good checkpoint is {last} (step {c}, untouched)"
+        os.replace(last, self.ckpt_dir / "last.nonfinite.pt")
+        if prev.exists():
+            os.replace(prev, last)
+            self._ckpt_steps["last.pt"] = self._ckpt_steps.pop("prev.pt", None)
+            return (f"the checkpoint written just before (step {c}) holds the weights that gave the non-finite "
+                    f"loss and was moved to last.nonfinite.pt; {last} is now the one before it (step "
+                    f"{self._ckpt_steps['last.pt'] if self._ckpt_steps['last.pt'] is not None else '?'})")
+        return (f"the only checkpoint (step {c}) holds the weights that gave the non-finite loss and was moved to "
+                "last.nonfinite.pt (no good checkpoint is left: --resume auto starts afresh)")
 
     def _resume(self, resume: str) -> None:
         path = self.ckpt_dir / "last.pt" if resume == "auto" else Path(resume)
         if resume == "auto" and not path.exists():
             self.log(f"no checkpoint in {self.ckpt_dir}; starting from scratch")
+            self.metrics.truncate_after(0)  # lines of a run that left no checkpoint
             return
         state = ck.load_checkpoint(path)
         ck.expect(state, path, stages=(self.cfg.stage,), backbone=self.meta.get("backbone"),
@@ -226,6 +261,8 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.batch, self.step = int(state["epoch"]), int(state["batch"]), int(state["step"])
+        self._ckpt_steps = {"last.pt": self.step} if path == self.ckpt_dir / "last.pt" else {}
+        self._verified_step = self.step
         self.epoch_state = state.get("epoch_state")
         self.best = float(state.get("best", -1.0))
         self.finished = bool(state.get("finished"))
@@ -257,13 +294,14 @@ class Trainer:
     def _check_finite(self) -> None:
         flag = self._nonfinite.clone() if hasattr(self, "_nonfinite") else torch.zeros((), device=self.device)
         flag = all_reduce_sum(flag.float(), self.dist)
-        if flag.item() > 0:
-            last = self.ckpt_dir / "last.pt"
-            kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+        if flag.item() == 0:
+            self._verified_step = self.step
+        else:
+            kept = self._keep_good() if self.main else ""
             raise NonFiniteLoss(
                 f"{self.cfg.stage}: the loss became non-finite (NaN/inf) at or before step {self.step} "
-                f"(epoch {self.epoch + 1}, last terms {self._last_terms}); training stopped and {kept} "
-                f"(untouched). Try a lower --lr, --clip-grad 1.0, or --precision fp32, then --resume auto.")
+                f"(epoch {self.epoch + 1}, last terms {self._last_terms}); training stopped and {kept}. "
+                f"Try a lower --lr, --clip-grad 1.0, or --precision fp32, then --resume auto.")
 
     # ------------------------------------------------------------ one epoch
     def train_one_epoch(self, progress: ProgressView) -> bool:

@@ -217,8 +217,16 @@ class Trainer:
         state = self._state(finished)  # collective (RNG gather): every rank
         path = self.ckpt_dir / name
         if self.main:
-            if name == "last.pt" and path.exists():
-                os.replace(path, self.ckpt_dir / "prev.pt")
+            if name == "last.pt" and path.exists():  # prev.pt = the current last.pt; last.pt never missing
+                tmp = self.ckpt_dir / ".prev.pt.link.tmp"
+                tmp.unlink(missing_ok=True)
+                try:
+                    os.link(path, tmp)
+                except OSError:  # a filesystem without hard links
+                    import shutil
+
+                    shutil.copyfile(path, tmp)
+                os.replace(tmp, self.ckpt_dir / "prev.pt")
                 self._ckpt_steps["prev.pt"] = self._ckpt_steps.get("last.pt")
             ck.save_checkpoint(state, path)
             self._ckpt_steps[name] = self.step

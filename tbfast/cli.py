@@ -98,6 +98,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # permissions, a full disk, a file where a folder should be: one line
+        print(f"tbfast: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
+
+
+def _os_error(exc: OSError) -> str:
+    import errno
+
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    what = exc.strerror or str(exc)
+    hint = {errno.ENOSPC: "free some space (or choose another --out) and run the same command again: completed "
+                          "work is kept and resumed",
+            errno.EACCES: "check the permissions of that path", errno.EPERM: "check the permissions of that path",
+            errno.EROFS: "choose a writable folder", errno.ENOTDIR: "a file stands where a folder is needed",
+            errno.EISDIR: "a folder stands where a file is needed",
+            errno.ENOENT: "check that the path exists"}.get(exc.errno, "")
+    return f"{what}" + (f": {where}" if where else "") + (f" ({hint})" if hint else "")
 
 
 if __name__ == "__main__":

@@ -231,3 +231,18 @@ def test_cli_refuses_a_nonsense_value_before_any_work(prepared, tmp_path, capsys
     assert cli(["train", "invariant", "--data", str(prepared), "--out", str(out), "--max-steps", "-1", *TINY]) == 2
     assert "train.max_steps=-1" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_os_errors_are_one_line_not_a_traceback(prepared, tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    # a file where the run directory should be
+    assert cli(["train", "invariant", "--data", str(prepared), "--out", str(blocker / "run"), "--max-steps", "1",
+                "--batch-size", "2", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tbfast: error:") and "Traceback" not in err and str(blocker) in err
+    from tbfast.cli import _os_error
+    import errno
+
+    msg = _os_error(OSError(errno.ENOSPC, "No space left on device", "/data/run/checkpoints/last.pt"))
+    assert "No space left" in msg and "last.pt" in msg and "run the same command again" in msg

@@ -117,3 +117,42 @@ def test_folder_holdout_is_balanced_and_seeded(tmp_path):
         {i.source for i in list_folder(tmp_path, 0.5, seed=3)[1] if i.split == "test"}
     with pytest.raises(UserError):
         list_folder(tmp_path, 1.0)
+
+
+@pytest.mark.parametrize("row,message", [
+    ("abseiling,xyz,abc,10,train", "are not numbers"), ("abseiling,xyz,10,5,train", "below time_end"),
+    (",xyz,1,2,train", "without label"), ("abseiling,xyz,1,2,train,extra", "extra fields"),
+])
+def test_kinetics_malformed_rows_name_file_and_line(tmp_path, row, message):
+    (tmp_path / "k.csv").write_text("label,youtube_id,time_start,time_end,split\nabseiling,ok,0,10,train\n" + row + "\n")
+    with pytest.raises(UserError, match=rf"k\.csv:3: .*{message}"):
+        list_kinetics(tmp_path, tmp_path / "k.csv")
+
+
+def test_ucf101_class_listed_twice_is_refused(tmp_path):
+    d = _ucf(tmp_path)
+    (d / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 HandstandPushups\n3 YoYo\n4 yoyo\n")
+    with pytest.raises(UserError, match="listed twice"):
+        parse_ucf101_splits(d, 1)
+
+
+def test_prep_notes_empty_classes_and_refuses_out_inside_src(tmp_path, synth_src, capsys):
+    import shutil
+
+    from tbfast.cli import main
+
+    src = tmp_path / "src"
+    (src / "Empty").mkdir(parents=True)
+    (src / "Square").mkdir()
+    for v in sorted((synth_src / "UCF-101" / "Square").iterdir())[:2]:
+        shutil.copy(v, src / "Square" / v.name)
+    assert main(["data", "prep", str(src), str(src / "prepared"), "--format", "folder"]) == 2
+    assert "inside SRC" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert main(["data", "prep", str(src), str(out), "--format", "folder", "--short-side", "24", "--workers", "1",
+                 "--no-progress"]) == 0
+    assert "class Empty: this class has no videos" in capsys.readouterr().err
+    import json
+
+    rep = json.loads((out / "prep_report.json").read_text())
+    assert any(w["source"] == "Empty" and "no videos" in w["reason"] for w in rep["warnings"])

@@ -130,6 +130,9 @@ def _check_options(src: Path, out: Path, codec, fps, gop, short_side, workers, c
         raise UserError("--workers must be at least 1")
     if out.resolve() == src.resolve():
         raise UserError("OUT must differ from SRC")
+    if src.resolve() in out.resolve().parents:
+        raise UserError(f"OUT {out} is inside SRC {src}: its videos would be listed as source videos; "
+                        "put OUT elsewhere")
 
 
 def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path | None = None, split_id: int = 1,
@@ -153,6 +156,14 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
             items.append(it)
     if not items:
         raise UserError(f"no videos listed in {src} for format {fmt}; check SRC, --format and --splits")
+    for c in sorted(set(classes) - {it.class_name for it in items}):
+        duplicates.append({"source": c, "reason": "this class has no videos (it keeps its label, but no model can "
+                                                  "learn it); add its videos or remove the class"})
+        console.print(f"[yellow]note[/yellow] class {c}: {duplicates[-1]['reason']}")
+    bad_names = [it.source for it in items if any(ord(ch) < 32 or ch == "\x7f" for ch in it.source)]
+    if bad_names:
+        raise UserError(f"{len(bad_names)} video name(s) contain control characters (e.g. {bad_names[0]!r}), "
+                        "which split lists cannot hold; rename them")
     workers = workers or os.cpu_count() or 1
     workers = max(1, min(workers, len(items)))
     settings = Settings(codec=codec, fps=fps, gop=gop, short_side=short_side,

@@ -99,6 +99,10 @@ def parse_ucf101_splits(split_dir: Path, split_id: int = 1) -> tuple[list[str], 
         parts = ln.split()
         if len(parts) != 2 or not parts[0].isdigit():
             raise UserError(f"{ci}: expected lines '<index> <ClassName>', got {ln!r}")
+        if int(parts[0]) in classes:
+            raise UserError(f"{ci}: class index {parts[0]} is listed twice")
+        if parts[1].lower() in (c.lower() for c in classes.values()):
+            raise UserError(f"{ci}: class {parts[1]!r} is listed twice")
         classes[int(parts[0])] = parts[1]
     if sorted(classes) != list(range(1, len(classes) + 1)):
         raise UserError(f"{ci}: class indices must be 1..N without gaps")
@@ -173,7 +177,19 @@ def parse_kinetics_csv(paths: list[Path]) -> list[dict]:
             need = {"label", "youtube_id", "time_start", "time_end", "split"}
             if not reader.fieldnames or not need <= set(reader.fieldnames):
                 raise UserError(f"{p}: expected a CSV header with {','.join(sorted(need))}")
-            rows.extend(reader)
+            for row in reader:
+                where = f"{p}:{reader.line_num}"
+                if None in row or any(row.get(k) in (None, "") for k in ("label", "youtube_id", "split")):
+                    raise UserError(f"{where}: a row without label, youtube_id or split (or with extra fields): "
+                                    f"{row}; fix or remove that line")
+                try:
+                    start, end = float(row["time_start"]), float(row["time_end"])
+                except (TypeError, ValueError):
+                    raise UserError(f"{where}: time_start/time_end {row.get('time_start')!r}/{row.get('time_end')!r} "
+                                    "are not numbers; fix or remove that line") from None
+                if not (0 <= start < end):
+                    raise UserError(f"{where}: time_start {start} must be >= 0 and below time_end {end}")
+                rows.append(row)
     return rows
 
 

@@ -12,17 +12,19 @@ import argparse
 import os
 import time
 
+from tbfast.argtypes import positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("prepared", metavar="PREPARED", help="prepared dataset folder (tbfast data prep)")
     parser.add_argument("--mode", choices=["ssl", "train", "eval"], default="ssl", help="pipeline to measure")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="DALI backend")
     parser.add_argument("--json", default=None, metavar="FILE", help="write the results as JSON")
-    parser.add_argument("--videos", type=int, default=64,
+    parser.add_argument("--videos", type=positive_int, default=64,
                         help="videos timed per loader (from creating its iterator; the DALI pipeline is built before)")
-    parser.add_argument("--batch-size", type=int, default=8, help="videos per batch")
-    parser.add_argument("--size", type=int, default=112, help="output side in pixels")
-    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 2),
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="videos per batch")
+    parser.add_argument("--size", type=positive_int, default=112, help="output side in pixels")
+    parser.add_argument("--workers", type=positive_int, default=min(os.cpu_count() or 1, 2),
                         help="DALI threads = DataLoader workers of the baselines")
     parser.add_argument("--loaders", default="dali,decode,perclip,reference",
                         help="comma-separated subset of dali, decode (DALI decode-only), perclip, reference")

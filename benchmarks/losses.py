@@ -16,21 +16,22 @@ import os
 import sys
 from typing import Any, Callable
 
+from tbfast.argtypes import nonneg_int, positive_int
 from tbfast_benchmarks.common import machine_info, median, print_table, write_json
 
 
 def add_arguments(p: argparse.ArgumentParser, command: str = "bench losses") -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the losses run")
-    p.add_argument("--batches", type=int, nargs="+", default=None,
+    p.add_argument("--batches", type=positive_int, nargs="+", default=None,
                    help="videos per batch (default: 40 128 256 on cpu, 40 256 1024 on cuda)")
-    p.add_argument("--dim", type=int, default=128, help="embedding dimension d")
+    p.add_argument("--dim", type=positive_int, default=128, help="embedding dimension d")
     p.add_argument("--impls", nargs="+", default=None,
                    choices=["reference", "fused", "triton", "compiled"],
                    help="default: reference fused (+ triton on cuda); 'compiled' runs torch.compile first")
-    p.add_argument("--iters", type=int, default=20, help="timed calls per configuration")
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls per configuration")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--classes", type=int, default=101, help="classes for the distillation measurement")
+    p.add_argument("--iters", type=positive_int, default=20, help="timed calls per configuration")
+    p.add_argument("--warmup", type=nonneg_int, default=3, help="untimed calls per configuration")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--classes", type=positive_int, default=101, help="classes for the distillation measurement")
     p.add_argument("--reduction", choices=["reference", "mean"], default="reference",
                    help="loss reductions (docs/METHOD.md §4); the engine's default is reference")
     p.add_argument("--quick", action="store_true",

@@ -14,6 +14,7 @@ import multiprocessing as mp
 import time
 from typing import Any
 
+from tbfast.argtypes import nonneg_int, positive_int
 from tbfast_benchmarks.common import machine_info, median, print_table, time_calls, write_json
 
 # backbone: (frames, size, cpu batch, cuda batch)
@@ -46,19 +47,19 @@ def add_arguments(p: argparse.ArgumentParser, command: str = "bench step") -> No
     p.add_argument("--variant", choices=["plain", "tclr"], default="plain",
                    help="r3d18 layer4: torchvision's (temporal stride 2) or TCLR's (stride 1, dilation 2)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
-    p.add_argument("--batch", type=int, default=None, help="clips per step (default per backbone and device)")
-    p.add_argument("--frames", type=int, default=None, help="clip length (default per backbone)")
-    p.add_argument("--size", type=int, default=None, help="crop size (default per backbone)")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration")
+    p.add_argument("--batch", type=positive_int, default=None, help="clips per step (default per backbone and device)")
+    p.add_argument("--frames", type=positive_int, default=None, help="clip length (default per backbone)")
+    p.add_argument("--size", type=positive_int, default=None, help="crop size (default per backbone)")
+    p.add_argument("--steps", type=positive_int, default=3, help="timed steps per configuration")
+    p.add_argument("--warmup", type=nonneg_int, default=1, help="untimed steps per configuration")
     p.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=None, help="default: all for the device")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile configuration")
     p.add_argument("--no-student", action="store_true", help="skip the student-step measurement")
-    p.add_argument("--student-frames", type=int, default=8, help="clip length of the student step")
+    p.add_argument("--student-frames", type=positive_int, default=8, help="clip length of the student step")
     p.add_argument("--no-ssl", action="store_true", help="skip the self-supervised step (BatchNorm modes)")
-    p.add_argument("--ssl-batches", type=int, nargs="+", default=None,
+    p.add_argument("--ssl-batches", type=positive_int, nargs="+", default=None,
                    help="videos per self-supervised step (10 clips each); default per backbone and device")
-    p.add_argument("--ssl-size", type=int, default=None, help="crop size of the self-supervised step")
+    p.add_argument("--ssl-size", type=positive_int, default=None, help="crop size of the self-supervised step")
     p.add_argument("--quick", action="store_true", help="tiny shapes, one timed step: checks that it runs")
     p.add_argument("--json", default=None, help="write the results here")
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from tbfast.argtypes import positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     from tbfast.data.sources import FORMATS
@@ -14,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                         help="split files: ucf101 the ucfTrainTestlist folder (default SRC/ucfTrainTestlist), "
                              "hmdb51 the testTrainMulti_7030_splits folder (default SRC/testTrainMulti_7030_splits), "
                              "kinetics a CSV or a folder of CSVs (default SRC/*.csv)%(default).0s")
-    parser.add_argument("--split-id", type=int, default=1, help="official split number (ucf101, hmdb51: 1-3)")
+    parser.add_argument("--split-id", type=positive_int, default=1, help="official split number (ucf101, hmdb51: 1-3)")
     parser.add_argument("--test-fraction", type=float, default=0.0,
                         help="folder format: class-balanced share of each class held out as test")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --test-fraction holdout")

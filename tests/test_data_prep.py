@@ -341,7 +341,10 @@ def test_corrupted_prepared_video_is_an_error_in_every_loader_and_rerun_re_encod
     report = json.loads((copy / "prep_report.json").read_text())
     args = ["data", "prep", report["source"], str(copy), "--format", report["format"], "--short-side",
             str(report["settings"]["short_side"]), "--workers", "1", "--no-progress"]
+    leak = copy / ".manifest.jsonl.tmp4242"  # a manifest write killed half-way
+    leak.write_text("{")
     assert main(args) == 0
+    assert not leak.exists()
     rep = json.loads((copy / "prep_report.json").read_text())
     assert rep["counts"]["transcoded"] == 1 and rep["counts"]["skipped"] == len(recs) - 1
     assert file_checksum(victim) == read_manifest(copy)[i].blake2b

@@ -169,9 +169,12 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
     settings = Settings(codec=codec, fps=fps, gop=gop, short_side=short_side,
                         threads=max(1, (os.cpu_count() or 1) // workers), crf=crf)
     out.mkdir(parents=True, exist_ok=True)
-    # temporary files of an interrupted run are never trusted
+    # temporary files of an interrupted run are never trusted (we hold OUT's lock: no other writer)
     if (out / "videos").is_dir():
         for p in (out / "videos").rglob(".*.partial-*"):
+            p.unlink(missing_ok=True)
+    for p in list(out.glob(".*.tmp*")) + list((out / "splits").glob(".*.tmp*")):  # manifest/journal/report writes
+        if p.is_file():
             p.unlink(missing_ok=True)
     dsts = output_paths(items, codec)
     label = {c: i for i, c in enumerate(classes)}

@@ -308,7 +308,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.no_ssl:
         ssize, cpu_b, cuda_b = SSL_SHAPES[args.backbone]
         if args.quick:
-            ssize, cpu_b, cuda_b = 16, (1, 2), (2, 4)
+            ssize, cpu_b, cuda_b = 16, (2, 3), (2, 4)  # grouped BatchNorm needs 2 rows per head group
         for b in args.ssl_batches or (cuda_b if device == "cuda" else cpu_b):
             print(f"[bench step] {args.backbone} self-supervised step, {b} videos x 10 clips, BatchNorm modes ...",
                   flush=True)

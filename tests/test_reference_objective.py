@@ -247,3 +247,14 @@ def test_grouped_bn_keeps_state_dict_keys_and_eval_behaviour():
     conv.train()
     with bn_groups(conv, [1, 2]), pytest.raises(ValueError, match="do not add up"):
         conv(x)
+
+
+def test_grouped_bn_needs_two_videos_per_step():
+    from tbfast.engine.tasks import SSLTask
+    from tbfast.errors import UserError
+
+    cfg = resolve("invariant", "synthetic_tiny", {"data": {"batch_size": 1}})
+    with pytest.raises(UserError, match="at least 2 videos"):
+        SSLTask(cfg, torch.device("cpu"), loader=None)
+    cfg.model.group_bn = False  # one set of statistics over the 10 clips of the one video: allowed
+    assert SSLTask(cfg, torch.device("cpu"), loader=None).bn == "mixed"

@@ -106,6 +106,10 @@ class SSLTask(SingleLoaderTask):
         super().__init__(cfg, device, loader)
         self.objective = get_ssl_objective(cfg.loss.ssl_impl)
         self.bn = bn_mode(cfg, device.type)
+        if self.bn != "mixed" and cfg.data.batch_size < 2:
+            raise UserError("per-clip-group BatchNorm needs at least 2 videos per step and process (the projection "
+                            "head normalises each group of B rows); use --batch-size 2 or more, or "
+                            "--set model.group_bn=false")
         lc = cfg.loss
         self.terms = ("loss",) + tuple(t for t, w in (("L_I", lc.w_inv), ("L_D1", lc.w_ll), ("L_D2", lc.w_gl)) if w)
 

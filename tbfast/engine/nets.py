@@ -12,9 +12,6 @@ from torch import nn
 from tbfast.engine.config import ModelConfig
 
 
-BN_MODES = ("mixed", "calls", "pass")
-
-
 class SSLNet(nn.Module):
     def __init__(self, mc: ModelConfig):
         super().__init__()

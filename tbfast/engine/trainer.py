@@ -174,7 +174,7 @@ class Trainer:
         last = self.ckpt_dir / "last.pt"
         if resume == "overwrite":
             if self.main:
-                for name in ("last.pt", "best.pt"):
+                for name in ("last.pt", "best.pt", "prev.pt", "last.nonfinite.pt"):
                     (self.ckpt_dir / name).unlink(missing_ok=True)
                 for name in ("metrics.jsonl", "summary.json"):
                     (self.run_dir / name).unlink(missing_ok=True)
@@ -241,7 +241,9 @@ class Trainer:
         c = self._ckpt_steps.get("last.pt")
         if not last.exists():
             return "no checkpoint was written yet"
-        if c is not None and self._verified_step >= c + 1:
+        if c is None:  # neither written nor resumed by this process
+            return f"{last} was written before this run and is left as it was"
+        if self._verified_step >= c + 1:
             return f"the last good checkpoint is {last} (step {c}, untouched)"
         os.replace(last, self.ckpt_dir / "last.nonfinite.pt")
         if prev.exists():

@@ -42,7 +42,9 @@ def _done(run_dir: Path) -> dict | None:
 
 FINGERPRINT = "recipe_fingerprint.txt"
 # settings that do not change what a stage computes
-_COSMETIC = {"train": ("progress", "log_every", "ckpt_every", "val_every"), "eval": ("chunk",)}
+# (DALI's thread count changes how fast the planned clips are made, not which clips: plans are pure Python)
+_COSMETIC = {"train": ("progress", "log_every", "ckpt_every", "val_every"), "eval": ("chunk",),
+             "data": ("num_threads",)}
 
 
 def fingerprint(cfg, **inputs) -> str:

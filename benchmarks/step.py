@@ -236,13 +236,10 @@ def _measure_ssl(job: dict[str, Any]) -> dict[str, Any]:
     grads = {}
     for mode in ("calls", "pass"):
         net = copy.deepcopy(base)
-        nets["probe"] = net
-        net.zero_grad(set_to_none=True)
         with torch.autocast(dev, dtype=dtype or torch.float32, enabled=dtype is not None):
             z_long, z_short, z_slices = net(long, short, slices=True, bn=mode)
         fused_ssl_objective(z_long.float(), z_slices.float(), z_short.float(), reduction="reference")["loss"].backward()
         grads[mode] = torch.cat([p.grad.double().flatten() for p in net.parameters()])
-    del nets["probe"]
     grad_err = ((grads["pass"] - grads["calls"]).norm() / grads["calls"].norm()).item()
     times: dict[str, list[float]] = {m: [] for m in SSL_MODES}
     for _ in range(job["warmup"]):

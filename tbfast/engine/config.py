@@ -7,6 +7,7 @@ Presets live in ``tbfast/configs/<name>.yaml`` (or any path to a YAML file).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,8 +266,6 @@ def validate(cfg: Config) -> None:
             raise UserError(f"{section}.{key}={value!r}: choose one of {', '.join(allowed)}")
     if cfg.eval.crops not in (1, 3):
         raise UserError("eval.crops must be 1 or 3")
-    import math
-
     inf = math.inf
     # (section, key): (low, high, low inclusive, high inclusive, what is allowed); all finite
     ranges = {

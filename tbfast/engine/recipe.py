@@ -98,9 +98,9 @@ def _stage(name: str, run_dir: Path, fn, log, timings: dict, summaries: dict, fp
 
 
 def _digest(path: Path) -> str:
-    import hashlib
+    from tbfast.data.manifest import file_checksum
 
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else ""
+    return file_checksum(path) if path.is_file() else ""
 
 
 def prepare_synthetic(out: Path, cfg, log) -> Path:

@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from tbfast import lock
 from tbfast.engine import checkpoint as ck
 from tbfast.engine.config import Config, save_config
 from tbfast.engine.distributed import Dist, all_gather_object, all_reduce_sum, barrier, broadcast_object
@@ -113,8 +114,6 @@ class Trainer:
         self.validate = validate
         self.main = dist.main
         self._log = on_log or (lambda s: None)
-        from tbfast import lock
-
         # one writer per run directory (rank 0 writes everything); released when fit() ends
         self._lock = lock.acquire(self.run_dir, f"tbfast train {cfg.stage}", note=self.log) if self.main else None
         try:
@@ -426,8 +425,6 @@ class Trainer:
                     stopped = True
                     break
         except BaseException:
-            from tbfast import lock
-
             lock.release(self._lock)
             raise
         finally:
@@ -445,8 +442,6 @@ class Trainer:
                 plot_run(self.run_dir)
             except Exception as exc:  # plots are a convenience, never a failure
                 self.log(f"(plots skipped: {exc})")
-        from tbfast import lock
-
         lock.release(self._lock)
         best = self.ckpt_dir / "best.pt"
         last_loss = history[-1]["loss"] if history else None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from tbfast.losses.contrastive import reduction_scales
+
 __all__ = ["student_distill_loss"]
 
 
@@ -61,8 +63,7 @@ def student_distill_loss(
     logits_student (B, C); prob_inv, prob_dis (B, C) teacher probabilities; s (B,) scores in [0, 1]
     (or a float) -> scalar = distill(softmax(logits_student), s*p_inv + (1-s)*p_dis, kind, reduction).
     """
-    if reduction not in ("mean", "reference"):
-        raise ValueError(f"unknown loss reduction {reduction!r}; choose one of reference, mean")
+    reduction_scales(reduction, 1)  # validates the name
     with torch.no_grad():
         s_t = torch.as_tensor(s, dtype=prob_inv.dtype, device=prob_inv.device)
         if s_t.dim() == 1:

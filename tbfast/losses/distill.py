@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from tbfast.losses.contrastive import reduction_scales
+
 __all__ = ["distill", "DISTILL_KINDS"]
 
 DISTILL_KINDS = ("l2", "kl", "js")
@@ -23,8 +25,7 @@ def distill(p_student: torch.Tensor, p_teacher: torch.Tensor, kind: str = "l2",
     batch x classes); ``js``: Jensen-Shannon divergence (natural log), batch mean (the reference
     has no JS; both reductions agree). p_teacher is detached.
     """
-    if reduction not in ("mean", "reference"):
-        raise ValueError(f"unknown loss reduction {reduction!r}; choose one of reference, mean")
+    reduction_scales(reduction, 1)  # validates the name
     p_t = p_teacher.detach()
     p_s = p_student
     if kind == "l2":

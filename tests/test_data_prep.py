@@ -113,8 +113,11 @@ def test_variable_frame_rate_resampled_to_cfr(tmp_path):
                  pts=pts, time_base=Fraction(1, 1000))
     prepare(tmp_path / "src", tmp_path / "out", "folder", fps=25, short_side=24, workers=1, show_progress=False)
     (r,) = read_manifest(tmp_path / "out")
-    expect = [max(i for i, p in enumerate(pts) if round(p / 40) <= k) for k in range(round(pts[-1] / 40) + 1)]
-    assert r.frames == len(expect) == 35 and r.fps == 25.0
+    # output frame k shows the source frame current at k/25 s, until one average frame after the last
+    end = pts[-1] * 30 / 29
+    expect = [max(i for i, p in enumerate(pts) if p <= 40 * k) for k in range(int(np.ceil(end / 40)))]
+    assert r.frames == len(expect) == 36 and r.fps == 25.0
+    assert "vfr" in r.flags
     import av
 
     with av.open(str(tmp_path / "out" / r.path)) as c:

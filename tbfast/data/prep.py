@@ -160,6 +160,18 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
         duplicates.append({"source": c, "reason": "this class has no videos (it keeps its label, but no model can "
                                                   "learn it); add its videos or remove the class"})
         console.print(f"[yellow]note[/yellow] class {c}: {duplicates[-1]['reason']}")
+    unlisted: list[str] = []
+    if fmt == "folder":
+        from tbfast.data.sources import unlisted_in_folders
+
+        unlisted = unlisted_in_folders(src)
+        if unlisted:
+            shown = ", ".join(unlisted[:5]) + (", ..." if len(unlisted) > 5 else "")
+            reason = (f"{len(unlisted)} file(s) or folder(s) in class folders are not videos by their extension "
+                      f"and were not listed: {shown}. If some are videos, give them a video extension "
+                      "(.mp4, .mkv, .avi, .mts, ...); videos in nested folders are not listed")
+            duplicates.append({"source": str(src), "reason": reason, "unlisted": unlisted})
+            console.print(f"[yellow]note[/yellow] {reason}")
     bad_names = [it.source for it in items if any(ord(ch) < 32 or ch == "\x7f" for ch in it.source)]
     if bad_names:
         raise UserError(f"{len(bad_names)} video name(s) contain control characters (e.g. {bad_names[0]!r}), "
@@ -241,6 +253,7 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
         flags = ["short"] if res["frames"] < SHORT_FRAMES else []
         if res["src_width"] % 2 or res["src_height"] % 2:
             flags.append("odd_size")
+        flags += res.get("flags", [])
         rec = VideoRecord(path=dst, label=label[it.class_name], class_name=it.class_name, split=it.split,
                           frames=res["frames"], fps=round(res["fps"], 6), width=res["width"],
                           height=res["height"], source=it.source, flags=flags, bytes=res["size"],
@@ -295,6 +308,7 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
         "train": sum(r.split == "train" for r in ordered),
         "test": sum(r.split == "test" for r in ordered),
         "classes": len(classes),
+        "unlisted": len(unlisted),
     }
     report = {
         "format": fmt, "source": str(src), "split_id": split_id,

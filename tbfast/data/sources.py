@@ -30,7 +30,10 @@ from pathlib import Path
 
 from tbfast.errors import UserError
 
-VIDEO_EXTS = {".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv", ".ogv", ".3gp"}
+# matched case-insensitively; cameras and broadcast (.ts .mts .m2ts .mxf .vob .mod .tod .dv) included
+VIDEO_EXTS = {".avi", ".mp4", ".mkv", ".webm", ".mov", ".qt", ".mpg", ".mpeg", ".m2v", ".m4v", ".flv", ".f4v",
+              ".wmv", ".asf", ".ogv", ".3gp", ".3g2", ".ts", ".mts", ".m2ts", ".mxf", ".vob", ".mod", ".tod",
+              ".dv", ".divx", ".rm", ".rmvb", ".y4m"}
 FORMATS = ("ucf101", "hmdb51", "kinetics", "folder")
 
 
@@ -247,3 +250,21 @@ def list_folder(src: Path, test_fraction: float = 0.0, seed: int = 0) -> tuple[l
         test = set(rng.sample(vids, n_test)) if n_test else set()
         items.extend(SourceItem(f"{cls}/{v}", cls, "test" if v in test else "train") for v in vids)
     return classes, items
+
+
+def unlisted_in_folders(src: Path) -> list[str]:
+    """Files and folders inside the class folders of a ``folder`` source that are not listed as
+    videos (an unknown extension, or a nested folder), as paths relative to ``src``. Hidden names
+    (``.DS_Store``) are left out."""
+    out = []
+    for cls in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            entries = sorted(cls.iterdir())
+        except OSError:
+            continue
+        for p in entries:
+            if p.name.startswith("."):
+                continue
+            if p.is_dir() or p.suffix.lower() not in VIDEO_EXTS:
+                out.append(f"{cls.name}/{p.name}" + ("/" if p.is_dir() else ""))
+    return out

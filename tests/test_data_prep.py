@@ -177,7 +177,7 @@ def test_bad_inputs_reported_rest_proceeds_and_rerun_skips(tmp_path, synth_src, 
     assert "odd_size" in recs["odd.avi"].flags and recs["odd.avi"].width % 2 == 0
     assert rep["counts"] == {"listed": 10 + (os.geteuid() != 0), "prepared": 4, "transcoded": 4, "kept_earlier": 0,
                              "skipped": 0, "failed": 6, "short": 4,
-                             "train": 4, "test": 0, "classes": 2}
+                             "train": 4, "test": 0, "classes": 2, "unlisted": 0}
     # second run: everything done is skipped, failures reported again
     assert main(args) == 1
     assert "skipping 4 video(s)" in capsys.readouterr().err

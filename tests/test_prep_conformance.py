@@ -45,6 +45,10 @@ CASES = {
     "transposed": ("t.mp4", dict(n=30, w=48, h=64, rotation=270, hflip=True), dict(rate=25, flags=["orient:transpose"])),
     "full_range_mjpeg": ("j.avi", dict(n=30, codec="mjpeg", pix_fmt="yuvj420p", full_range=True),
                          dict(rate=25, flags=["full_range"])),
+    "full_range_h264": ("fr.mp4", dict(n=30, full_range=True), dict(rate=25, flags=["full_range"])),  # phones
+    # VP9/AV1 decoders keep yuv420p and only tag the range: the conversion must read the tag
+    "full_range_vp9": ("fr.webm", dict(n=30, fmt="webm", codec="libvpx-vp9", full_range=True,
+                                       time_base=Fraction(1, 1000)), dict(rate=25, flags=["full_range"])),
     "bt709_matrix": ("m.mp4", dict(n=30, colorspace="bt709"), dict(rate=25, flags=["matrix:bt709"])),
     "yuv444": ("y.mp4", dict(n=30, pix_fmt="yuv444p"), dict(rate=25, flags=[])),
     "ten_bit": ("x.mp4", dict(n=30, pix_fmt="yuv420p10le"), dict(rate=25, flags=[])),
@@ -196,3 +200,80 @@ def test_dali_sees_the_manifest_frame_counts(prepared):
         assert v.shape == (r.frames, r.height, r.width, 3), r.path
         j, red, dark = read_frame(v[len(v) // 2])
         assert j is not None and np.abs(red - RED).max() < 20 and np.abs(dark - DARK).max() < 10, (r.path, red, dark)
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+@pytest.mark.parametrize("hflip", [False, True])
+def test_all_eight_orientations_turn_upright(tmp_path, rotation, hflip):
+    """Each of the 8 display matrices (4 rotations x mirror) gives back the display picture; the
+    table follows FFmpeg's autorotate (checked against the ffmpeg 5.1 command line while writing it)."""
+    import av
+
+    from tbfast.data.transcode import _orient_plane, display_matrix, orientation
+
+    p = write_video(tmp_path / "o.mp4", n=2, first=37, rotation=rotation, hflip=hflip)
+    with av.open(str(p)) as c:
+        f = next(c.decode(video=0))
+        ops = orientation(display_matrix(f))
+        a = f.to_ndarray(format="rgb24")
+    shown = np.stack([_orient_plane(a[..., i], ops) for i in range(3)], -1)
+    assert shown.shape == (H, W, 3)
+    j, red, dark = read_frame(shown)
+    assert j == 37 and np.abs(red - RED).max() < 20 and np.abs(dark - DARK).max() < 10
+
+
+def test_implausible_rate_fails_with_the_reason_and_fps_fixes_it(tmp_path):
+    src = tmp_path / "src"
+    # 40 frames 1 ms apart: a real 1000 fps, which no action clip sampler can use as is
+    write_video(src / "a" / "fast.mkv", n=40, fmt="matroska", rate=1000, time_base=Fraction(1, 1000),
+                times=[i / 1000 for i in range(40)])
+    write_video(src / "a" / "ok.mp4", n=30)
+    rep = prepare(src, tmp_path / "out", "folder", short_side=SHORT, workers=1, show_progress=False)
+    (fail,) = rep["failures"]
+    assert fail["source"] == "a/fast.mkv" and "implausible frame rate 1000 fps" in fail["reason"]
+    assert "--fps" in fail["reason"] and rep["counts"]["prepared"] == 1
+    rep = prepare(src, tmp_path / "out30", "folder", fps=30, short_side=SHORT, workers=1, show_progress=False)
+    assert rep["counts"]["failed"] == 0
+    rec = next(r for r in read_manifest(tmp_path / "out30") if r.source == "a/fast.mkv")
+    assert rec.fps == 30.0 and rec.frames == 2  # 40 ms of video at 30 fps
+
+
+def test_truncation_is_still_found_with_a_start_offset_and_an_edit_list(tmp_path):
+    src = tmp_path / "src"
+    full = write_video(tmp_path / "o.mkv", n=80, fmt="matroska", start=5.0, time_base=Fraction(1, 1000)).read_bytes()
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "cut.mkv").write_bytes(full[: len(full) // 2])
+    mp4 = _write_edit_list(tmp_path / "e.mp4").read_bytes()
+    (src / "a" / "cut.mp4").write_bytes(mp4[: len(mp4) * 2 // 3])
+    write_video(src / "a" / "good.mkv", n=40, fmt="matroska", start=5.0, time_base=Fraction(1, 1000))
+    rep = prepare(src, tmp_path / "out", "folder", short_side=SHORT, workers=1, show_progress=False)
+    reasons = {f["source"]: f["reason"] for f in rep["failures"]}
+    assert set(reasons) == {"a/cut.mkv", "a/cut.mp4"}, reasons
+    assert all(r.startswith(("truncated", "not a video", "no frames")) for r in reasons.values()), reasons
+    assert rep["counts"]["prepared"] == 1
+
+
+def test_camera_extensions_listed_in_any_case_and_other_files_reported(tmp_path, capsys):
+    from tbfast.cli import main
+
+    src = tmp_path / "src"
+    for name in ("A.MTS", "b.m2ts", "c.ts", "d.Mp4"):
+        write_video(src / "cam" / name, n=20, fmt="mpegts" if "ts" in name.lower() else "mp4",
+                    options={"bf": "0"})
+    (src / "cam" / "notes.txt").write_text("shot list")
+    (src / "cam" / "clip.xyz").write_bytes(b"\0" * 10)
+    (src / "cam" / "sub").mkdir()
+    (src / "cam" / ".DS_Store").write_bytes(b"\0")
+    assert main(["data", "prep", str(src), str(tmp_path / "out"), "--format", "folder", "--short-side", "48",
+                 "--workers", "1", "--no-progress"]) == 0
+    assert sorted(r.source for r in read_manifest(tmp_path / "out")) == ["cam/A.MTS", "cam/b.m2ts", "cam/c.ts",
+                                                                         "cam/d.Mp4"]
+    err = " ".join(capsys.readouterr().err.split())
+    assert "3 file(s) or folder(s) in class folders are not videos" in err
+    assert "cam/clip.xyz" in err and "cam/notes.txt" in err and "cam/sub/" in err and "DS_Store" not in err
+    import json
+
+    rep = json.loads((tmp_path / "out" / "prep_report.json").read_text())
+    assert rep["counts"]["unlisted"] == 3
+    (w,) = [w for w in rep["warnings"] if "unlisted" in w]
+    assert w["unlisted"] == ["cam/clip.xyz", "cam/notes.txt", "cam/sub/"]

@@ -265,6 +265,6 @@ def unlisted_in_folders(src: Path) -> list[str]:
         for p in entries:
             if p.name.startswith("."):
                 continue
-            if p.is_dir() or p.suffix.lower() not in VIDEO_EXTS:
+            if p.suffix.lower() not in VIDEO_EXTS:  # (a folder named like a video is listed; prep reports it)
                 out.append(f"{cls.name}/{p.name}" + ("/" if p.is_dir() else ""))
     return out

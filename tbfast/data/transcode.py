@@ -231,7 +231,7 @@ def _cfr_frames(frames_with_time, fps: Fraction, end: float | None = None, tick:
             end = (t_prev - t0) * n / (n - 1)  # one average frame after the last
         else:
             end = n / float(fps) if t_prev is None else 1 / float(fps)
-    last = max(k + 1, math.ceil((end - eps) * fps))
+    last = max(k, 1, math.ceil((end - eps) * fps))
     while k < last:
         yield held
         k += 1

@@ -52,6 +52,8 @@ CASES = {
     "bt709_matrix": ("m.mp4", dict(n=30, colorspace="bt709"), dict(rate=25, flags=["matrix:bt709"])),
     "yuv444": ("y.mp4", dict(n=30, pix_fmt="yuv444p"), dict(rate=25, flags=[])),
     "ten_bit": ("x.mp4", dict(n=30, pix_fmt="yuv420p10le"), dict(rate=25, flags=[])),
+    "yuv422_10bit_bt709": ("x2.mov", dict(n=30, pix_fmt="yuv422p10le", colorspace="bt709"),
+                           dict(rate=25, flags=["matrix:bt709"])),
     "xvid_avi_bframes": ("v_X_g01_c01.avi", dict(n=40, fmt="avi", codec="mpeg4", time_base=Fraction(1, 25),
                                                  options={"bf": "2"}), dict(rate=25, flags=[])),
     "sar_4_3": ("s.mp4", dict(n=30, sar=Fraction(4, 3)), dict(rate=25, flags=["sar:4/3"])),

@@ -312,7 +312,7 @@ def _swaps(ops) -> bool:
 
 def colour_args(frame, coded_height: int) -> tuple[dict, list[str]]:
     """swscale arguments that turn ``frame`` into limited-range BT.601 YUV, and the flags saying
-    what was converted. An unspecified matrix is BT.709 for HD (720 lines and more) and BT.601
+    what was converted (and, for information, an HDR transfer or interlaced frames). An unspecified matrix is BT.709 for HD (720 lines and more) and BT.601
     below, as players assume."""
     fmt = frame.format.name
     full = frame.color_range == 2 or fmt.startswith("yuvj")
@@ -322,6 +322,11 @@ def colour_args(frame, coded_height: int) -> tuple[dict, list[str]]:
         src_cs = "itu709" if coded_height >= 720 else "itu601"
     elif src_cs in MATRIX_FLAGS and not fmt.startswith(("rgb", "bgr", "gbr", "gray")):
         flags.append(f"matrix:{MATRIX_FLAGS[src_cs]}")
+    trc = {16: "hdr:pq", 18: "hdr:hlg"}.get(int(frame.color_trc or 0))
+    if trc:
+        flags.append(trc)
+    if frame.interlaced_frame:
+        flags.append("interlaced")
     args = {"src_colorspace": src_cs, "dst_colorspace": "itu601",
             "src_color_range": "JPEG" if full else "MPEG", "dst_color_range": "MPEG"}
     return args, flags
@@ -440,6 +445,11 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
                 out.mux(ost.encode(vf))
                 n_out += 1
             flags += sorted(colour_flags)
+            if any(f.startswith("hdr:") for f in colour_flags):
+                notes.append("HDR transfer (PQ/HLG): the matrix and range are converted, the picture is not "
+                             "tone-mapped (it looks flat)")
+            if "interlaced" in colour_flags:
+                notes.append("interlaced frames: prepared as they are (not deinterlaced)")
         except av.error.FFmpegError as exc:
             raise BadVideo(f"truncated or corrupt: decoding stopped after {n_src} frames "
                            f"({type(exc).__name__}: {exc.strerror or exc})") from None

@@ -279,3 +279,25 @@ def test_camera_extensions_listed_in_any_case_and_other_files_reported(tmp_path,
     assert rep["counts"]["unlisted"] == 3
     (w,) = [w for w in rep["warnings"] if "unlisted" in w]
     assert w["unlisted"] == ["cam/clip.xyz", "cam/notes.txt", "cam/sub/"]
+
+
+def test_outputs_of_an_earlier_prep_version_are_transcoded_again(tmp_path, capsys):
+    import json
+
+    from tbfast.data.prep import JOURNAL
+    from tbfast.data.transcode import PREP_VERSION
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_video(src / "a" / "phone.mp4", n=20, w=48, h=64, rotation=90)
+    prepare(src, out, "folder", short_side=SHORT, workers=1, show_progress=False)
+    j = out / JOURNAL
+    lines = [json.loads(x) for x in j.read_text().splitlines()]
+    assert all(e["key"].startswith(f"v{PREP_VERSION}|") for e in lines)
+    # a journal written before prep knew display matrices: same settings, no version
+    j.write_text("".join(json.dumps({**e, "key": e["key"].split("|", 1)[1]}) + "\n" for e in lines))
+    capsys.readouterr()
+    rep = prepare(src, out, "folder", short_side=SHORT, workers=1, show_progress=False)
+    assert rep["counts"]["transcoded"] == 1 and rep["counts"]["skipped"] == 0
+    assert "earlier version of prep: transcoded again" in " ".join(capsys.readouterr().err.split())
+    rep = prepare(src, out, "folder", short_side=SHORT, workers=1, show_progress=False)
+    assert rep["counts"]["skipped"] == 1

@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the --test-fraction holdout")
     parser.add_argument("--codec", choices=("vp9", "h264"), default="vp9",
                         help="vp9 (.webm; DALI CPU and GPU) or h264 (.mp4; GPU only)")
-    parser.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's)%(default).0s")
+    parser.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's real average rate, measured from its "
+                             "timestamps; needed for sources outside 1-240 fps)%(default).0s")
     parser.add_argument("--gop", type=int, default=16, help="keyframe interval in frames")
     parser.add_argument("--short-side", type=int, default=128, help="output short side in pixels (sizes even); 0 keeps the source size")
     parser.add_argument("--crf", type=int, default=None, help="quality (default: 32 for vp9, 23 for h264)%(default).0s")

@@ -197,7 +197,7 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
     records: dict[int, VideoRecord] = {}
     failures, warnings, todo = [], list(duplicates), []
     kept: dict[str, dict] = {}  # journal entries of this run's valid outputs
-    skipped = 0
+    skipped = redo_settings = 0
     for i, (it, dst) in enumerate(zip(items, dsts)):
         e = journal.get(it.source)
         sid = _source_id(src / it.source)
@@ -217,6 +217,11 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
             skipped += 1
         else:
             todo.append(i)
+            if e and e.get("key") != key and e.get("src_id") == sid:
+                redo_settings += 1
+    if redo_settings:
+        console.print(f"[yellow]note[/yellow] {redo_settings} video(s) were prepared with other settings or by an "
+                      "earlier version of prep: transcoded again (finished ones are kept if this run fails)")
     if skipped:
         console.print(f"[green]skipping {skipped} video(s) already prepared and valid[/green]")
 

@@ -12,6 +12,9 @@ from pathlib import Path
 
 CODECS = {"vp9": ("libvpx-vp9", "webm", ".webm"), "h264": ("libx264", "mp4", ".mp4")}
 SHORT_FRAMES = 64
+# what an output means; a re-run re-transcodes outputs of another version. 2: display matrix, SAR,
+# colour range/matrix, measured rate and frame k = source frame current at k/fps (issue 17)
+PREP_VERSION = 2
 
 
 class BadVideo(Exception):
@@ -28,7 +31,7 @@ class Settings:
     crf: int | None = None  # None = codec default below
 
     def key(self) -> str:
-        return f"{self.codec}|{self.fps}|{self.gop}|{self.short_side}|{self.crf}"
+        return f"v{PREP_VERSION}|{self.codec}|{self.fps}|{self.gop}|{self.short_side}|{self.crf}"
 
 
 @dataclass

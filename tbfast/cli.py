@@ -113,6 +113,7 @@ def _os_error(exc: OSError) -> str:
             errno.EACCES: "check the permissions of that path", errno.EPERM: "check the permissions of that path",
             errno.EROFS: "choose a writable folder", errno.ENOTDIR: "a file stands where a folder is needed",
             errno.EISDIR: "a folder stands where a file is needed",
+            errno.EEXIST: "a file stands where a folder is needed",
             errno.ENOENT: "check that the path exists"}.get(exc.errno, "")
     return f"{what}" + (f": {where}" if where else "") + (f" ({hint})" if hint else "")
 

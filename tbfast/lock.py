@@ -45,7 +45,10 @@ def acquire(folder: Path, what: str, note: Callable[[str], None] | None = None) 
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create {folder}: {exc.strerror or exc}") from exc
+        why = exc.strerror or str(exc)
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            why += " (a file stands where a folder is needed)"
+        raise UserError(f"cannot create folder {folder}: {why}") from exc
     path = folder / LOCK_NAME
     me = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
           "command": " ".join(sys.argv[:6]), "since": time.strftime("%Y-%m-%d %H:%M:%S")}

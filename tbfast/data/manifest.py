@@ -59,11 +59,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder, fsync, then rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or a kill: no half-written temporary file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_manifest(prepared: str | Path, records: Iterable[VideoRecord]) -> Path:

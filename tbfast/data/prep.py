@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
@@ -21,10 +22,11 @@ from pathlib import Path
 from tbfast.data.manifest import (REPORT, SHORT_FRAMES, VideoRecord, atomic_write_text, file_checksum,
                                   write_classes, write_manifest)
 from tbfast.data.sources import SourceItem, list_source
-from tbfast.data.transcode import CODECS, BadVideo, Settings, transcode
+from tbfast.data.transcode import CODECS, WRITE_ERRNOS, BadVideo, Settings, transcode
 from tbfast.errors import UserError
 
 JOURNAL = ".prep_journal.jsonl"
+STAGING = ".staging"  # new outputs that will replace existing files when the run finishes
 
 
 def _safe_dir(name: str) -> str:
@@ -75,11 +77,29 @@ def _work(src: str, dst: str, settings: Settings) -> dict:
         return {"ok": True, **asdict(res), "size": dst_p.stat().st_size, "blake2b": file_checksum(dst_p)}
     except BadVideo as exc:
         return {"ok": False, "reason": str(exc)}
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:  # the disk, not the video: the whole run stops (see done())
+            return {"ok": False, "fatal": [exc.errno, exc.strerror or str(exc), str(exc.filename or dst)]}
+        return {"ok": False, "reason": f"unexpected error: {type(exc).__name__}: {exc}"}
     except Exception as exc:  # a crash on one video must not stop the others
         return {"ok": False, "reason": f"unexpected error: {type(exc).__name__}: {exc}"}
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _entry_file(out: Path, e: dict | None) -> str | None:
+    """The file (relative to ``out``) holding journal entry ``e``'s output, if it is intact: its
+    staged copy or its final place, whichever has the recorded checksum."""
+    rec = (e or {}).get("record", {})
+    want = rec.get("blake2b")
+    if not want:
+        return None
+    for rel in (e.get("staged"), rec.get("path")):
+        if rel and (out / rel).is_file() and (out / rel).stat().st_size == e.get("size", rec.get("bytes")) \
+                and file_checksum(out / rel) == want:
+            return rel
+    return None
 
 
 def _read_journal(path: Path) -> dict[str, dict]:
@@ -182,9 +202,10 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
                         threads=max(1, (os.cpu_count() or 1) // workers), crf=crf)
     out.mkdir(parents=True, exist_ok=True)
     # temporary files of an interrupted run are never trusted (we hold OUT's lock: no other writer)
-    if (out / "videos").is_dir():
-        for p in (out / "videos").rglob(".*.partial-*"):
-            p.unlink(missing_ok=True)
+    for folder in (out / "videos", out / STAGING):
+        if folder.is_dir():
+            for p in folder.rglob(".*.partial-*"):
+                p.unlink(missing_ok=True)
     for p in list(out.glob(".*.tmp*")) + list((out / "splits").glob(".*.tmp*")):  # manifest/journal/report writes
         if p.is_file():
             p.unlink(missing_ok=True)
@@ -201,14 +222,18 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
     for i, (it, dst) in enumerate(zip(items, dsts)):
         e = journal.get(it.source)
         sid = _source_id(src / it.source)
-        trusted = (e and e.get("key") == key and e.get("src_id") == sid and e.get("record", {}).get("path") == dst
-                   and (out / dst).is_file() and (out / dst).stat().st_size == e.get("size"))
-        if trusted:  # the same size is not enough: the content must be what was written
-            digest = file_checksum(out / dst)
-            want = e["record"].get("blake2b")  # absent in journals from before checksums: recorded now
-            trusted = digest == want if want else True
+        trusted = bool(e and e.get("key") == key and e.get("src_id") == sid and e.get("record", {}).get("path") == dst)
+        where = _entry_file(out, e) if trusted else None
+        if trusted and where is None and not e["record"].get("blake2b"):
+            # journals from before checksums: the size must match; the checksum is recorded now
+            where = dst if (out / dst).is_file() and (out / dst).stat().st_size == e.get("size") else None
+        trusted = where is not None
         if trusted:
+            digest = file_checksum(out / where)
             e = {**e, "record": {**e["record"], "bytes": e["size"], "blake2b": digest}}
+            e.pop("staged", None)
+            if where != dst:
+                e["staged"] = where
             rec = VideoRecord.from_dict(e["record"])
             rec.label, rec.class_name, rec.split = label[it.class_name], it.class_name, it.split
             records[i] = rec
@@ -234,10 +259,9 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
         """A video this run could not (re-)prepare keeps its earlier prepared file, if that is intact:
         a failed re-run (source unplugged, a decoder crash) never drops work that was done."""
         it, prev = items[i], journal.get(items[i].source)
-        path = (prev or {}).get("record", {}).get("path")
-        want = (prev or {}).get("record", {}).get("blake2b")
-        if not (path and want and (out / path).is_file() and file_checksum(out / path) == want):
+        if _entry_file(out, prev) is None:
             return
+        path = prev["record"]["path"]
         rec = VideoRecord.from_dict(prev["record"])
         rec.label, rec.class_name, rec.split = label[it.class_name], it.class_name, it.split
         records[i] = rec
@@ -247,8 +271,17 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
         warnings.append({"source": it.source, "reason": note})
         console.print(f"[yellow]note[/yellow] {it.source}: {note}")
 
+    # a new output never replaces an existing file while the run is under way: it is staged and moved
+    # into place when the run finishes, so a run that stops (full disk, kill) leaves OUT as it was
+    staged = {i: f"{STAGING}/{dsts[i]}" for i in todo if os.path.lexists(out / dsts[i])}
+
+    def target(i: int) -> str:
+        return str(out / staged.get(i, dsts[i]))
+
     def done(i: int, res: dict) -> None:
         it, dst = items[i], dsts[i]
+        if res.get("fatal"):  # e.g. the disk is full: stop; the journal keeps every finished video
+            raise OSError(*res["fatal"])
         if not res["ok"]:
             failures.append({"source": it.source, "class_name": it.class_name, "split": it.split,
                              "reason": res["reason"]})
@@ -269,6 +302,8 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
             console.print(f"[yellow]note[/yellow] {it.source}: {n}")
         entry = {"source": it.source, "key": key, "src_id": _source_id(src / it.source),
                  "size": res["size"], "record": asdict(rec), "notes": res["notes"]}
+        if i in staged:
+            entry["staged"] = staged[i]
         kept[it.source] = entry
         jf.write(json.dumps(entry) + "\n")
         jf.flush()
@@ -281,22 +316,34 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
             task = bar.add_task("prep", total=len(todo))
             if workers == 1 or len(todo) <= 1:
                 for i in todo:
-                    done(i, _work(str(src / items[i].source), str(out / dsts[i]), settings))
+                    done(i, _work(str(src / items[i].source), target(i), settings))
                     bar.advance(task)
             elif todo:
                 with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                    futs = {pool.submit(_work, str(src / items[i].source), str(out / dsts[i]), settings): i
+                    futs = {pool.submit(_work, str(src / items[i].source), target(i), settings): i
                             for i in todo}
-                    for fut in as_completed(futs):
-                        try:
-                            res = fut.result()
-                        except Exception as exc:  # e.g. a decoder crash took the worker down
-                            res = {"ok": False, "reason": f"worker process failed: {type(exc).__name__}: {exc}"}
-                        done(futs[fut], res)
-                        bar.advance(task)
+                    try:
+                        for fut in as_completed(futs):
+                            try:
+                                res = fut.result()
+                            except Exception as exc:  # e.g. a decoder crash took the worker down
+                                res = {"ok": False, "reason": f"worker process failed: {type(exc).__name__}: {exc}"}
+                            done(futs[fut], res)
+                            bar.advance(task)
+                    except BaseException:  # a full disk, Ctrl-C: do not start the videos still queued
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise
     finally:
         jf.close()
 
+    # the run finished: move staged outputs into place (each move is atomic; a kill in between is
+    # resumed: the journal still names the staged file, or the moved one has the recorded checksum)
+    for source, e in kept.items():
+        if e.get("staged"):
+            os.replace(out / e["staged"], out / e["record"]["path"])
+            del e["staged"]
+    if (out / STAGING).is_dir():
+        shutil.rmtree(out / STAGING, ignore_errors=True)
     # compact the journal to this run's outputs
     atomic_write_text(journal_path, "".join(json.dumps(kept[k]) + "\n" for k in sorted(kept)))
     ordered = [records[i] for i in sorted(records, key=lambda i: records[i].path)]

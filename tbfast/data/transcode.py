@@ -5,11 +5,14 @@ Run in worker processes by tbfast.data.prep. Every problem with an input becomes
 """
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+# errors writing an output that stop the whole run (the disk, not the video)
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 CODECS = {"vp9": ("libvpx-vp9", "webm", ".webm"), "h264": ("libx264", "mp4", ".mp4")}
 SHORT_FRAMES = 64
 # what an output means; a re-run re-transcodes outputs of another version. 2: display matrix, SAR,
@@ -454,6 +457,8 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
             if "interlaced" in colour_flags:
                 notes.append("interlaced frames: prepared as they are (not deinterlaced)")
         except av.error.FFmpegError as exc:
+            if exc.errno in WRITE_ERRNOS:  # writing the output failed (a full disk): not the video's fault
+                raise OSError(exc.errno, os.strerror(exc.errno), str(dst)) from None
             raise BadVideo(f"truncated or corrupt: decoding stopped after {n_src} frames "
                            f"({type(exc).__name__}: {exc.strerror or exc})") from None
         finally:

@@ -68,7 +68,8 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated file, not a torch file, unsafe pickle
-        raise UserError(f"cannot read checkpoint {path}: {exc.__class__.__name__}: {str(exc)[:200]}; "
+        first = str(exc).strip().split("\n")[0].split(". ")[0][:160]  # torch's first sentence, not its essay
+        raise UserError(f"cannot read checkpoint {path} ({exc.__class__.__name__}: {first}); "
                         "is it a tbfast checkpoint (checkpoints/last.pt or best.pt)?") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a tbfast checkpoint (format {FORMAT!r} expected)")

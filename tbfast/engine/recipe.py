@@ -123,8 +123,14 @@ def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | N
                overrides: dict | None = None, log=print) -> dict:
     from tbfast.data.splits import write_label_split
 
+    from tbfast.data.splits import parse_fraction
+
     t_start = time.perf_counter()
     out = Path(out)
+    if fraction is not None:  # before any work: a wrong --fraction is found in a second, not after prep
+        fraction = parse_fraction(fraction)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder (created if missing)")
     out.mkdir(parents=True, exist_ok=True)
     preset = preset or ("synthetic_tiny" if data is None else "ucf101_r3d18")
     ov = overrides or {}

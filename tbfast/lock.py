@@ -87,11 +87,21 @@ def release(path: Path | None) -> None:
 
 @contextlib.contextmanager
 def folder_lock(folder, what: str, note: Callable[[str], None] | None = None) -> Iterator[Path]:
+    """Hold FOLDER's lock for the block. A folder this call created is removed again if the block
+    fails before writing anything into it (a refused command leaves no empty output folder)."""
     path = Path(folder) / LOCK_NAME
     held_before = _holder(path).get("pid") == os.getpid() and path.exists()
+    created = not os.path.lexists(folder)
     path = acquire(Path(folder), what, note)
+    ok = False
     try:
         yield path
+        ok = True
     finally:
         if not held_before:
             release(path)
+            if created and not ok:
+                try:
+                    Path(folder).rmdir()  # only if empty
+                except OSError:
+                    pass

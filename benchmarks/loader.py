@@ -12,14 +12,14 @@ import argparse
 import os
 import time
 
-from tbfast.argtypes import positive_int
+from tbfast.argtypes import output_file, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("prepared", metavar="PREPARED", help="prepared dataset folder (tbfast data prep)")
     parser.add_argument("--mode", choices=["ssl", "train", "eval"], default="ssl", help="pipeline to measure")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="DALI backend")
-    parser.add_argument("--json", default=None, metavar="FILE", help="write the results as JSON")
+    parser.add_argument("--json", default=None, metavar="FILE", type=output_file, help="write the results as JSON")
     parser.add_argument("--videos", type=positive_int, default=64,
                         help="videos timed per loader (from creating its iterator; the DALI pipeline is built before)")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="videos per batch")

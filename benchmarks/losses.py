@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any, Callable
 
-from tbfast.argtypes import nonneg_int, positive_int
+from tbfast.argtypes import nonneg_int, output_file, positive_int
 from tbfast_benchmarks.common import machine_info, median, print_table, write_json
 
 
@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser, command: str = "bench losses") -> 
                    help="loss reductions (docs/METHOD.md §4); the engine's default is reference")
     p.add_argument("--quick", action="store_true",
                    help="one small batch, few calls, no distillation memory: checks that it runs")
-    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--json", default=None, type=output_file, help="write the results here")
 
 
 def _inputs(bsz: int, dim: int, device: str, seed: int = 0):

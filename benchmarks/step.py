@@ -14,7 +14,7 @@ import multiprocessing as mp
 import time
 from typing import Any
 
-from tbfast.argtypes import nonneg_int, positive_int
+from tbfast.argtypes import nonneg_int, output_file, positive_int
 from tbfast_benchmarks.common import machine_info, median, print_table, time_calls, write_json
 
 # backbone: (frames, size, cpu batch, cuda batch)
@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser, command: str = "bench step") -> No
                    help="videos per self-supervised step (10 clips each); default per backbone and device")
     p.add_argument("--ssl-size", type=positive_int, default=None, help="crop size of the self-supervised step")
     p.add_argument("--quick", action="store_true", help="tiny shapes, one timed step: checks that it runs")
-    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--json", default=None, type=output_file, help="write the results here")
 
 
 def _build(backbone: str, variant: str, num_classes: int):

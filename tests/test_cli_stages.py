@@ -175,3 +175,23 @@ def test_eval_three_crops(chain, prepared, tmp_path):
     assert 0 <= three["video_top1"] <= three["video_top5"] <= 1
     assert cli(["eval", "--checkpoint", str(chain["root"] / "student" / "checkpoints" / "last.pt"),
                 "--data", str(prepared), "--crops", "2", *TINY]) == 2  # 1 or 3 only
+
+
+def test_teachers_and_similarity_models_in_the_wrong_role_are_refused(chain, prepared, prepared_split, tmp_path,
+                                                                      capsys):
+    """A swapped pair would silently turn every TimeBalance weight around (s <-> 1 - s)."""
+    data = ["--data", str(prepared)]
+    ck, ft = chain["ck"], chain["ft"]
+    assert torch.load(ft["invariant"], weights_only=True)["init_stage"] == "invariant"
+    assert cli(["similarity", "--invariant", str(ck["distinctive"]), "--distinctive", str(ck["invariant"]), *data,
+                "--out", str(tmp_path / "s.csv"), *TINY]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--invariant checkpoint" in err and "stage 'distinctive'" in err and "Traceback" not in err
+    assert not (tmp_path / "s.csv").exists()
+    lab, unl = prepared_split
+    assert cli(["train", "student", *data, "--out", str(tmp_path / "st"), "--teacher-invariant", str(ft["distinctive"]),
+                "--teacher-distinctive", str(ft["invariant"]), "--similarity", str(chain["sim"]), "--labeled",
+                str(lab), "--unlabeled", str(unl), *TRAIN]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "invariant teacher" in err and "fine-tuned from the distinctive self-supervised model" in err
+    assert "--teacher-distinctive" in err

@@ -202,3 +202,19 @@ def test_bad_input_is_one_clear_line_before_any_work(bad, prepared, prepared_spl
     if not_created:
         assert not (bad / not_created).exists()
     assert sorted(p.name for p in bad.iterdir()) == before  # nothing was created or removed
+
+
+@pytest.mark.parametrize("argv", [
+    ["eval", "--checkpoint", "{B}/garbage.pt", "--data", "{P}", "--json", "{B}"],
+    ["similarity", "--invariant", "x.pt", "--distinctive", "y.pt", "--data", "{P}", "--out", "{B}/empty"],
+    ["similarity", "--invariant", "x.pt", "--distinctive", "y.pt", "--data", "{P}", "--out", "{B}/afile/s.csv"],
+    ["data", "show", "{P}", "--out", "{B}"],
+    ["bench", "losses", "--quick", "--json", "{B}/afile/x.json"],
+])
+def test_an_output_file_that_cannot_be_written_is_refused_before_the_work(bad, prepared, capsys, argv):
+    args = [a.replace("{B}", str(bad)).replace("{P}", str(prepared)) for a in argv]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert ("is a folder; give a file path" in err or "is a file, not a folder" in err) and "Traceback" not in err

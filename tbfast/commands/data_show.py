@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tbfast.argtypes import nonneg_int, positive_int
+from tbfast.argtypes import nonneg_int, output_file, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                         help="which pipeline")
     parser.add_argument("--index", type=nonneg_int, default=0, help="manifest index of the video")
     parser.add_argument("--no-augment", action="store_true", help="centre crop, no random augmentation")
-    parser.add_argument("--out", default="sheet.png", help="contact sheet (PNG)")
+    parser.add_argument("--out", default="sheet.png", type=output_file, help="contact sheet (PNG)")
     parser.add_argument("--dump", default=None, help="also save the tensors and frame indices (.npz)")
     parser.add_argument("--size", type=positive_int, default=112, help="output side in pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed of the plans")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from tbfast.argtypes import output_file
+
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     from tbfast.engine.cli_args import EVAL_OVERRIDES, add_common, add_overrides
@@ -18,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--data", required=True, metavar="PREPARED", help="prepared dataset")
     parser.add_argument("--split", default="test", choices=("test", "train"), help="manifest split to evaluate")
     parser.add_argument("--videos", default=None, metavar="SPLIT", help="evaluate only the videos of this split list")
-    parser.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--json", default=None, metavar="FILE", type=output_file, help="also write the results as JSON")
     add_common(parser, "eval", training=False)
     add_overrides(parser.add_argument_group("evaluation"), "eval", EVAL_OVERRIDES)
 

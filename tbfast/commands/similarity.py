@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from tbfast.argtypes import output_file
+
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     from tbfast.engine.cli_args import add_common
@@ -18,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--invariant", required=True, metavar="SSL_CKPT", help="self-supervised invariant teacher")
     parser.add_argument("--distinctive", required=True, metavar="SSL_CKPT", help="self-supervised distinctive teacher")
     parser.add_argument("--data", required=True, metavar="PREPARED", help="prepared dataset")
-    parser.add_argument("--out", required=True, metavar="FILE", help="scores CSV to write (histogram next to it)")
+    parser.add_argument("--out", required=True, metavar="FILE", type=output_file, help="scores CSV to write (histogram next to it)")
     parser.add_argument("--videos", default=None, metavar="SPLIT",
                         help="score only the videos of this split list [default: every training video]")
     add_common(parser, "similarity", training=False)

@@ -148,12 +148,14 @@ def train_ssl(cfg: Config, prepared, run_dir, *, dist: Dist, resume: str | None 
 
 
 # ------------------------------------------------------------------ fine-tuning / supervised
-def _load_init(net, init, cfg: Config, *, stages, what: str) -> None:
+def _load_init(net, init, cfg: Config, *, stages, what: str) -> str | None:
+    """Load ``init``'s backbone into ``net``; return the stage it came from (None for scratch)."""
     if init in (None, "", "scratch"):
-        return
+        return None
     state = ck.load_checkpoint(init)
     ck.expect(state, init, stages=stages, backbone=cfg.model.backbone, what=what)
     load_backbone(net, state, init)
+    return state.get("init_stage") if state.get("stage") == "finetune" else state.get("stage")
 
 
 def train_classifier(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=None, init=None,
@@ -169,11 +171,15 @@ def train_classifier(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=None
     idx = _indices(prepared, labeled, records, "labeled")
     _seed(cfg, dist)
     model = ClassNet(cfg.model, len(classes))
-    _load_init(model, init, cfg, stages=SSL_STAGES + CLASSIFIER_STAGES, what="--init checkpoint")  # resume overrides
+    # resume overrides the weights; the SSL stage a fine-tuned model comes from is recorded so that
+    # `train student` can refuse a teacher given in the other role
+    init_stage = _load_init(model, init, cfg, stages=SSL_STAGES + CLASSIFIER_STAGES, what="--init checkpoint")
     loader = make_loader(prepared, "train", cfg, dist, indices=idx, split="train", records=records)
     task = ClassifyTask(cfg, dist.device, loader)
-    trainer = Trainer(cfg, task, model, Path(run_dir), dist,
-                      meta={"backbone": cfg.model.backbone, "num_classes": len(classes)}, resume=resume,
+    meta = {"backbone": cfg.model.backbone, "num_classes": len(classes)}
+    if cfg.stage == "finetune" and init_stage:
+        meta["init_stage"] = init_stage
+    trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta=meta, resume=resume,
                       validate=_validator(cfg, prepared, dist, val, records, log), on_log=log)
     res = trainer.fit()
     summary = _fit_summary(res, cfg, trainer)
@@ -183,9 +189,15 @@ def train_classifier(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=None
 
 
 # ------------------------------------------------------------------ student
-def load_classifier(path, device: torch.device, num_classes: int, what: str, with_config: bool = False):
+def load_classifier(path, device: torch.device, num_classes: int, what: str, with_config: bool = False,
+                    not_from: str | None = None):
+    """``not_from``: refuse a fine-tuned model whose SSL initialisation was that stage (a teacher given
+    in the other role: an invariant teacher fine-tuned from the distinctive model, or the reverse)."""
     state = ck.load_checkpoint(path)
     ck.expect(state, path, stages=CLASSIFIER_STAGES, num_classes=num_classes, what=what)
+    if not_from and state.get("init_stage") == not_from:
+        raise UserError(f"{what} {path} was fine-tuned from the {not_from} self-supervised model; "
+                        f"give it as --teacher-{not_from} instead (or fine-tune the right model)")
     tcfg = config_from_dict(state["config"])
     net = ClassNet(tcfg.model, num_classes)
     net.load_state_dict(state["model"])
@@ -193,9 +205,9 @@ def load_classifier(path, device: torch.device, num_classes: int, what: str, wit
     return (net, tcfg) if with_config else net
 
 
-def load_ssl(path, device: torch.device, what: str, with_config: bool = False):
+def load_ssl(path, device: torch.device, what: str, with_config: bool = False, stages=SSL_STAGES):
     state = ck.load_checkpoint(path)
-    ck.expect(state, path, stages=SSL_STAGES, what=what)
+    ck.expect(state, path, stages=stages, what=what)
     tcfg = config_from_dict(state["config"])
     net = SSLNet(tcfg.model)
     net.load_state_dict(state["model"])
@@ -234,13 +246,13 @@ def train_student(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlabe
     if w != "distinctive":
         if teacher_inv is None:
             raise UserError("train student needs --teacher-invariant FT_CKPT")
-        t_inv = Teacher(load_classifier(teacher_inv, dist.device, nc, "invariant teacher"), dist.device,
-                        cfg.train.teacher_half)
+        t_inv = Teacher(load_classifier(teacher_inv, dist.device, nc, "invariant teacher", not_from="distinctive"),
+                        dist.device, cfg.train.teacher_half)
     if w != "invariant":
         if teacher_dis is None:
             raise UserError("train student needs --teacher-distinctive FT_CKPT")
-        t_dis = Teacher(load_classifier(teacher_dis, dist.device, nc, "distinctive teacher"), dist.device,
-                        cfg.train.teacher_half)
+        t_dis = Teacher(load_classifier(teacher_dis, dist.device, nc, "distinctive teacher", not_from="invariant"),
+                        dist.device, cfg.train.teacher_half)
     _seed(cfg, dist)
     model = ClassNet(cfg.model, nc)
     _load_init(model, init, cfg, stages=SSL_STAGES + CLASSIFIER_STAGES, what="--init checkpoint")
@@ -267,8 +279,11 @@ def compute_similarity(cfg: Config, prepared, out, *, invariant, distinctive, di
 
     records, classes = _check_prepared(prepared)
     out = Path(out)
-    net_i, icfg = load_ssl(invariant, dist.device, "--invariant checkpoint", with_config=True)
-    net_d = load_ssl(distinctive, dist.device, "--distinctive checkpoint")
+    # the roles matter (s = similarity under the invariant model, weighting the invariant teacher): a
+    # swapped pair would silently turn every weight around
+    net_i, icfg = load_ssl(invariant, dist.device, "--invariant checkpoint", with_config=True,
+                           stages=("invariant", "combined"))
+    net_d = load_ssl(distinctive, dist.device, "--distinctive checkpoint", stages=("distinctive", "combined"))
     if size is None:
         cfg.data.size = icfg.data.size  # the resolution the teachers were trained at
     loader = make_loader(prepared, "similarity", cfg, dist, indices=indices, split="train", shard=False,

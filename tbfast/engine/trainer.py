@@ -201,6 +201,7 @@ class Trainer:
             "rng": all_gather_object(ck.rng_state(), self.dist), "world": self.dist.world,
             "epoch_state": self.epoch_state, "best": self.best, "finished": finished,
             "precision": self.precision, "config": _plain(self.cfg.to_dict()),
+            **({"init_stage": self.meta["init_stage"]} if self.meta.get("init_stage") else {}),
         }
 
     def save(self, name: str = "last.pt", finished: bool = False) -> Path:

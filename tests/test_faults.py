@@ -218,3 +218,18 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_the_work(bad, p
     assert e.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert ("is a folder; give a file path" in err or "is a file, not a folder" in err) and "Traceback" not in err
+
+
+def test_linked_class_folders_and_videos_in_two_classes_are_refused(small_source, tmp_path, capsys):
+    (small_source / "c").symlink_to(small_source / "a")
+    assert _prep(small_source, tmp_path / "o1") == 2
+    _one_line_error(capsys.readouterr().err, "is a link to class folder", "two labels")
+    (small_source / "c").unlink()
+    (small_source / "d").symlink_to(small_source)
+    assert _prep(small_source, tmp_path / "o2") == 2
+    _one_line_error(capsys.readouterr().err, "links to SRC itself")
+    (small_source / "d").unlink()
+    (small_source / "b" / "same.mp4").symlink_to(small_source / "a" / "a0.mp4")
+    assert _prep(small_source, tmp_path / "o3") == 2
+    _one_line_error(capsys.readouterr().err, "same file (a link) in two classes")
+    assert not any((tmp_path / f"o{i}").exists() for i in (1, 2, 3))

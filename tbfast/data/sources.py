@@ -238,6 +238,15 @@ def list_folder(src: Path, test_fraction: float = 0.0, seed: int = 0) -> tuple[l
     classes = sorted(p.name for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise UserError(f"{src} has no class folders; the folder format is SRC/<class>/<video>")
+    real: dict[Path, str] = {}
+    for cls in classes:  # a class folder that links to another (or to SRC itself) would label videos twice
+        r = (src / cls).resolve()
+        if r in real:
+            raise UserError(f"class folder {src / cls} is a link to class folder {real[r]}: its videos would get "
+                            "two labels; remove the link or make it a real folder")
+        if r == src.resolve() or r in src.resolve().parents:
+            raise UserError(f"class folder {src / cls} links to SRC itself (or above it); remove the link")
+        real[r] = cls
     items = []
     for cls in classes:
         # a broken symlink or unreadable file still counts: prep reports it instead of skipping it silently
@@ -249,6 +258,13 @@ def list_folder(src: Path, test_fraction: float = 0.0, seed: int = 0) -> tuple[l
         rng = random.Random(f"{seed}:{cls}")
         test = set(rng.sample(vids, n_test)) if n_test else set()
         items.extend(SourceItem(f"{cls}/{v}", cls, "test" if v in test else "train") for v in vids)
+    owner: dict[Path, str] = {}
+    for it in items:  # the same file (through links) in two classes: one video, two labels
+        r = (src / it.source).resolve()
+        prev = owner.setdefault(r, it.source)
+        if prev != it.source and prev.split("/")[0] != it.class_name:
+            raise UserError(f"{it.source} and {prev} are the same file (a link) in two classes; a video has one "
+                            "label: remove one of them")
     return classes, items
 
 

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench losses": ("tbfast_benchmarks.losses", "reference vs fused self-supervised and distillation losses"),
     "bench step": ("tbfast_benchmarks.step", "training-step throughput per precision/layout, with gradient checks"),
     "bench objectives": ("tbfast_benchmarks.objectives", "the recipe under each loss reduction x BatchNorm mode"),
+    "bench dist": ("tbfast_benchmarks.dist", "cost of cross-rank negatives and synchronised BatchNorm per step"),
     "bench all": ("tbfast_benchmarks.all", "every benchmark plus the recipe; writes RESULTS.md"),
 }
 

@@ -114,3 +114,50 @@ def test_torchrun_two_processes_gloo(prepared, tmp_path):
     assert state["world"] == 2 and len(state["rng"]) == 2
     assert not any(k.startswith("module.") for k in state["model"])
     assert res.stdout.decode().count('"stage"') == 1  # rank 0 reports, rank 1 does not
+
+
+def test_torchrun_recipe_then_similarity_and_eval_match_one_process(prepared, tmp_path):
+    """`tbfast run` under torchrun (2 ranks, gloo): rank 0 prepares, scores, evaluates and reports
+    once; the run resumes in one process (another world size); `similarity` and `eval` under torchrun
+    give exactly the one-process results."""
+    import shutil
+
+    data = tmp_path / "prepared"
+    shutil.copytree(prepared, data)
+    out = tmp_path / "recipe"
+    recipe = ["--data", str(data), "--preset", "synthetic_tiny", "--out", str(out), "--fraction", "0.5",
+              "--no-progress", "--device", "cpu", "--threads", "1", "--set", "train.max_steps=1",
+              "--set", "data.size=16", "--set", "data.batch_size=2", "--set", "eval.clips=2"]
+    tr = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+          "-m", "tbfast"]
+    res = subprocess.run(tr + ["run", *recipe], env=_env(), capture_output=True, timeout=900)
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
+    assert res.stdout.decode().count("# tbfast run") == 1  # the report, printed by rank 0 only
+    results = json.loads((out / "results.json").read_text())
+    assert results["world"] == 2 and set(results["top1"]) >= {"timebalance", "supervised"}
+    inv = torch.load(out / "invariant" / "checkpoints" / "last.pt", weights_only=True)
+    assert inv["world"] == 2 and len(inv["rng"]) == 2
+    # the same OUT in one process: every stage is reused or resumed at world size 1
+    res1 = subprocess.run([sys.executable, "-m", "tbfast", "run", *recipe], env=_env(), capture_output=True,
+                          timeout=900)
+    assert res1.returncode == 0, res1.stderr.decode()[-3000:]
+    assert json.loads((out / "results.json").read_text())["world"] == 1
+
+    sim = ["similarity", "--invariant", str(out / "invariant" / "checkpoints" / "last.pt"), "--distinctive",
+           str(out / "distinctive" / "checkpoints" / "last.pt"), "--data", str(data), "--size", "16",
+           "--device", "cpu", "--no-progress"]
+    ev = ["eval", "--checkpoint", str(out / "timebalance" / "checkpoints" / "last.pt"), "--data", str(data),
+          "--size", "16", "--clips", "2", "--device", "cpu", "--no-progress"]
+    for world, prefix in ((1, [sys.executable, "-m", "tbfast"]), (2, tr)):
+        r = subprocess.run(prefix + sim + ["--out", str(tmp_path / f"sim{world}.csv")], env=_env(),
+                           capture_output=True, timeout=300)
+        assert r.returncode == 0, r.stderr.decode()[-3000:]
+        r = subprocess.run(prefix + ev + ["--json", str(tmp_path / f"eval{world}.json")], env=_env(),
+                           capture_output=True, timeout=300)
+        assert r.returncode == 0, r.stderr.decode()[-3000:]
+    assert (tmp_path / "sim1.csv").read_bytes() == (tmp_path / "sim2.csv").read_bytes()
+    e1, e2 = (json.loads((tmp_path / f"eval{w}.json").read_text()) for w in (1, 2))
+    for k in ("seconds", "wall_seconds", "clips_per_s"):  # timings
+        e1.pop(k, None)
+        e2.pop(k, None)
+    assert e1 == e2 and e1["videos"] == 8

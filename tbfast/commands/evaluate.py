@@ -35,12 +35,20 @@ def main(args: argparse.Namespace) -> int:
     from tbfast.engine.metrics import log_line
 
     cfg = config_for("eval", args)
-    dist = D.Dist(device=D.pick_device(cfg.train.device))
-    res = stages.evaluate_checkpoint(cfg, args.data, args.checkpoint, dist=dist, split=args.split,
-                                     indices_file=args.videos, size=getattr(args, "ov:data.size", None),
-                                     log=log_line)
-    text = json.dumps(res, indent=2)
-    if args.json:
-        atomic_write_bytes(Path(args.json), text.encode())
-    print(text)
+    # under torchrun rank 0 evaluates in one process (the same numbers as a plain call); the others wait
+    world = D.setup(cfg.train.device)
+    local = D.Dist(device=world.device)
+
+    def run():
+        res = stages.evaluate_checkpoint(cfg, args.data, args.checkpoint, dist=local, split=args.split,
+                                         indices_file=args.videos, size=getattr(args, "ov:data.size", None),
+                                         log=log_line)
+        text = json.dumps(res, indent=2)
+        if args.json:
+            atomic_write_bytes(Path(args.json), text.encode())
+        print(text)
+    try:
+        D.on_main(world, run)
+    finally:
+        D.cleanup(world)
     return 0

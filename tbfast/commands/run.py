@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
@@ -40,6 +41,8 @@ def main(args: argparse.Namespace) -> int:
 
     results = run_recipe(args.out, data=args.data, preset=args.preset, fraction=args.fraction,
                          overrides=overrides(args), log=log_line)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 reports
+        return 0
     print(render_report(results))
     print(json.dumps({"top1": results["top1"], "total_seconds": results["total_seconds"],
                       "report": f"{args.out}/report.md"}))

@@ -33,13 +33,21 @@ def main(args: argparse.Namespace) -> int:
     from tbfast.engine.metrics import log_line
 
     cfg = config_for("similarity", args)
-    dist = D.Dist(device=D.pick_device(cfg.train.device))
-    idx = None
-    if args.videos:
-        idx = stages._indices(args.data, args.videos, None, "--videos")
-    size = getattr(args, "ov:data.size", None)
-    summary = stages.compute_similarity(cfg, args.data, args.out, invariant=args.invariant,
-                                        distinctive=args.distinctive, dist=dist, indices=idx, size=size,
-                                        log=log_line)
-    print(json.dumps(summary))
+    # under torchrun rank 0 scores in one process (the same file as a plain call); the others wait
+    world = D.setup(cfg.train.device)
+    local = D.Dist(device=world.device)
+
+    def run():
+        idx = None
+        if args.videos:
+            idx = stages._indices(args.data, args.videos, None, "--videos")
+        size = getattr(args, "ov:data.size", None)
+        summary = stages.compute_similarity(cfg, args.data, args.out, invariant=args.invariant,
+                                            distinctive=args.distinctive, dist=local, indices=idx, size=size,
+                                            log=log_line)
+        print(json.dumps(summary))
+    try:
+        D.on_main(world, run)
+    finally:
+        D.cleanup(world)
     return 0

@@ -37,6 +37,9 @@ class ModelConfig:
     # pass (one call, BatchNorm split per group) | auto (the one measured faster: on the CPU calls
     # from 16 clips per group on, pass below; pass on CUDA)
     group_bn_exec: str = "auto"
+    # several processes (torchrun): BatchNorm statistics over every rank (per clip group), so N
+    # processes normalise as one: auto (the SSL stages) | on (every stage) | off (per rank)
+    sync_bn: str = "auto"
 
 
 @dataclass
@@ -84,6 +87,9 @@ class LossConfig:
     w_labeled: float = 50.0  # omega_l
     w_unlabeled: float = 100.0  # omega_u
     weighting: str = "timebalance"  # timebalance | invariant (s=1) | distinctive (s=0)
+    # several processes: L_I's negatives are every video of the step on every rank (embeddings
+    # gathered with their gradients), as one process with the whole batch; false = this rank's only
+    cross_rank: bool = True
 
 
 @dataclass
@@ -259,6 +265,7 @@ def validate(cfg: Config) -> None:
         ("loss", "ssl_impl"): IMPLS,
         ("loss", "reduction"): REDUCTIONS,
         ("model", "group_bn_exec"): ("auto",) + BN_EXECS,
+        ("model", "sync_bn"): ("auto", "on", "off"),
     }
     for (section, key), allowed in choices.items():
         value = getattr(getattr(cfg, section), key)
@@ -335,6 +342,14 @@ def bn_mode(cfg: Config, device_type: str) -> str:
     if mc.group_bn_exec == "auto":
         return "calls" if device_type == "cpu" and cfg.data.batch_size >= CPU_CALLS_FROM else "pass"
     return mc.group_bn_exec
+
+
+def sync_bn(cfg: Config, world: int) -> bool:
+    """Whether BatchNorm statistics are synchronised across ranks (``model.sync_bn``)."""
+    mode = cfg.model.sync_bn
+    if world <= 1 or mode == "off":
+        return False
+    return mode == "on" or cfg.stage in SSL_WEIGHTS
 
 
 def stage_epochs(preset: str, stage: str) -> int:

@@ -65,6 +65,17 @@ def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
     return t
 
 
+def gather_rows(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Concatenate ``t`` of every rank along dim 0 (rank order), differentiably: the backward sends
+    each rank the sum over ranks of the gradients of its rows (``tbfast.distops``). World size 1:
+    ``t`` itself. Every rank must pass the same shape."""
+    if not (d.enabled and dist.is_initialized()):
+        return t
+    from tbfast.distops import gather_rows as _gather
+
+    return _gather(t)
+
+
 def all_gather_object(obj, d: Dist) -> list:
     if not (d.enabled and dist.is_initialized()):
         return [obj]
@@ -79,6 +90,29 @@ def broadcast_object(obj, d: Dist):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def on_main(d: Dist, fn):
+    """Run ``fn`` on rank 0 only and give every rank its result. A UserError on rank 0 is raised on
+    every rank, and any other failure is announced before it propagates, so no rank waits forever
+    for one that stopped. World size 1: ``fn()``."""
+    if not (d.enabled and dist.is_initialized()):
+        return fn()
+    from tbfast.errors import UserError
+
+    box = None
+    if d.main:
+        try:
+            box = ("ok", fn())
+        except UserError as exc:
+            box = ("error", str(exc))
+        except BaseException as exc:
+            broadcast_object(("error", f"rank 0 failed: {type(exc).__name__}: {exc}"), d)
+            raise
+    kind, value = broadcast_object(box, d)
+    if kind == "error":
+        raise UserError(value)
+    return value
 
 
 def cleanup(d: Dist) -> None:

@@ -17,7 +17,7 @@ import torch
 from tbfast.engine import stages
 from tbfast.engine.checkpoint import atomic_write_bytes
 from tbfast.engine.config import resolve
-from tbfast.engine.distributed import Dist
+from tbfast.engine.distributed import Dist, on_main
 from tbfast.errors import UserError
 
 STUDENTS = {"student_invariant": "invariant", "student_distinctive": "distinctive", "timebalance": "timebalance"}
@@ -68,30 +68,36 @@ def _refuse(name: str, where: Path, why: str) -> UserError:
                      f"delete {where} to compute it again")
 
 
-def _stage(name: str, run_dir: Path, fn, log, timings: dict, summaries: dict, fp: str) -> dict:
-    prev = _done(run_dir)
-    marker = run_dir / FINGERPRINT
-    was = marker.read_text().strip() if marker.is_file() else None
-    if prev is not None and (run_dir / "checkpoints" / "last.pt").exists():
-        got = prev.get("fingerprint") or was
-        if got != fp:
-            raise _refuse(name, run_dir, "made by an older tbfast" if got is None else
-                          f"fingerprint {got}, this run {fp}")
+def _stage(name: str, run_dir: Path, fn, log, timings: dict, summaries: dict, fp: str, dist: Dist = Dist()) -> dict:
+    def decide():
+        prev = _done(run_dir)
+        marker = run_dir / FINGERPRINT
+        was = marker.read_text().strip() if marker.is_file() else None
+        if prev is not None and (run_dir / "checkpoints" / "last.pt").exists():
+            got = prev.get("fingerprint") or was
+            if got != fp:
+                raise _refuse(name, run_dir, "made by an older tbfast" if got is None else
+                              f"fingerprint {got}, this run {fp}")
+            return prev
+        if (run_dir / "checkpoints" / "last.pt").exists() and was != fp:  # interrupted: resume only the same
+            raise _refuse(name, run_dir, f"an interrupted run with fingerprint {was or 'none (an older tbfast)'}, "
+                          f"this run {fp}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(marker, (fp + "\n").encode())
+        return None
+
+    prev = on_main(dist, decide)  # rank 0 reads and writes the run directory; every rank follows
+    if prev is not None:
         log(f"== {name}: already done ({run_dir}), reusing")
         summaries[name] = prev
         timings[name] = prev.get("wall_seconds", 0.0)
         return prev
-    if (run_dir / "checkpoints" / "last.pt").exists() and was != fp:  # interrupted: resume only the same
-        raise _refuse(name, run_dir, f"an interrupted run with fingerprint {was or 'none (an older tbfast)'}, "
-                      f"this run {fp}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(marker, (fp + "\n").encode())
     log(f"== {name}")
     t0 = time.perf_counter()
     s = fn()
     s["fingerprint"] = fp
     s["wall_seconds"] = round(time.perf_counter() - t0, 2)
-    stages._write_summary(run_dir, s, Dist())
+    stages._write_summary(run_dir, s, dist)
     summaries[name] = s
     timings[name] = s["wall_seconds"]
     return s
@@ -121,8 +127,6 @@ def prepare_synthetic(out: Path, cfg, log) -> Path:
 
 def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | None = None,
                overrides: dict | None = None, log=print) -> dict:
-    from tbfast.data.splits import write_label_split
-
     from tbfast.data.splits import parse_fraction
 
     t_start = time.perf_counter()
@@ -142,16 +146,29 @@ def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | N
         return resolve(stage, preset, merged)
 
     base = cfg_of("run")
-    from tbfast.engine.distributed import pick_device
+    from tbfast.engine.distributed import cleanup, setup
 
-    dist = Dist(device=pick_device(base.train.device))
+    # under torchrun: the training stages run on every rank (DDP); data, splits, similarity,
+    # evaluation and the reports on rank 0, which hands its results to the others
+    dist = setup(base.train.device)
+    try:
+        return _run(out, data, preset, fraction, cfg_of, base, dist, log if dist.main else (lambda line: None),
+                    t_start)
+    finally:
+        cleanup(dist)
+
+
+def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start) -> dict:
+    from tbfast.data.splits import write_label_split
+
+    local = Dist(device=dist.device)  # one-process work on rank 0
     timings: dict[str, float] = {}
     summaries: dict[str, dict] = {}
     t0 = time.perf_counter()
-    prepared = Path(data) if data is not None else prepare_synthetic(out, base, log)
+    prepared = Path(on_main(dist, lambda: str(Path(data) if data is not None else prepare_synthetic(out, base, log))))
     timings["data"] = round(time.perf_counter() - t0, 2)
     frac = base.recipe.fraction if fraction is None else fraction
-    labeled, unlabeled, digest = write_label_split(prepared, frac, base.recipe.split_seed)
+    labeled, unlabeled, digest = on_main(dist, lambda: write_label_split(prepared, frac, base.recipe.split_seed))
     log(f"== labeled split {labeled.name} ({frac:g}, seed {base.recipe.split_seed}), sha256 {digest[:12]}")
 
     d = {n: out / n for n in ("invariant", "distinctive", "finetune_invariant", "finetune_distinctive",
@@ -166,37 +183,37 @@ def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | N
     fps = {n: fingerprint(cfg_of(n), **data_id) for n in ("invariant", "distinctive")}
     _stage("invariant", d["invariant"], lambda: stages.train_ssl(
         cfg_of("invariant"), prepared, d["invariant"], dist=dist, resume="auto", log=log), log, timings, summaries,
-        fps["invariant"])
+        fps["invariant"], dist)
     _stage("distinctive", d["distinctive"], lambda: stages.train_ssl(
         cfg_of("distinctive"), prepared, d["distinctive"], dist=dist, resume="auto", log=log), log, timings, summaries,
-        fps["distinctive"])
+        fps["distinctive"], dist)
     for kind in ("invariant", "distinctive"):
         name = f"finetune_{kind}"
         fps[name] = fingerprint(cfg_of("finetune"), **data_id, split=digest, init=fps[kind])
         _stage(name, d[name], lambda kind=kind, name=name: stages.train_classifier(
             cfg_of("finetune"), prepared, d[name], dist=dist, labeled=labeled, init=ck[kind], resume="auto",
-            log=log), log, timings, summaries, fps[name])
+            log=log), log, timings, summaries, fps[name], dist)
     sim_file = out / "similarity.csv"
     fps["similarity"] = fingerprint(cfg_of("similarity"), **data_id, ssl=[fps["invariant"], fps["distinctive"]])
-    sim_prev = json.loads((out / "similarity.json").read_text()) if (out / "similarity.json").is_file() else None
-    if sim_file.is_file() and sim_prev is not None:
-        if sim_prev.get("fingerprint") != fps["similarity"]:
-            raise _refuse("similarity", out / "similarity.json", "scores of other self-supervised teachers")
-        summaries["similarity"] = sim_prev
-        timings["similarity"] = summaries["similarity"].get("seconds", 0.0)
-    else:
+    def similarity():
+        sim_prev = json.loads((out / "similarity.json").read_text()) if (out / "similarity.json").is_file() else None
+        if sim_file.is_file() and sim_prev is not None:
+            if sim_prev.get("fingerprint") != fps["similarity"]:
+                raise _refuse("similarity", out / "similarity.json", "scores of other self-supervised teachers")
+            return sim_prev, sim_prev.get("seconds", 0.0)
         log("== similarity")
         t0 = time.perf_counter()
-        summaries["similarity"] = stages.compute_similarity(cfg_of("similarity"), prepared, sim_file,
-                                                            invariant=ck["invariant"], distinctive=ck["distinctive"],
-                                                            dist=dist, log=log)
-        timings["similarity"] = round(time.perf_counter() - t0, 2)
-        summaries["similarity"]["fingerprint"] = fps["similarity"]
-        atomic_write_bytes(out / "similarity.json", json.dumps(summaries["similarity"], indent=2).encode())
+        summary = stages.compute_similarity(cfg_of("similarity"), prepared, sim_file, invariant=ck["invariant"],
+                                            distinctive=ck["distinctive"], dist=local, log=log)
+        summary["fingerprint"] = fps["similarity"]
+        atomic_write_bytes(out / "similarity.json", json.dumps(summary, indent=2).encode())
+        return summary, round(time.perf_counter() - t0, 2)
+
+    summaries["similarity"], timings["similarity"] = on_main(dist, similarity)
     fps["supervised"] = fingerprint(cfg_of("supervised"), **data_id, split=digest)
     _stage("supervised", d["supervised"], lambda: stages.train_classifier(
         cfg_of("supervised"), prepared, d["supervised"], dist=dist, labeled=labeled, init="scratch", resume="auto",
-        log=log), log, timings, summaries, fps["supervised"])
+        log=log), log, timings, summaries, fps["supervised"], dist)
     init_id = fps.get(base.recipe.student_init, str(student_init))
     for name, weighting in STUDENTS.items():
         scfg = cfg_of("student", {"loss": {"weighting": weighting}})
@@ -205,32 +222,36 @@ def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | N
         _stage(name, d[name], lambda name=name, scfg=scfg: stages.train_student(
             scfg, prepared, d[name], dist=dist, labeled=labeled,
             unlabeled=unlabeled, teacher_inv=ck["finetune_invariant"], teacher_dis=ck["finetune_distinctive"],
-            similarity=sim_file, init=student_init, resume="auto", log=log), log, timings, summaries, fps[name])
+            similarity=sim_file, init=student_init, resume="auto", log=log), log, timings, summaries, fps[name],
+            dist)
 
-    evals = {}
-    t0 = time.perf_counter()
-    for name, src in (("supervised", "supervised"), ("teacher_invariant", "finetune_invariant"),
-                      ("teacher_distinctive", "finetune_distinctive"), *((n, n) for n in STUDENTS)):
-        res_file = d[src] / "eval.json"
-        ecfg = cfg_of("eval")
-        efp = fingerprint(ecfg, **data_id, model=fps[src])
-        if res_file.is_file():
-            prev = json.loads(res_file.read_text())
-            if prev.get("fingerprint") == efp:
-                evals[name] = prev
-                continue
-        ecfg.train.progress = False
-        evals[name] = stages.evaluate_checkpoint(ecfg, prepared, ck[src], dist=dist, split="test", log=log)
-        evals[name]["fingerprint"] = efp
-        atomic_write_bytes(res_file, json.dumps(evals[name], indent=2).encode())
-    timings["eval"] = round(time.perf_counter() - t0, 2)
-    total = round(time.perf_counter() - t_start, 2)
-    results = build_results(out, prepared, preset, frac, summaries, evals, timings, total)
-    results["student_init"] = base.recipe.student_init
-    atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
-    report = render_report(results)
-    atomic_write_bytes(out / "report.md", report.encode())
-    return results
+    def evaluate_and_report():
+        evals = {}
+        t0 = time.perf_counter()
+        for name, src in (("supervised", "supervised"), ("teacher_invariant", "finetune_invariant"),
+                          ("teacher_distinctive", "finetune_distinctive"), *((n, n) for n in STUDENTS)):
+            res_file = d[src] / "eval.json"
+            ecfg = cfg_of("eval")
+            efp = fingerprint(ecfg, **data_id, model=fps[src])
+            if res_file.is_file():
+                prev = json.loads(res_file.read_text())
+                if prev.get("fingerprint") == efp:
+                    evals[name] = prev
+                    continue
+            ecfg.train.progress = False
+            evals[name] = stages.evaluate_checkpoint(ecfg, prepared, ck[src], dist=local, split="test", log=log)
+            evals[name]["fingerprint"] = efp
+            atomic_write_bytes(res_file, json.dumps(evals[name], indent=2).encode())
+        timings["eval"] = round(time.perf_counter() - t0, 2)
+        total = round(time.perf_counter() - t_start, 2)
+        results = build_results(out, prepared, preset, frac, summaries, evals, timings, total)
+        results["student_init"] = base.recipe.student_init
+        results["world"] = dist.world
+        atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
+        atomic_write_bytes(out / "report.md", render_report(results).encode())
+        return results
+
+    return on_main(dist, evaluate_and_report)
 
 
 def build_results(out, prepared, preset, frac, summaries, evals, timings, total) -> dict:

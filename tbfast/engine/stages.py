@@ -136,15 +136,29 @@ def train_ssl(cfg: Config, prepared, run_dir, *, dist: Dist, resume: str | None 
     if cfg.stage not in SSL_STAGES:
         raise UserError(f"train_ssl: stage {cfg.stage!r} is not self-supervised")
     _seed(cfg, dist)
-    model = SSLNet(cfg.model)
+    model = _sync(SSLNet(cfg.model), cfg, dist, log)
     loader = make_loader(prepared, "ssl", cfg, dist, indices=indices, split="train", records=records)
-    task = SSLTask(cfg, dist.device, loader)
+    task = SSLTask(cfg, dist.device, loader, dist=dist)
     trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta={"backbone": cfg.model.backbone, "num_classes": None},
                       resume=resume, on_log=log)
     res = trainer.fit()
     summary = _fit_summary(res, cfg, trainer)
     _write_summary(run_dir, summary, dist)
     return summary
+
+
+def _sync(model, cfg: Config, dist: Dist, log):
+    """Synchronise the model's BatchNorm statistics across ranks when ``model.sync_bn`` asks."""
+    from tbfast.engine.config import sync_bn
+    from tbfast.models import set_sync_bn
+
+    on = sync_bn(cfg, dist.world)
+    if dist.enabled and dist.main:
+        log(f"{dist.world} processes: BatchNorm statistics {'over all ranks' if on else 'per rank'} "
+            f"(model.sync_bn={cfg.model.sync_bn})"
+            + (f"; L_I negatives from {'all ranks' if cfg.loss.cross_rank else 'this rank only'}"
+               if cfg.stage in ("invariant", "combined") else ""))
+    return set_sync_bn(model, on)
 
 
 # ------------------------------------------------------------------ fine-tuning / supervised
@@ -170,7 +184,7 @@ def train_classifier(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=None
                         "for training from scratch use `tbfast train supervised`")
     idx = _indices(prepared, labeled, records, "labeled")
     _seed(cfg, dist)
-    model = ClassNet(cfg.model, len(classes))
+    model = _sync(ClassNet(cfg.model, len(classes)), cfg, dist, log)
     # resume overrides the weights; the SSL stage a fine-tuned model comes from is recorded so that
     # `train student` can refuse a teacher given in the other role
     init_stage = _load_init(model, init, cfg, stages=SSL_STAGES + CLASSIFIER_STAGES, what="--init checkpoint")
@@ -254,7 +268,7 @@ def train_student(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlabe
         t_dis = Teacher(load_classifier(teacher_dis, dist.device, nc, "distinctive teacher", not_from="invariant"),
                         dist.device, cfg.train.teacher_half)
     _seed(cfg, dist)
-    model = ClassNet(cfg.model, nc)
+    model = _sync(ClassNet(cfg.model, nc), cfg, dist, log)
     _load_init(model, init, cfg, stages=SSL_STAGES + CLASSIFIER_STAGES, what="--init checkpoint")
     lab_loader = make_loader(prepared, "train", cfg, dist, indices=lab, records=records)
     unl_loader = make_loader(prepared, "train", cfg, dist, indices=unl, records=records)

@@ -39,6 +39,11 @@ def _normalize_scores(raw: torch.Tensor) -> torch.Tensor:
     return normalize_scores(raw)
 
 
+def _up(t: torch.Tensor) -> torch.Tensor:
+    """At least float32 (losses never run in half precision; float64 stays float64, for tests)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
@@ -102,8 +107,9 @@ class SSLTask(SingleLoaderTask):
 
     clip_len = 16
 
-    def __init__(self, cfg: Config, device: torch.device, loader):
+    def __init__(self, cfg: Config, device: torch.device, loader, dist=None):
         super().__init__(cfg, device, loader)
+        self.dist = dist
         self.objective = get_ssl_objective(cfg.loss.ssl_impl)
         self.bn = bn_mode(cfg, device.type)
         if self.bn != "mixed" and cfg.data.batch_size < 2:
@@ -121,8 +127,28 @@ class SSLTask(SingleLoaderTask):
         long = torch.cat([batch["long0"], batch["long1"]])
         short = torch.cat([batch["short0"], batch["short1"]])
         z_long, z_short, z_slices = model(long, short, slices=lc.w_gl > 0, bn=self.bn)
-        out = self.objective(z_long.float(), None if z_slices is None else z_slices.float(), z_short.float(),
-                             tau=lc.tau, w_inv=lc.w_inv, w_ll=lc.w_ll, w_gl=lc.w_gl, reduction=lc.reduction)
+        z_long, z_short = _up(z_long), _up(z_short)
+        z_slices = None if z_slices is None else _up(z_slices)
+        kw = dict(tau=lc.tau, reduction=lc.reduction)
+        d = self.dist
+        if d is not None and d.enabled:  # the reference's sum over videos counts the whole step
+            kw["bsz_total"] = z_short.shape[0] * d.world
+        if d is None or not d.enabled or not (lc.cross_rank and lc.w_inv):
+            out = self.objective(z_long, z_slices, z_short, w_inv=lc.w_inv, w_ll=lc.w_ll, w_gl=lc.w_gl, **kw)
+            return {k: v for k, v in out.items() if k in self.terms and v is not None}
+        # several processes, one objective: L_I over every rank's videos (embeddings gathered with
+        # their gradients; each rank computes the same global L_I, and DDP's gradient average over
+        # the ranks' sum of gradients through the gather gives exactly one process's gradient); the
+        # per-video terms on this rank's videos, whose ranks' average is the global mean (the
+        # reference's sum over videos counts the whole step: bsz_total)
+        from tbfast.engine.distributed import gather_rows
+
+        inv = self.objective(gather_rows(z_long, d), None, gather_rows(z_short, d), w_inv=lc.w_inv, w_ll=0.0,
+                             w_gl=0.0, **kw)
+        out = {"L_I": inv["L_I"], "loss": lc.w_inv * inv["L_I"]}
+        if lc.w_ll or lc.w_gl:
+            per = self.objective(z_long, z_slices, z_short, w_inv=0.0, w_ll=lc.w_ll, w_gl=lc.w_gl, **kw)
+            out.update(L_D1=per["L_D1"], L_D2=per["L_D2"], loss=out["loss"] + per["loss"])
         return {k: v for k, v in out.items() if k in self.terms and v is not None}
 
 
@@ -135,7 +161,7 @@ class ClassifyTask(SingleLoaderTask):
         return batch["clip"].shape[0]
 
     def compute(self, model, batch):
-        logits = model(batch["clip"]).float()
+        logits = _up(model(batch["clip"]))
         loss = F.cross_entropy(logits, batch["label"])
         acc = (logits.detach().argmax(1) == batch["label"]).float().mean()
         return {"loss": loss, "acc": acc}
@@ -243,7 +269,7 @@ class StudentTask(Task):
         s = torch.cat([self.weights(batch["l"]["index"]), self.weights(batch["u"]["index"])])
         nl = xl.shape[0]
         # labeled and unlabeled clips: two BatchNorm groups, as the reference's two calls
-        logits = model(x, groups=[nl, xu.shape[0]], bn=self.bn).float()
+        logits = _up(model(x, groups=[nl, xu.shape[0]], bn=self.bn))
         ce = F.cross_entropy(logits[:nl], y)
         with torch.autocast(x.device.type, enabled=False):
             d_l = self.distill(logits[:nl], p_inv[:nl], p_dis[:nl], s[:nl], lc.distill, lc.reduction)

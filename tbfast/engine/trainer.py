@@ -78,7 +78,10 @@ def choose_precision(cfg: Config, device: torch.device, task: Task, model: nn.Mo
     probe, shape = task.probe(model)
     if device.type == "cpu":
         guard_cpu_bf16(model)
-    res = gradient_check(probe, shape, device=device, dtype=AUTOCAST[p], channels_last=cfg.train.channels_last)
+    from tbfast.models import sync_bn_paused
+
+    with sync_bn_paused():  # a local check: no collective
+        res = gradient_check(probe, shape, device=device, dtype=AUTOCAST[p], channels_last=cfg.train.channels_last)
     if not res.ok:
         warnings.warn(f"{p} start-up check failed ({res.describe()}); training in fp32 instead", stacklevel=1)
         log(f"WARNING: {p} {res.describe()}; falling back to fp32")

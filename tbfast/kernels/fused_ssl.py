@@ -83,21 +83,24 @@ def fused_ssl_objective(
     w_gl: float = 1.0,
     reduction: str = "mean",
     lse_fn: LseFn = grouped_masked_lse_torch,
+    bsz_total: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Same contract as :func:`tbfast.losses.ssl_objective`.
 
     z_long (B, 2, d), z_long_slices (B, 2, 4, d) or None when w_gl == 0, z_short (B, 2, 4, d).
-    Returns dict(loss, L_I, L_D1, L_D2); terms with weight 0 are 0-d zero tensors.
+    Returns dict(loss, L_I, L_D1, L_D2); terms with weight 0 are 0-d zero tensors. ``bsz_total``:
+    the videos of the whole step when the inputs are one process's share (scales L_D1's sum).
     Computes in the inputs' dtype: an enclosing autocast region does not lower it (the engine
     passes float32 embeddings, so contrastive logits keep full precision under AMP).
     """
     with torch.autocast(device_type=z_short.device.type, enabled=False):
-        return _fused(z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, reduction, lse_fn)
+        return _fused(z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, reduction, lse_fn, bsz_total)
 
 
-def _fused(z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, reduction, lse_fn) -> dict[str, torch.Tensor]:
+def _fused(z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, reduction, lse_fn,
+           bsz_total=None) -> dict[str, torch.Tensor]:
     bsz, _, nt, d = z_short.shape
-    s_short, s_ll, s_gl = reduction_scales(reduction, bsz, nt)
+    s_short, s_ll, s_gl = reduction_scales(reduction, bsz_total or bsz, nt)
     ns = 2 * nt  # short-clip sets (view a, clip j), index a*nt + j
     inv_tau = 1.0 / tau
     zero = z_short.new_zeros(())

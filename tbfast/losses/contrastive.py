@@ -75,14 +75,16 @@ def invariant_loss(z_long: torch.Tensor, z_short: torch.Tensor, tau: float = 0.1
     return loss + short * (scale / len(pairs))
 
 
-def local_local_loss(z_short: torch.Tensor, tau: float = 0.1, reduction: str = "mean") -> torch.Tensor:
+def local_local_loss(z_short: torch.Tensor, tau: float = 0.1, reduction: str = "mean",
+                     bsz_total: int | None = None) -> torch.Tensor:
     """L_D1. z_short: (B, 2, 4, d) -> scalar.
 
     Per video, NT-Xent with n=4 between view 0's and view 1's short clips (positive: same time in
     the other view; negatives: the other times of the same video); mean (``mean``) or sum
-    (``reference``) over videos.
+    (``reference``) over videos: all ``bsz_total`` videos of a step when this process holds a share
+    of them (the processes' losses are averaged, so each scales its mean by the global count).
     """
-    scale = reduction_scales(reduction, z_short.shape[0], z_short.shape[2])[1]
+    scale = reduction_scales(reduction, bsz_total or z_short.shape[0], z_short.shape[2])[1]
     return _nt_xent_groups(z_short[:, 0], z_short[:, 1], tau) * scale
 
 
@@ -113,18 +115,21 @@ def ssl_objective(
     w_ll: float = 1.0,
     w_gl: float = 1.0,
     reduction: str = "mean",
+    bsz_total: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Weighted self-supervised objective: loss = w_inv*L_I + w_ll*L_D1 + w_gl*L_D2.
 
     Returns dict(loss, L_I, L_D1, L_D2), always with all four keys. A term whose weight is 0 is
     not computed and reported as a 0-d zero tensor (no graph); ``z_long_slices`` may then be None
     when ``w_gl == 0``. L_I, L_D1, L_D2 are the unweighted terms in the chosen ``reduction``.
+    ``bsz_total``: the videos of the whole step when the inputs are one process's share (only the
+    ``reference`` sum over videos of L_D1 depends on it).
     """
     reduction_scales(reduction, 1)  # validate the name even when every term is skipped
     return _combine(
         z_short,
         w_inv, (lambda: invariant_loss(z_long, z_short, tau, reduction)),
-        w_ll, (lambda: local_local_loss(z_short, tau, reduction)),
+        w_ll, (lambda: local_local_loss(z_short, tau, reduction, bsz_total)),
         w_gl, (lambda: global_local_loss(z_long_slices, z_short, tau, reduction)),
     )
 

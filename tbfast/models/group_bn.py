@@ -13,6 +13,11 @@ two executions that give the same numbers:
 
 Every BatchNorm of a model built by tbfast is a :class:`GroupedBatchNorm` (same parameters,
 buffers and state-dict keys as torch's); outside :func:`bn_groups` it *is* torch's BatchNorm.
+
+Synchronised statistics (:func:`set_sync_bn`, several processes): each group's mean and variance
+are taken over that group's rows on *every* rank (two autograd-aware all-reduces per group: the
+sum, then the centred sum of squares), so N processes with B/N videos each normalise exactly as
+one process with B videos, per clip group, and gradients flow back through the reductions.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["GroupedBatchNorm", "convert_group_bn", "bn_groups", "grouped_call", "BN_EXECS"]
+__all__ = ["GroupedBatchNorm", "convert_group_bn", "bn_groups", "grouped_call", "BN_EXECS", "set_sync_bn",
+           "sync_bn_paused"]
 
 BN_EXECS = ("calls", "pass")
 
@@ -34,19 +40,80 @@ class GroupedBatchNorm(_BatchNorm):
     separate call of torch's BatchNorm (same kernel, same running-statistics update), in order."""
 
     groups: tuple[int, ...] | None = None
+    sync: bool = False  # statistics over every rank of the default process group (set_sync_bn)
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() not in (2, 3, 4, 5):
             raise ValueError(f"expected 2D to 5D input (got {input.dim()}D input)")
 
+    def _syncing(self) -> bool:
+        if not (self.sync and self.training and _SYNC_PAUSED == 0):
+            return False
+        import torch.distributed as dist
+
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+    def _one(self, x: torch.Tensor) -> torch.Tensor:
+        return _sync_batch_norm(self, x) if self._syncing() else super().forward(x)
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         groups = self.groups
         if groups is None or len(groups) < 2 or not (self.training or not self.track_running_stats):
-            return super().forward(input)
+            return self._one(input)
         if sum(groups) != input.shape[0]:
             raise ValueError(f"BatchNorm groups {groups} do not add up to the batch of {input.shape[0]}")
-        parts = [super(GroupedBatchNorm, self).forward(x) for x in input.split(list(groups))]
-        return torch.cat(parts)
+        return torch.cat([self._one(x) for x in input.split(list(groups))])
+
+
+_SYNC_PAUSED = 0
+
+
+@contextlib.contextmanager
+def sync_bn_paused():
+    """Within the block no BatchNorm synchronises (e.g. a start-up check that runs on one rank)."""
+    global _SYNC_PAUSED
+    _SYNC_PAUSED += 1
+    try:
+        yield
+    finally:
+        _SYNC_PAUSED -= 1
+
+
+def set_sync_bn(module: nn.Module, enabled: bool) -> nn.Module:
+    """Every GroupedBatchNorm of ``module`` takes its training statistics over all ranks (when a
+    process group of more than one process is initialised) or, with ``enabled=False``, per rank."""
+    for m in _grouped(module):
+        m.sync = bool(enabled)
+    return module
+
+
+def _sync_batch_norm(bn: GroupedBatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """Training-mode BatchNorm of ``x`` with statistics over this group's rows on every rank."""
+    import torch.distributed as dist
+
+    from tbfast.distops import all_reduce_sum as all_reduce
+
+    c = x.shape[1]
+    dims = [0] + list(range(2, x.dim()))
+    shape = [1, c] + [1] * (x.dim() - 2)
+    count = torch.tensor([float(x.numel() // max(c, 1))], dtype=torch.float64, device=x.device)
+    dist.all_reduce(count)
+    n = float(count.item())
+    xf = x if x.dtype == torch.float64 else x.float()
+    mean = all_reduce(xf.sum(dims)) / n  # differentiable: the backward sums the gradients over ranks
+    d = xf - mean.view(shape)
+    var = all_reduce((d * d).sum(dims)) / n  # biased, as BatchNorm normalises
+    y = d * torch.rsqrt(var + bn.eps).view(shape)
+    if bn.affine:
+        y = y * bn.weight.to(xf.dtype).view(shape) + bn.bias.to(xf.dtype).view(shape)
+    if bn.track_running_stats:
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            f = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            bn.running_mean.mul_(1 - f).add_(mean.detach().to(bn.running_mean.dtype), alpha=f)
+            unbiased = var.detach() * (n / max(n - 1.0, 1.0))
+            bn.running_var.mul_(1 - f).add_(unbiased.to(bn.running_var.dtype), alpha=f)
+    return y.to(x.dtype)
 
 
 def convert_group_bn(module: nn.Module) -> nn.Module:

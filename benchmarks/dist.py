@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser, command: str = "bench dist") -> No
     p.add_argument("--json", default=None, type=output_file, help="write the results here")
 
 
-def _worker(rank: int, args: argparse.Namespace, init: str, out: str) -> None:
+def _worker(rank: int, opts: dict, init: str, out: str) -> None:
     import json
 
     import torch
@@ -49,6 +49,7 @@ def _worker(rank: int, args: argparse.Namespace, init: str, out: str) -> None:
     from tbfast.engine.tasks import SSLTask
     from tbfast.models import set_sync_bn
 
+    args = argparse.Namespace(**opts)
     torch.set_num_threads(args.threads)
     cuda = args.device == "cuda"
     dev = torch.device("cuda", rank) if cuda else torch.device("cpu")
@@ -105,7 +106,8 @@ def main(args: argparse.Namespace) -> int:
         old = os.environ.get("OMP_NUM_THREADS")
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
         try:
-            mp.spawn(_worker, args=(args, os.path.join(tmp, "init"), out), nprocs=args.world, join=True)
+            opts = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+            mp.spawn(_worker, args=(opts, os.path.join(tmp, "init"), out), nprocs=args.world, join=True)
         finally:
             if old is None:
                 os.environ.pop("OMP_NUM_THREADS", None)

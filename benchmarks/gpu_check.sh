@@ -43,6 +43,12 @@ else
   echo "pytorchvideo not importable here: r50 skipped (carry its wheels in .whl/)" | tee -a "$log"
 fi
 tb 90 bench losses --device $dev "${loss_opts[@]}" --json "$out/losses.json"
+ngpu=$($py -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+if [ "$ngpu" -ge 2 ]; then  # NCCL: the cost of gathered negatives and synchronised BatchNorm per step
+  tb 150 bench dist --device cuda --world 2 --backbone r3d18 --size 112 --batch-size 8 --json "$out/dist_nccl.json"
+else
+  echo "fewer than 2 GPUs: NCCL cost of gathered negatives / synchronised BatchNorm skipped" | tee -a "$log"
+fi
 if ! $py -c "import nvidia.dali" 2>/dev/null; then
   echo "DALI not importable here: NVDEC decode rate skipped (source .dali/install_dali.sh first)" | tee -a "$log"
 elif [ -z "${GPU_CHECK_DATA:-}" ] || [ ! -f "${GPU_CHECK_DATA}/manifest.jsonl" ]; then

@@ -15,9 +15,9 @@ Every BatchNorm of a model built by tbfast is a :class:`GroupedBatchNorm` (same 
 buffers and state-dict keys as torch's); outside :func:`bn_groups` it *is* torch's BatchNorm.
 
 Synchronised statistics (:func:`set_sync_bn`, several processes): each group's mean and variance
-are taken over that group's rows on *every* rank (two autograd-aware all-reduces per group: the
-sum, then the centred sum of squares), so N processes with B/N videos each normalise exactly as
-one process with B videos, per clip group, and gradients flow back through the reductions.
+are taken over that group's rows on *every* rank (one differentiable gather per BatchNorm layer
+and call, for all its groups at once), so N processes with B/N videos each normalise exactly as
+one process with B videos, per clip group, and gradients flow back through the gather.
 """
 from __future__ import annotations
 
@@ -53,16 +53,16 @@ class GroupedBatchNorm(_BatchNorm):
 
         return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
-    def _one(self, x: torch.Tensor) -> torch.Tensor:
-        return _sync_batch_norm(self, x) if self._syncing() else super().forward(x)
-
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         groups = self.groups
-        if groups is None or len(groups) < 2 or not (self.training or not self.track_running_stats):
-            return self._one(input)
-        if sum(groups) != input.shape[0]:
+        grouped = groups is not None and len(groups) >= 2 and (self.training or not self.track_running_stats)
+        if grouped and sum(groups) != input.shape[0]:
             raise ValueError(f"BatchNorm groups {groups} do not add up to the batch of {input.shape[0]}")
-        return torch.cat([self._one(x) for x in input.split(list(groups))])
+        if self._syncing():  # every group's statistics over all ranks, one collective for all groups
+            return torch.cat(_sync_batch_norm(self, input.split(list(groups)) if grouped else [input]))
+        if not grouped:
+            return super().forward(input)
+        return torch.cat([super(GroupedBatchNorm, self).forward(x) for x in input.split(list(groups))])
 
 
 _SYNC_PAUSED = 0
@@ -87,33 +87,47 @@ def set_sync_bn(module: nn.Module, enabled: bool) -> nn.Module:
     return module
 
 
-def _sync_batch_norm(bn: GroupedBatchNorm, x: torch.Tensor) -> torch.Tensor:
-    """Training-mode BatchNorm of ``x`` with statistics over this group's rows on every rank."""
-    import torch.distributed as dist
+def _sync_batch_norm(bn: GroupedBatchNorm, parts) -> list[torch.Tensor]:
+    """Training-mode BatchNorm of each tensor of ``parts`` (the clip groups, in order) with that
+    group's statistics over every rank. Each rank's count, mean and centred sum of squares per group
+    are gathered in one differentiable collective and combined exactly (Chan et al.'s pairwise
+    formula: no float32 cancellation of E[x^2] - E[x]^2); the running statistics take one update per
+    group, in order, as separate calls would."""
+    from tbfast.distops import gather_rows
 
-    from tbfast.distops import all_reduce_sum as all_reduce
-
-    c = x.shape[1]
-    dims = [0] + list(range(2, x.dim()))
-    shape = [1, c] + [1] * (x.dim() - 2)
-    count = torch.tensor([float(x.numel() // max(c, 1))], dtype=torch.float64, device=x.device)
-    dist.all_reduce(count)
-    n = float(count.item())
-    xf = x if x.dtype == torch.float64 else x.float()
-    mean = all_reduce(xf.sum(dims)) / n  # differentiable: the backward sums the gradients over ranks
-    d = xf - mean.view(shape)
-    var = all_reduce((d * d).sum(dims)) / n  # biased, as BatchNorm normalises
-    y = d * torch.rsqrt(var + bn.eps).view(shape)
-    if bn.affine:
-        y = y * bn.weight.to(xf.dtype).view(shape) + bn.bias.to(xf.dtype).view(shape)
-    if bn.track_running_stats:
-        with torch.no_grad():
-            bn.num_batches_tracked.add_(1)
-            f = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-            bn.running_mean.mul_(1 - f).add_(mean.detach().to(bn.running_mean.dtype), alpha=f)
-            unbiased = var.detach() * (n / max(n - 1.0, 1.0))
-            bn.running_var.mul_(1 - f).add_(unbiased.to(bn.running_var.dtype), alpha=f)
-    return y.to(x.dtype)
+    x0 = parts[0]
+    c = x0.shape[1]
+    dims = [0] + list(range(2, x0.dim()))
+    shape = [1, c] + [1] * (x0.dim() - 2)
+    stats, xs = [], []
+    for x in parts:
+        xf = x if x.dtype == torch.float64 else x.float()
+        n = float(xf.numel() // c)
+        mean = xf.mean(dims)
+        m2 = ((xf - mean.view(shape)) ** 2).sum(dims)
+        stats.append(torch.cat([mean, m2, mean.new_full((1,), n)]))
+        xs.append(xf)
+    every = gather_rows(torch.stack(stats).unsqueeze(0))  # (world, groups, 2C + 1)
+    n_r = every[..., 2 * c:].detach()  # (world, groups, 1): counts carry no gradient
+    n = n_r.sum(0)  # (groups, 1)
+    mean = (every[..., :c] * n_r).sum(0) / n  # (groups, C)
+    m2 = every[..., c:2 * c].sum(0) + (n_r * (every[..., :c] - mean.unsqueeze(0)) ** 2).sum(0)
+    var = m2 / n  # biased, as BatchNorm normalises
+    out = []
+    for g, xf in enumerate(xs):
+        y = (xf - mean[g].view(shape)) * torch.rsqrt(var[g] + bn.eps).view(shape)
+        if bn.affine:
+            y = y * bn.weight.to(xf.dtype).view(shape) + bn.bias.to(xf.dtype).view(shape)
+        out.append(y.to(parts[g].dtype))
+        if bn.track_running_stats:
+            with torch.no_grad():
+                bn.num_batches_tracked.add_(1)
+                f = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+                cnt = float(n[g])
+                bn.running_mean.mul_(1 - f).add_(mean[g].detach().to(bn.running_mean.dtype), alpha=f)
+                unbiased = var[g].detach() * (cnt / max(cnt - 1.0, 1.0))
+                bn.running_var.mul_(1 - f).add_(unbiased.to(bn.running_var.dtype), alpha=f)
+    return out
 
 
 def convert_group_bn(module: nn.Module) -> nn.Module:

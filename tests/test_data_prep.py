@@ -382,3 +382,33 @@ def test_nonsense_manifest_values_are_refused_when_read(prepared, tmp_path, fiel
     (copy / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(UserError, match=message):
         read_manifest(copy)
+
+
+def test_loader_hashes_each_file_once_and_still_sees_a_later_change(prepared, tmp_path, monkeypatch):
+    """The checksum is verified on a file's first read in a process; later reads check its identity
+    (size, mtime, inode): a file replaced after the first epoch is still an error naming it."""
+    import time as _time
+
+    import dali_pipelines.loader as L
+
+    data = tmp_path / "p"
+    shutil.copytree(prepared, data)
+    calls = []
+    real = L.content_checksum
+    monkeypatch.setattr(L, "content_checksum", lambda b: calls.append(1) or real(b))
+    loader = L.build_loader(data, "eval", split="test", batch_size=2, size=16)
+    n = len(loader.indices)
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        assert sum(len(b["index"]) for b in loader) == n
+    assert len(calls) == n  # hashed once each, not once per epoch
+    r = read_manifest(data)[loader.indices[0]]
+    f = data / r.path
+    raw = bytearray(f.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # same size, other content, a new modification time
+    _time.sleep(0.01)
+    f.write_bytes(bytes(raw))
+    with pytest.raises(L.CorruptVideoError, match="checksum mismatch"):
+        for _ in loader:
+            pass
+    assert loader.host_videos >= n and loader.host_seconds["plan"] > 0

@@ -106,3 +106,49 @@ def test_order_changes_per_epoch_and_is_reproducible():
     assert e0 == epoch_batches(idx, epoch=0, **kw)
     assert e0 != epoch_batches(idx, epoch=1, **kw)
     assert epoch_batches(idx, epoch=0, batch_size=5, seed=0, shuffle=False, drop_last=False)[0] == [0, 1, 2, 3, 4]
+
+
+def _readable_random_view(rng, height, width, size, aug):
+    """The readable form of ``random_view`` (one generator call per quantity, in METHOD.md §3's
+    order); the library's fast version must draw exactly the same."""
+    import math
+
+    from tbfast.data.plans import ClipView
+
+    side = float(rng.uniform(*aug.crop_scale)) * min(height, width)
+    y0 = float(rng.uniform(0, height - side))
+    x0 = float(rng.uniform(0, width - side))
+    flip = bool(rng.random() < aug.flip_p)
+    roi = (y0, x0 + side, y0 + side, x0) if flip else (y0, x0, y0 + side, x0 + side)
+    draws = rng.random(6)
+    contrast = float(rng.uniform(*aug.contrast)) if draws[0] < aug.contrast_p else 1.0
+    hue = float(rng.uniform(*aug.hue)) * 360.0 if draws[1] < aug.hue_p else 0.0
+    saturation = float(rng.uniform(*aug.saturation)) if draws[2] < aug.saturation_p else 1.0
+    brightness = float(rng.uniform(*aug.brightness)) if draws[3] < aug.brightness_p else 1.0
+    gray = bool(draws[4] < aug.gray_p)
+    channel = int(rng.integers(0, 3))
+    drop = channel if draws[5] < aug.channel_drop_p else -1
+    erase = []
+    lo, hi = aug.erase_size
+    for _ in range(aug.num_erase):
+        p = rng.random()
+        h = int(rng.integers(math.ceil(size * lo), max(math.ceil(size * hi), math.ceil(size * lo) + 1)))
+        w = int(rng.integers(math.ceil(size * lo), max(math.ceil(size * hi), math.ceil(size * lo) + 1)))
+        y = int(rng.integers(0, size - h + 1))
+        x = int(rng.integers(0, size - w + 1))
+        if p < aug.erase_p:
+            erase.append((y, x, h, w))
+    return ClipView(roi=roi, flip=flip, brightness=brightness, contrast=contrast, hue=hue,
+                    saturation=0.0 if gray else saturation, gray=gray, drop_channel=drop, erase=erase)
+
+
+@pytest.mark.parametrize("aug", [SSL_AUG, TRAIN_AUG], ids=["ssl", "train"])
+def test_fast_random_view_draws_exactly_what_the_readable_form_draws(aug):
+    from tbfast.data.plans import random_view, sample_rng
+
+    for i in range(400):
+        a, b = sample_rng(3, 1, i, "ssl"), sample_rng(3, 1, i, "ssl")
+        for k in range(4):
+            h, w, s = 48 + i % 7, 64 + i % 5, 16 + 8 * (i % 3)
+            assert random_view(a, h, w, s, aug) == _readable_random_view(b, h, w, s, aug)
+        assert a.random() == b.random()  # the generators end in the same state

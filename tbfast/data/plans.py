@@ -214,32 +214,44 @@ def center_view(height: int, width: int, factor: float, position: int = 1, posit
 
 
 def random_view(rng: np.random.Generator, height: int, width: int, size: int, aug: AugSpec) -> ClipView:
-    """Draw one clip view per METHOD.md §3 (a fixed number of draws, whatever is applied)."""
-    side = _u(rng, aug.crop_scale) * min(height, width)
-    y0 = float(rng.uniform(0, height - side))
-    x0 = float(rng.uniform(0, width - side))
-    flip = bool(rng.random() < aug.flip_p)
+    """Draw one clip view per METHOD.md §3 (a fixed number of draws, whatever is applied).
+
+    The draws, in order: crop side, y0, x0, flip, six Bernoulli draws (contrast, hue, saturation,
+    brightness, gray, channel drop), the four magnitudes (drawn only when applied), the dropped
+    channel, then per erase box: apply?, h, w, y, x. Written for speed (this runs 10 times per SSL
+    video on the host): the same generator calls in the same order as the readable form, so every
+    plan is unchanged (tests/test_plans.py compares them)."""
+    uniform, random, integers = rng.uniform, rng.random, rng.integers
+    lo, hi = aug.crop_scale
+    short = height if height < width else width
+    side = uniform(lo, hi) * short
+    y0 = uniform(0, height - side)
+    x0 = uniform(0, width - side)
+    flip = random() < aug.flip_p
     roi = (y0, x0 + side, y0 + side, x0) if flip else (y0, x0, y0 + side, x0 + side)
-    draws = rng.random(6)
-    contrast = _u(rng, aug.contrast) if draws[0] < aug.contrast_p else 1.0
-    hue = _u(rng, aug.hue) * 360.0 if draws[1] < aug.hue_p else 0.0
-    saturation = _u(rng, aug.saturation) if draws[2] < aug.saturation_p else 1.0
-    brightness = _u(rng, aug.brightness) if draws[3] < aug.brightness_p else 1.0
-    gray = bool(draws[4] < aug.gray_p)
-    channel = int(rng.integers(0, 3))
-    drop = channel if draws[5] < aug.channel_drop_p else -1
+    d0, d1, d2, d3, d4, d5 = random(6).tolist()
+    contrast = uniform(*aug.contrast) if d0 < aug.contrast_p else 1.0
+    hue = uniform(*aug.hue) * 360.0 if d1 < aug.hue_p else 0.0
+    saturation = uniform(*aug.saturation) if d2 < aug.saturation_p else 1.0
+    brightness = uniform(*aug.brightness) if d3 < aug.brightness_p else 1.0
+    gray = d4 < aug.gray_p
+    channel = int(integers(0, 3))
     erase = []
-    lo, hi = aug.erase_size
-    for _ in range(aug.num_erase):
-        p = rng.random()
-        h = int(rng.integers(math.ceil(size * lo), max(math.ceil(size * hi), math.ceil(size * lo) + 1)))
-        w = int(rng.integers(math.ceil(size * lo), max(math.ceil(size * hi), math.ceil(size * lo) + 1)))
-        y = int(rng.integers(0, size - h + 1))
-        x = int(rng.integers(0, size - w + 1))
-        if p < aug.erase_p:
-            erase.append((y, x, h, w))
-    return ClipView(roi=roi, flip=flip, brightness=brightness, contrast=contrast, hue=hue,
-                    saturation=0.0 if gray else saturation, gray=gray, drop_channel=drop, erase=erase)
+    if aug.num_erase:
+        e_lo = math.ceil(size * aug.erase_size[0])
+        e_hi = max(math.ceil(size * aug.erase_size[1]), e_lo + 1)
+        for _ in range(aug.num_erase):
+            p = random()
+            h = int(integers(e_lo, e_hi))
+            w = int(integers(e_lo, e_hi))
+            y = int(integers(0, size - h + 1))
+            x = int(integers(0, size - w + 1))
+            if p < aug.erase_p:
+                erase.append((y, x, h, w))
+    return ClipView(roi=(float(roi[0]), float(roi[1]), float(roi[2]), float(roi[3])), flip=bool(flip),
+                    brightness=float(brightness), contrast=float(contrast), hue=float(hue),
+                    saturation=0.0 if gray else float(saturation), gray=bool(gray),
+                    drop_channel=channel if d5 < aug.channel_drop_p else -1, erase=erase)
 
 
 def sample_rng(seed: int, epoch: int, index: int, mode: str) -> np.random.Generator:

@@ -195,3 +195,29 @@ def test_teachers_and_similarity_models_in_the_wrong_role_are_refused(chain, pre
     err = " ".join(capsys.readouterr().err.split())
     assert "invariant teacher" in err and "fine-tuned from the distinctive self-supervised model" in err
     assert "--teacher-distinctive" in err
+
+
+def test_recipe_with_two_seeds_reports_means_and_paired_wins(prepared, tmp_path, capsys):
+    data = tmp_path / "prepared"
+    shutil.copytree(prepared, data)
+    out = tmp_path / "recipe"
+    args = ["run", "--data", str(data), "--preset", "synthetic_tiny", "--out", str(out), "--fraction", "0.5",
+            "--no-progress", "--device", "cpu", "--threads", "1", "--set", "train.max_steps=1", "--seeds", "2",
+            "--set", "data.size=16", "--set", "data.batch_size=2", "--set", "eval.clips=2", "--seed", "5"]
+    assert cli(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    sd = res["seeds"]
+    assert sd["seeds"] == [5, 6]
+    for m in ("supervised", "student_invariant", "student_distinctive", "timebalance"):
+        assert len(sd["top1"][m]) == 2 and (out / f"{m}_seed1" / "checkpoints" / "last.pt").is_file()
+        assert sd["mean"][m] == pytest.approx(sum(sd["top1"][m]) / 2, abs=0.01)
+        assert sd["top1"][m][0] == res["top1"][m]  # the first seed is the main table's run
+        cfg = (out / f"{m}_seed1" / "config.yaml").read_text()
+        assert "seed: 6" in cfg
+    pw = sd["timebalance_paired"]["student_invariant"]
+    assert pw["wins"] + pw["ties"] + pw["losses"] == 2
+    report = (out / "report.md").read_text()
+    assert "Over 2 seeds" in report and "mean ± std" in report and (out / "seeds.png").is_file()
+    capsys.readouterr()
+    assert cli(args) == 0  # a second call reuses every seed's stages
+    assert "== similarity" not in capsys.readouterr().err

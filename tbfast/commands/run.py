@@ -10,6 +10,8 @@ import argparse
 import json
 import os
 
+from tbfast.argtypes import positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     from tbfast.engine.cli_args import OVERRIDES, add_overrides
@@ -25,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                              "[default: synthetic_tiny without --data, ucf101_r3d18 with it]")
     parser.add_argument("--fraction", type=float, default=None,
                         help="labeled fraction of the train split [default: the preset's recipe.fraction]")
+    parser.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                        help="train the supervised-only baseline and the three students for N seeds "
+                             "(train.seed, +1, ...) and report each model's mean ± std and TimeBalance's "
+                             "paired wins (default: 1)")
     parser.add_argument("--set", dest="set_items", action="append", metavar="SECTION.KEY=VALUE", default=[],
                         help="override a config value for every stage, e.g. --set train.device=cpu (repeatable)")
     g = parser.add_argument_group("overrides for every stage")
@@ -40,10 +46,12 @@ def main(args: argparse.Namespace) -> int:
     from tbfast.engine.recipe import render_report, run_recipe
 
     results = run_recipe(args.out, data=args.data, preset=args.preset, fraction=args.fraction,
-                         overrides=overrides(args), log=log_line)
+                         overrides=overrides(args), log=log_line, seeds=args.seeds)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 reports
         return 0
     print(render_report(results))
-    print(json.dumps({"top1": results["top1"], "total_seconds": results["total_seconds"],
+    print(json.dumps({"top1": results["top1"], **({"top1_mean": results["seeds"]["mean"]} if "seeds" in results
+                                                   else {}),
+                      "total_seconds": results["total_seconds"],
                       "report": f"{args.out}/report.md"}))
     return 0

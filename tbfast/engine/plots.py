@@ -88,3 +88,30 @@ def plot_histogram(scores: list[float], raw: list[float], out: Path, title: str 
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return Path(out)
+
+
+def plot_seeds(seeds: dict, out: Path) -> Path:
+    """Video top-1 of each model for every seed (points) with the mean ± std (bar), tbfast run --seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = ["supervised", "student_invariant", "student_distinctive", "timebalance"]
+    labels = ["supervised\nonly", "student\ns=1", "student\ns=0", "TimeBalance"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for i, m in enumerate(models):
+        vals = seeds["top1"][m]
+        ax.errorbar([i], [seeds["mean"][m]], yerr=[seeds["std"][m]], fmt="s", color="black", capsize=6, zorder=3)
+        ax.scatter([i + 0.12 * (j - (len(vals) - 1) / 2) for j in range(len(vals))], vals, s=22, alpha=0.7,
+                   color="tab:blue", zorder=2, label="one seed" if i == 0 else None)
+    ax.set_xticks(range(len(models)), labels)
+    ax.set_ylabel("video top-1 %")
+    ax.set_title(f"{len(seeds['seeds'])} seeds: each seed (dots), mean ± std (black)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

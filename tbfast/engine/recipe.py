@@ -126,13 +126,15 @@ def prepare_synthetic(out: Path, cfg, log) -> Path:
 
 
 def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | None = None,
-               overrides: dict | None = None, log=print) -> dict:
+               overrides: dict | None = None, log=print, seeds: int = 1) -> dict:
     from tbfast.data.splits import parse_fraction
 
     t_start = time.perf_counter()
     out = Path(out)
     if fraction is not None:  # before any work: a wrong --fraction is found in a second, not after prep
         fraction = parse_fraction(fraction)
+    if int(seeds) < 1:
+        raise UserError(f"--seeds {seeds}: give 1 or more")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder (created if missing)")
     out.mkdir(parents=True, exist_ok=True)
@@ -153,12 +155,12 @@ def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | N
     dist = setup(base.train.device)
     try:
         return _run(out, data, preset, fraction, cfg_of, base, dist, log if dist.main else (lambda line: None),
-                    t_start)
+                    t_start, int(seeds))
     finally:
         cleanup(dist)
 
 
-def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start) -> dict:
+def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, seeds: int = 1) -> dict:
     from tbfast.data.splits import write_label_split
 
     local = Dist(device=dist.device)  # one-process work on rank 0
@@ -210,26 +212,42 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start) ->
         return summary, round(time.perf_counter() - t0, 2)
 
     summaries["similarity"], timings["similarity"] = on_main(dist, similarity)
-    fps["supervised"] = fingerprint(cfg_of("supervised"), **data_id, split=digest)
-    _stage("supervised", d["supervised"], lambda: stages.train_classifier(
-        cfg_of("supervised"), prepared, d["supervised"], dist=dist, labeled=labeled, init="scratch", resume="auto",
-        log=log), log, timings, summaries, fps["supervised"], dist)
     init_id = fps.get(base.recipe.student_init, str(student_init))
-    for name, weighting in STUDENTS.items():
-        scfg = cfg_of("student", {"loss": {"weighting": weighting}})
-        fps[name] = fingerprint(scfg, **data_id, split=digest, init=init_id, similarity=fps["similarity"],
-                                teachers=[fps["finetune_invariant"], fps["finetune_distinctive"]])
-        _stage(name, d[name], lambda name=name, scfg=scfg: stages.train_student(
-            scfg, prepared, d[name], dist=dist, labeled=labeled,
-            unlabeled=unlabeled, teacher_inv=ck["finetune_invariant"], teacher_dis=ck["finetune_distinctive"],
-            similarity=sim_file, init=student_init, resume="auto", log=log), log, timings, summaries, fps[name],
-            dist)
+    # the supervised-only baseline and the three students, for each seed (seed k: train.seed + k;
+    # run directories NAME for the first seed, NAME_seedK after it)
+    seed_names: dict[str, list[str]] = {n: [] for n in ("supervised", *STUDENTS)}
+    for k in range(seeds):
+        extra = {"train": {"seed": base.train.seed + k}} if k else {}
+        tag = f"_seed{k}" if k else ""
+        name = "supervised" + tag
+        seed_names["supervised"].append(name)
+        d[name] = out / name
+        ck[name] = d[name] / "checkpoints" / "last.pt"
+        fps[name] = fingerprint(cfg_of("supervised", extra), **data_id, split=digest)
+        _stage(name, d[name], lambda name=name, extra=extra: stages.train_classifier(
+            cfg_of("supervised", extra), prepared, d[name], dist=dist, labeled=labeled, init="scratch",
+            resume="auto", log=log), log, timings, summaries, fps[name], dist)
+        for student, weighting in STUDENTS.items():
+            name = student + tag
+            seed_names[student].append(name)
+            d[name] = out / name
+            ck[name] = d[name] / "checkpoints" / "last.pt"
+            scfg = cfg_of("student", {"loss": {"weighting": weighting}, **extra})
+            fps[name] = fingerprint(scfg, **data_id, split=digest, init=init_id, similarity=fps["similarity"],
+                                    teachers=[fps["finetune_invariant"], fps["finetune_distinctive"]])
+            _stage(name, d[name], lambda name=name, scfg=scfg: stages.train_student(
+                scfg, prepared, d[name], dist=dist, labeled=labeled,
+                unlabeled=unlabeled, teacher_inv=ck["finetune_invariant"], teacher_dis=ck["finetune_distinctive"],
+                similarity=sim_file, init=student_init, resume="auto", log=log), log, timings, summaries, fps[name],
+                dist)
 
     def evaluate_and_report():
         evals = {}
         t0 = time.perf_counter()
+        extra_seeds = [(n, n) for names in seed_names.values() for n in names[1:]]
         for name, src in (("supervised", "supervised"), ("teacher_invariant", "finetune_invariant"),
-                          ("teacher_distinctive", "finetune_distinctive"), *((n, n) for n in STUDENTS)):
+                          ("teacher_distinctive", "finetune_distinctive"), *((n, n) for n in STUDENTS),
+                          *extra_seeds):
             res_file = d[src] / "eval.json"
             ecfg = cfg_of("eval")
             efp = fingerprint(ecfg, **data_id, model=fps[src])
@@ -244,14 +262,44 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start) ->
             atomic_write_bytes(res_file, json.dumps(evals[name], indent=2).encode())
         timings["eval"] = round(time.perf_counter() - t0, 2)
         total = round(time.perf_counter() - t_start, 2)
-        results = build_results(out, prepared, preset, frac, summaries, evals, timings, total)
+        per_seed = {k: v for k, v in evals.items() if "_seed" in k}
+        results = build_results(out, prepared, preset, frac, summaries,
+                                {k: v for k, v in evals.items() if k not in per_seed}, timings, total)
         results["student_init"] = base.recipe.student_init
         results["world"] = dist.world
+        if seeds > 1:
+            results["seeds"] = seed_summary(seed_names, evals, [base.train.seed + k for k in range(seeds)])
+            try:
+                from tbfast.engine.plots import plot_seeds
+
+                plot_seeds(results["seeds"], out / "seeds.png")
+            except Exception as exc:  # a plot is a convenience, never a failure
+                log(f"(seed plot skipped: {exc})")
         atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
         atomic_write_bytes(out / "report.md", render_report(results).encode())
         return results
 
     return on_main(dist, evaluate_and_report)
+
+
+def seed_summary(seed_names: dict[str, list[str]], evals: dict, seeds: list[int]) -> dict:
+    """Video top-1 of every model for each seed, their mean and standard deviation (over seeds,
+    n-1), and TimeBalance's paired wins, ties and losses against each other model (same seed)."""
+    import statistics
+
+    top1 = {m: [round(100 * evals[n]["video_top1"], 2) for n in names] for m, names in seed_names.items()}
+    mean = {m: round(statistics.fmean(v), 2) for m, v in top1.items()}
+    std = {m: round(statistics.stdev(v), 2) if len(v) > 1 else 0.0 for m, v in top1.items()}
+    tb = top1["timebalance"]
+    wins = {}
+    for m, v in top1.items():
+        if m != "timebalance":
+            wins[m] = {"wins": sum(a > b for a, b in zip(tb, v)), "ties": sum(a == b for a, b in zip(tb, v)),
+                       "losses": sum(a < b for a, b in zip(tb, v))}
+    return {"seeds": seeds, "top1": top1, "mean": mean, "std": std, "timebalance_paired": wins,
+            "checks": {"timebalance_mean_ge_single_teacher": bool(mean["timebalance"] >= mean["student_invariant"]
+                                                                  and mean["timebalance"] >= mean["student_distinctive"]),
+                       "timebalance_mean_gt_supervised": bool(mean["timebalance"] > mean["supervised"])}}
 
 
 def build_results(out, prepared, preset, frac, summaries, evals, timings, total) -> dict:
@@ -289,6 +337,24 @@ def render_report(r: dict) -> str:
         if k in r["top1_all"]:
             lines.append(f"| {label} | {r['top1_all'][k]:.2f} | {r['top5_all'][k]:.2f} | {r['clip_top1_all'][k]:.2f} |")
     c = r["checks"]
+    sd = r.get("seeds")
+    if sd:
+        n = len(sd["seeds"])
+        lines += ["", f"Over {n} seeds (train.seed {', '.join(map(str, sd['seeds']))}; the table above is the "
+                  f"first seed), video top-1 %:", "",
+                  "| model | " + " | ".join(f"seed {x}" for x in sd["seeds"]) + " | mean ± std |",
+                  "|---|" + "---|" * (n + 1)]
+        for k in ("supervised", "student_invariant", "student_distinctive", "timebalance"):
+            lines.append(f"| {LABELS[k]} | " + " | ".join(f"{v:.2f}" for v in sd["top1"][k])
+                         + f" | {sd['mean'][k]:.2f} ± {sd['std'][k]:.2f} |")
+        pw = sd["timebalance_paired"]
+        lines += ["", "TimeBalance against each model on the same seed (wins / ties / losses): "
+                  + "; ".join(f"{LABELS[m]} {w['wins']}/{w['ties']}/{w['losses']}" for m, w in pw.items()) + ".",
+                  "", f"- TimeBalance's mean ≥ both single-teacher students' means: "
+                  f"**{sd['checks']['timebalance_mean_ge_single_teacher']}**",
+                  f"- TimeBalance's mean > the supervised-only baseline's mean: "
+                  f"**{sd['checks']['timebalance_mean_gt_supervised']}**",
+                  "- (first seed only, below; one seed is not evidence: the seeds' spread above is the noise)"]
     lines += ["", f"- TimeBalance ≥ both single-teacher students: **{c['timebalance_ge_single_teacher']}**",
               f"- TimeBalance > supervised-only baseline: **{c['timebalance_gt_supervised']}**", "",
               "| stage | wall s | clips/s (training) |", "|---|---|---|"]

@@ -176,7 +176,7 @@ class ClipLoader:
         return data
 
     def _feeds(self, plans: list[SamplePlan], encoded: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
-        lay, size = self.layout, self.size
+        lay = self.layout
         feeds: dict[str, list[np.ndarray]] = {"encoded": encoded,
                                               "decode": [p.decode.astype(np.int32) for p in plans]}
         for g in lay.groups:

@@ -109,8 +109,8 @@ def test_variable_frame_rate_resampled_to_cfr(tmp_path):
         pts.append(t)
         t += 40 if i < 10 else 80 if i < 20 else 20
     levels = [8 * i + 8 for i in range(30)]
-    src = _write(tmp_path / "src" / "c" / "vfr.mkv", _grey(30, levels=levels), codec="libvpx-vp9", fmt="matroska",
-                 pts=pts, time_base=Fraction(1, 1000))
+    _write(tmp_path / "src" / "c" / "vfr.mkv", _grey(30, levels=levels), codec="libvpx-vp9", fmt="matroska",
+           pts=pts, time_base=Fraction(1, 1000))
     prepare(tmp_path / "src", tmp_path / "out", "folder", fps=25, short_side=24, workers=1, show_progress=False)
     (r,) = read_manifest(tmp_path / "out")
     # output frame k shows the source frame current at k/25 s, until one average frame after the last

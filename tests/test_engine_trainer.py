@@ -198,7 +198,6 @@ def test_student_teachers_frozen_pt_detached_and_s_from_file(tmp_path):
 
 
 def test_student_single_teacher_weights_and_missing_scores(tmp_path):
-    *_, task_args = (None,)
     cfg, task, *_ = _student(tmp_path, "invariant")
     assert torch.equal(task.weights(torch.tensor([5, 6])), torch.ones(2))
     cfg, task, *_ = _student(tmp_path, "distinctive")

@@ -119,6 +119,16 @@ def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
             "student_invariant", "student_distinctive", "timebalance"} <= set(res["clips_per_s"])
     report = (out / "report.md").read_text()
     assert "TimeBalance" in report and res["student_init"] == "invariant"  # the preset's choice
+    # uncertainty: a 95 % interval per model over the test videos, McNemar tests against TimeBalance
+    for k, (lo, hi) in res["top1_ci95"].items():
+        assert lo <= res["top1_all"][k] <= hi and hi - lo > 10  # 8 test videos: wide
+    pw = res["timebalance_paired"]
+    assert set(pw) == set(res["top1_all"]) - {"timebalance"}
+    for k, v in pw.items():
+        assert v["videos"] == res["test_videos"] and 0 < v["p"] <= 1
+        assert v["only_timebalance"] - v["only_other"] == round((res["top1_all"]["timebalance"]
+                                                                 - res["top1_all"][k]) * res["test_videos"] / 100)
+    assert "McNemar" in report and res["checks"]["timebalance_significantly_better_than_supervised"] is not None
     # per-class table: one row per class with a mean score and the six models' accuracies
     classes = res["class_top1_all"]["timebalance"]
     assert len(classes) == 4 and set(res["class_top1_all"]) == {"teacher_invariant", "teacher_distinctive",

@@ -75,8 +75,11 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips: int = 10,
     view.close()
     model.train(was_training)
     dt = time.perf_counter() - t0
+    from tbfast.stats import wilson_interval
+
     return {"videos": n_vid, "clips": n_clip, "clip_top1": clip1 / max(n_clip, 1),
             "clip_top5": clip5 / max(n_clip, 1), "video_top1": vid1 / max(n_vid, 1),
+            "video_top1_ci95": list(wilson_interval(vid1, n_vid)),  # over test videos (Wilson)
             "video_top5": vid5 / max(n_vid, 1), "crops": n_crops, **per_class(per_video, num_classes),
             "seconds": dt, "clips_per_s": n_clip / dt if dt else None, "predictions": per_video}
 

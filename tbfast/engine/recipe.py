@@ -302,6 +302,26 @@ def seed_summary(seed_names: dict[str, list[str]], evals: dict, seeds: list[int]
                        "timebalance_mean_gt_supervised": bool(mean["timebalance"] > mean["supervised"])}}
 
 
+def _uncertainty(evals: dict) -> tuple[dict, dict]:
+    """95 % interval of every model's video top-1 over the test videos (Wilson), and TimeBalance
+    against every other model on the same videos (exact McNemar)."""
+    from tbfast.stats import paired_comparison, wilson_interval
+
+    ci, paired = {}, {}
+    for k, v in evals.items():
+        n = int(v.get("videos") or 0)
+        lo, hi = wilson_interval(int(round(v["video_top1"] * n)), n)
+        ci[k] = [round(100 * lo, 2), round(100 * hi, 2)]
+    tb = (evals.get("timebalance") or {}).get("predictions")
+    for k, v in evals.items():
+        if k != "timebalance" and tb and v.get("predictions"):
+            r = paired_comparison(tb, v["predictions"])
+            verdict = {"A better": "TimeBalance better", "B better": "TimeBalance worse"}.get(r["verdict"], r["verdict"])
+            paired[k] = {"videos": r["videos"], "only_timebalance": r["only_a"], "only_other": r["only_b"],
+                         "p": round(r["p"], 4), "verdict": verdict}
+    return ci, paired
+
+
 def build_results(out, prepared, preset, frac, summaries, evals, timings, total) -> dict:
     acc = {k: round(100 * v["video_top1"], 2) for k, v in evals.items()}
     acc5 = {k: round(100 * v["video_top5"], 2) for k, v in evals.items()}
@@ -309,6 +329,8 @@ def build_results(out, prepared, preset, frac, summaries, evals, timings, total)
     cps = {k: v.get("clips_per_s") for k, v in summaries.items()}
     cps["eval"] = round(sum(v["clips"] for v in evals.values()) / max(sum(v["seconds"] for v in evals.values()), 1e-9), 2)
     tb, si, sd, sup = (acc.get(k) for k in ("timebalance", "student_invariant", "student_distinctive", "supervised"))
+    ci, paired = _uncertainty(evals)
+    sig = {m: v["verdict"] == "TimeBalance better" for m, v in paired.items()}
     return {
         "preset": preset, "prepared": str(prepared), "fraction": frac,
         "test_videos": next(iter(evals.values()))["videos"] if evals else 0,
@@ -317,8 +339,14 @@ def build_results(out, prepared, preset, frac, summaries, evals, timings, total)
         "class_top1_all": {k: {c: round(100 * a, 2) if a is not None else None for c, a in v["class_top1"].items()}
                            for k, v in evals.items() if isinstance(v.get("class_top1"), dict)},
         "clips_per_s": cps, "seconds": timings, "total_seconds": total,
+        "top1_ci95": ci, "timebalance_paired": paired,
         "checks": {"timebalance_ge_single_teacher": None if None in (tb, si, sd) else bool(tb >= si and tb >= sd),
-                   "timebalance_gt_supervised": None if None in (tb, sup) else bool(tb > sup)},
+                   "timebalance_gt_supervised": None if None in (tb, sup) else bool(tb > sup),
+                   # the same claims where they hold beyond the test set's noise (McNemar, p < 0.05)
+                   "timebalance_significantly_better_than_both_single_teachers":
+                       bool(sig.get("student_invariant") and sig.get("student_distinctive")) if paired else None,
+                   "timebalance_significantly_better_than_supervised":
+                       bool(sig.get("supervised")) if paired else None},
         "similarity": {k: summaries.get("similarity", {}).get(k) for k in ("mean_score", "class_mean_score")},
         "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count(),
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -332,10 +360,23 @@ def render_report(r: dict) -> str:
              f"Students initialised from: {r.get('student_init', 'scratch')} (supervised-only baseline: scratch).",
              f"Total wall time: {r['total_seconds']:.0f} s on {r['machine']['cpus']} CPU(s)"
              + (f", GPU {r['machine']['cuda']}" if r['machine']['cuda'] else "") + ".", "",
-             "| model | video top-1 % | video top-5 % | clip top-1 % |", "|---|---|---|---|"]
+             "| model | video top-1 % | 95 % interval (test videos) | video top-5 % | clip top-1 % |",
+             "|---|---|---|---|---|"]
+    ci = r.get("top1_ci95") or {}
     for k, label in LABELS.items():
         if k in r["top1_all"]:
-            lines.append(f"| {label} | {r['top1_all'][k]:.2f} | {r['top5_all'][k]:.2f} | {r['clip_top1_all'][k]:.2f} |")
+            iv = f"{ci[k][0]:.1f}–{ci[k][1]:.1f}" if k in ci else "-"
+            lines.append(f"| {label} | {r['top1_all'][k]:.2f} | {iv} | {r['top5_all'][k]:.2f} | "
+                         f"{r['clip_top1_all'][k]:.2f} |")
+    pw = r.get("timebalance_paired") or {}
+    if pw:
+        lines += ["", "TimeBalance against each model on the same test videos (exact McNemar test: videos only "
+                  "one of the two gets right; \"better\" only where p < 0.05):", "",
+                  "| other model | only TimeBalance right | only the other right | p | verdict |",
+                  "|---|---|---|---|---|"]
+        for k, v in pw.items():
+            lines.append(f"| {LABELS.get(k, k)} | {v['only_timebalance']} | {v['only_other']} | {v['p']:.3f} | "
+                         f"{v['verdict']} |")
     c = r["checks"]
     sd = r.get("seeds")
     if sd:
@@ -355,8 +396,12 @@ def render_report(r: dict) -> str:
                   f"- TimeBalance's mean > the supervised-only baseline's mean: "
                   f"**{sd['checks']['timebalance_mean_gt_supervised']}**",
                   "- (first seed only, below; one seed is not evidence: the seeds' spread above is the noise)"]
-    lines += ["", f"- TimeBalance ≥ both single-teacher students: **{c['timebalance_ge_single_teacher']}**",
-              f"- TimeBalance > supervised-only baseline: **{c['timebalance_gt_supervised']}**", "",
+    lines += ["", f"- TimeBalance ≥ both single-teacher students: **{c['timebalance_ge_single_teacher']}**"
+              + (f" (significantly better than both: **{c['timebalance_significantly_better_than_both_single_teachers']}**)"
+                 if c.get("timebalance_significantly_better_than_both_single_teachers") is not None else ""),
+              f"- TimeBalance > supervised-only baseline: **{c['timebalance_gt_supervised']}**"
+              + (f" (significantly: **{c['timebalance_significantly_better_than_supervised']}**)"
+                 if c.get("timebalance_significantly_better_than_supervised") is not None else ""), "",
               "| stage | wall s | clips/s (training) |", "|---|---|---|"]
     for k, sec in r["seconds"].items():
         cps = r["clips_per_s"].get(k)

@@ -348,7 +348,9 @@ def evaluate_checkpoint(cfg: Config, prepared, checkpoint, *, dist: Dist, split:
     res["classes"] = list(classes)
     res.update({"checkpoint": str(checkpoint), "split": split if idx is None else str(indices_file),
                 "stage": "eval", "wall_seconds": round(time.perf_counter() - t0, 2)})
+    lo, hi = res.get("video_top1_ci95", (0.0, 1.0))
     log(f"eval {checkpoint}: {res['videos']} videos, video top-1 {100 * res['video_top1']:.2f}% "
+        f"(95% interval {100 * lo:.1f}-{100 * hi:.1f}) "
         f"top-5 {100 * res['video_top5']:.2f}% | clip top-1 {100 * res['clip_top1']:.2f}% "
         f"top-5 {100 * res['clip_top5']:.2f}% | mean class top-1 {100 * res['mean_class_top1']:.2f}% "
         f"({res['clips_per_s']:.1f} clips/s)")

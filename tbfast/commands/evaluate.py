@@ -43,10 +43,9 @@ def main(args: argparse.Namespace) -> int:
         res = stages.evaluate_checkpoint(cfg, args.data, args.checkpoint, dist=local, split=args.split,
                                          indices_file=args.videos, size=getattr(args, "ov:data.size", None),
                                          log=log_line)
-        text = json.dumps(res, indent=2)
-        if args.json:
-            atomic_write_bytes(Path(args.json), text.encode())
-        print(text)
+        if args.json:  # the file keeps the per-video predictions; the terminal gets the summary
+            atomic_write_bytes(Path(args.json), json.dumps(res, indent=2).encode())
+        print(json.dumps({k: v for k, v in res.items() if k != "predictions"}, indent=2))
     try:
         D.on_main(world, run)
     finally:

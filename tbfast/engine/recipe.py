@@ -253,7 +253,7 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
             efp = fingerprint(ecfg, **data_id, model=fps[src])
             if res_file.is_file():
                 prev = json.loads(res_file.read_text())
-                if prev.get("fingerprint") == efp:
+                if prev.get("fingerprint") == efp and "predictions" in prev:  # older files lack them: redo
                     evals[name] = prev
                     continue
             ecfg.train.progress = False

@@ -343,7 +343,8 @@ def evaluate_checkpoint(cfg: Config, prepared, checkpoint, *, dist: Dist, split:
     t0 = time.perf_counter()
     res = evaluate(net, loader, dist.device, clips=cfg.eval.clips, chunk=cfg.eval.chunk,
                    progress=cfg.train.progress)
-    res.pop("predictions")
+    # per video [manifest index, label, predicted class]: paired tests between models need them
+    res["predictions"] = [list(map(int, t)) for t in res["predictions"]]
     res["class_top1"] = {name: acc for name, acc in zip(classes, res["class_top1"])}
     res["classes"] = list(classes)
     res.update({"checkpoint": str(checkpoint), "split": split if idx is None else str(indices_file),

@@ -101,7 +101,7 @@ def similarity_scores(net_inv: nn.Module, net_dis: nn.Module, loader, device: to
     """Raw TimeBalance score per video (METHOD.md §5) from a ``similarity`` loader.
 
     Returns manifest indices, raw scores (float64, CPU) and timing."""
-    from tbfast.engine.tasks import _temporal_similarity
+    from tbfast.timebalance import temporal_similarity
 
     net_inv.eval()
     net_dis.eval()
@@ -117,7 +117,7 @@ def similarity_scores(net_inv: nn.Module, net_dis: nn.Module, loader, device: to
         with _autocast(device):
             z_inv = net_inv.embed(x).float().view(b, x.shape[0] // b, -1)
             z_dis = net_dis.embed(x).float().view(b, x.shape[0] // b, -1)
-        raw.append(_temporal_similarity(z_inv, z_dis).double().cpu())
+        raw.append(temporal_similarity(z_inv, z_dis).double().cpu())
         idx.extend(batch["index"].tolist())
         n_clip += x.shape[0]
         view.update(bi + 1, f"{len(idx)} videos")

@@ -289,7 +289,7 @@ def compute_similarity(cfg: Config, prepared, out, *, invariant, distinctive, di
     from tbfast.data.plans import default_spec
     from tbfast.engine.evaluation import similarity_scores, write_scores
     from tbfast.engine.plots import plot_histogram
-    from tbfast.engine.tasks import _normalize_scores
+    from tbfast.timebalance import normalize_scores
 
     records, classes = _check_prepared(prepared)
     out = Path(out)
@@ -304,7 +304,7 @@ def compute_similarity(cfg: Config, prepared, out, *, invariant, distinctive, di
                          batch_size=cfg.data.eval_batch_size, records=records, spec=default_spec("similarity"),
                          augment=False)
     idx, raw, timing = similarity_scores(net_i, net_d, loader, dist.device, progress=cfg.train.progress)
-    scores = _normalize_scores(raw.float()).double()
+    scores = normalize_scores(raw.float()).double()
     out.parent.mkdir(parents=True, exist_ok=True)
     write_scores(out, idx, [records[i].path for i in idx], raw, scores)
     hist = out.with_suffix(".png")

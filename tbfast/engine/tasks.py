@@ -17,28 +17,6 @@ from tbfast.errors import UserError
 from tbfast.kernels import get_ssl_objective, student_distill_loss
 
 
-def _temporal_similarity(z_inv: torch.Tensor, z_dis: torch.Tensor) -> torch.Tensor:
-    try:
-        from tbfast.timebalance import temporal_similarity
-    except ImportError:
-        def temporal_similarity(a, b):
-            c = (a @ a.transpose(1, 2) + b @ b.transpose(1, 2)) / 2
-            n = c.shape[1]
-            off = ~torch.eye(n, dtype=torch.bool, device=c.device)
-            return c[:, off].mean(1)
-    return temporal_similarity(z_inv, z_dis)
-
-
-def _normalize_scores(raw: torch.Tensor) -> torch.Tensor:
-    try:
-        from tbfast.timebalance import normalize_scores
-    except ImportError:
-        def normalize_scores(r):
-            lo, hi = r.min(), r.max()
-            return torch.full_like(r, 0.5) if hi - lo <= 0 else (r - lo) / (hi - lo)
-    return normalize_scores(raw)
-
-
 def _up(t: torch.Tensor) -> torch.Tensor:
     """At least float32 (losses never run in half precision; float64 stays float64, for tests)."""
     return t if t.dtype == torch.float64 else t.float()

@@ -1,20 +1,18 @@
-"""Differentiable collectives (written once, used by the gathered contrastive loss and the
-synchronised BatchNorm). They work on every backend (gloo on the CPU, NCCL on GPUs) and on
+"""A differentiable collective (written once, used by the gathered contrastive loss and the
+synchronised BatchNorm). It works on every backend (gloo on the CPU, NCCL on GPUs) and on
 non-contiguous gradients.
 
-* :func:`gather_rows`: concatenation of every rank's tensor along dim 0, in rank order; its
-  backward gives each rank the *sum over ranks* of the gradients of its own rows.
-* :func:`all_reduce_sum`: the sum over ranks; its backward is the sum over ranks of the gradients.
-
-With every rank computing a loss from the gathered/summed values and DDP averaging the weight
-gradients over the ranks, the result is exactly the gradient of the ranks' mean loss.
+:func:`gather_rows`: concatenation of every rank's tensor along dim 0, in rank order; its backward
+gives each rank the *sum over ranks* of the gradients of its own rows. With every rank computing a
+loss from the gathered values and DDP averaging the weight gradients over the ranks, the result is
+exactly the gradient of the ranks' mean loss.
 """
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["active", "gather_rows", "all_reduce_sum"]
+__all__ = ["active", "gather_rows"]
 
 
 def active() -> bool:
@@ -43,25 +41,7 @@ class _GatherRows(torch.autograd.Function):
         return g[r * n:(r + 1) * n]
 
 
-class _AllReduceSum(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
-        t = t.contiguous().clone()
-        dist.all_reduce(t)
-        return t
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
-        g = g.contiguous().clone()
-        dist.all_reduce(g)
-        return g
-
-
 def gather_rows(t: torch.Tensor) -> torch.Tensor:
     """Every rank's ``t`` (same shape on all ranks) concatenated along dim 0; ``t`` when single."""
     return _GatherRows.apply(t) if active() else t
 
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """The sum of ``t`` over ranks, differentiably; ``t`` when single."""
-    return _AllReduceSum.apply(t) if active() else t

@@ -228,8 +228,8 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
             # journals from before checksums: the size must match; the checksum is recorded now
             where = dst if (out / dst).is_file() and (out / dst).stat().st_size == e.get("size") else None
         trusted = where is not None
-        if trusted:
-            digest = file_checksum(out / where)
+        if trusted:  # _entry_file checked the recorded checksum; only pre-checksum journals are hashed here
+            digest = e["record"].get("blake2b") or file_checksum(out / where)
             e = {**e, "record": {**e["record"], "bytes": e["size"], "blake2b": digest}}
             e.pop("staged", None)
             if where != dst:

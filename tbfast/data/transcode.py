@@ -105,7 +105,6 @@ class StreamProbe:
     times: list[float] = field(default_factory=list)  # presentation times (s) of the packets, sorted
     packets: int = 0
     discarded: int = 0  # packets an edit list tells the decoder to drop (before the edit's start)
-    error: str | None = None  # the demuxer stopped with this error
 
     def gaps(self) -> list[tuple[float, float]]:
         """(time, length) of the pauses in the recording: intervals over 1 s and 10 median intervals."""
@@ -146,9 +145,8 @@ def probe_streams(path: Path) -> dict[int, StreamProbe]:
                 ts = pkt.pts if pkt.pts is not None else pkt.dts
                 if ts is not None and pkt.time_base:
                     pr.times.append(float(ts * pkt.time_base))
-        except av.error.FFmpegError as exc:
-            for pr in out.values():
-                pr.error = f"{type(exc).__name__}: {exc.strerror or exc}"
+        except av.error.FFmpegError:
+            pass  # a damaged file: the times up to the damage; decoding reports it with its reason
     for pr in out.values():
         pr.times = sorted(set(pr.times))
     return out
@@ -204,14 +202,13 @@ def choose_rate(settings: "Settings", stream, probe: StreamProbe) -> tuple[Fract
     return rate, flags, notes
 
 
-def _cfr_frames(frames_with_time, fps: Fraction, end: float | None = None, tick: float = 0.0):
+def _cfr_frames(frames_with_time, fps: Fraction, tick: float = 0.0):
     """Resample (frame, seconds-or-None) pairs to constant rate by timestamps.
 
     Output frame k shows the source frame current at time k/fps (the last one whose timestamp is
-    at or before it, times relative to the first frame), up to ``end`` (relative; default: one
-    average frame after the last). ``tick`` is the timestamp resolution: a stored time up to half a
-    tick (at most 0.5 ms) late still counts as on time. Frames without a timestamp are taken as
-    already constant-rate.
+    at or before it, times relative to the first frame), up to one average frame after the last.
+    ``tick`` is the timestamp resolution: a stored time up to half a tick (at most 0.5 ms) late
+    still counts as on time. Frames without a timestamp are taken as already constant-rate.
     """
     import math
 
@@ -232,11 +229,10 @@ def _cfr_frames(frames_with_time, fps: Fraction, end: float | None = None, tick:
         held, n = frame, i + 1
     if held is None:
         return
-    if end is None:
-        if t_prev is not None and n > 1:
-            end = (t_prev - t0) * n / (n - 1)  # one average frame after the last
-        else:
-            end = n / float(fps) if t_prev is None else 1 / float(fps)
+    if t_prev is not None and n > 1:
+        end = (t_prev - t0) * n / (n - 1)  # one average frame after the last
+    else:
+        end = n / float(fps) if t_prev is None else 1 / float(fps)
     last = max(k, 1, math.ceil((end - eps) * fps))
     while k < last:
         yield held
@@ -265,7 +261,7 @@ def orientation(matrix: list[int] | None) -> tuple[str, ...]:
     s0, s1 = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
     if not s0 or not s1:
         return ()
-    theta = -round(-math.degrees(math.atan2(m[1] / s1, m[0] / s0)))  # clockwise degrees to display
+    theta = round(math.degrees(math.atan2(m[1] / s1, m[0] / s0)))  # clockwise degrees to display
     theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
     if abs(theta - 90) < 1:
         return ("transpose",) if m[3] > 0 else ("clock",)

@@ -126,6 +126,9 @@ class RecipeConfig:
     # the students' initial weights: scratch (supplement Table 2), or the backbone of the
     # recipe's own invariant or distinctive self-supervised model, or a checkpoint path
     student_init: str = "scratch"
+    # train models that read the same data in one pass (SSL pair, fine-tuning pair, baseline + students
+    # of a seed; tbfast/engine/shared.py): the same results, each video decoded once per pass
+    shared_passes: bool = True
     synthetic: dict = field(default_factory=dict)  # kwargs for make_synthetic_dataset
     prep: dict = field(default_factory=dict)  # kwargs for the prep step (short side, fps, ...)
 

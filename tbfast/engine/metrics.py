@@ -68,12 +68,14 @@ class ProgressView:
         self.progress.start()
 
     def start_epoch(self, epoch: int, epochs: int, total: int, done: int) -> None:
+        self.start(f"{self.title} epoch {epoch + 1}/{epochs}", total, done)
+
+    def start(self, description: str, total: int, done: int) -> None:
         if not self.progress:
             return
         if self.task is not None:
             self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(f"{self.title} epoch {epoch + 1}/{epochs}", total=total,
-                                           completed=done, info="")
+        self.task = self.progress.add_task(description, total=total, completed=done, info="")
 
     def update(self, done: int, info: str) -> None:
         if self.progress and self.task is not None:

@@ -2,8 +2,10 @@
 
 data (synthetic + prep when no --data) -> labeled split -> SSL invariant, distinctive ->
 fine-tune both -> similarity -> supervised-only baseline -> students (s=1, s=0, TimeBalance)
--> evaluation -> report.md + results.json. A finished stage (its summary.json) is reused when
-the same OUT is run again; an interrupted one resumes from its last.pt.
+-> evaluation -> report.md + results.json. Stages that read the same data train in one data
+pass (SSL pair, fine-tuning pair, baseline + students of a seed: tbfast/engine/shared.py). A
+finished stage (its summary.json) is reused when the same OUT is run again; an interrupted one
+resumes from its last.pt.
 """
 from __future__ import annotations
 
@@ -68,25 +70,65 @@ def _refuse(name: str, where: Path, why: str) -> UserError:
                      f"delete {where} to compute it again")
 
 
-def _stage(name: str, run_dir: Path, fn, log, timings: dict, summaries: dict, fp: str, dist: Dist = Dist()) -> dict:
-    def decide():
-        prev = _done(run_dir)
-        marker = run_dir / FINGERPRINT
-        was = marker.read_text().strip() if marker.is_file() else None
-        if prev is not None and (run_dir / "checkpoints" / "last.pt").exists():
-            got = prev.get("fingerprint") or was
-            if got != fp:
-                raise _refuse(name, run_dir, "made by an older tbfast" if got is None else
-                              f"fingerprint {got}, this run {fp}")
-            return prev
-        if (run_dir / "checkpoints" / "last.pt").exists() and was != fp:  # interrupted: resume only the same
-            raise _refuse(name, run_dir, f"an interrupted run with fingerprint {was or 'none (an older tbfast)'}, "
-                          f"this run {fp}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(marker, (fp + "\n").encode())
-        return None
+def _decide(name: str, run_dir: Path, fp: str) -> dict | None:
+    """A finished stage with this fingerprint: its summary (reuse it). Otherwise None, after checking
+    that an interrupted run there is this stage's (resume it) and marking the folder as this stage's."""
+    prev = _done(run_dir)
+    marker = run_dir / FINGERPRINT
+    was = marker.read_text().strip() if marker.is_file() else None
+    if prev is not None and (run_dir / "checkpoints" / "last.pt").exists():
+        got = prev.get("fingerprint") or was
+        if got != fp:
+            raise _refuse(name, run_dir, "made by an older tbfast" if got is None else
+                          f"fingerprint {got}, this run {fp}")
+        return prev
+    if (run_dir / "checkpoints" / "last.pt").exists() and was != fp:  # interrupted: resume only the same
+        raise _refuse(name, run_dir, f"an interrupted run with fingerprint {was or 'none (an older tbfast)'}, "
+                      f"this run {fp}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(marker, (fp + "\n").encode())
+    return None
 
-    prev = on_main(dist, decide)  # rank 0 reads and writes the run directory; every rank follows
+
+def _stages_together(group: list[tuple], log, timings: dict, summaries: dict, dist: Dist, shared: bool) -> None:
+    """``group``: (name, run_dir, build(pool, teachers) -> shared.Member, fingerprint) of stages that
+    read the same data. Finished ones are reused; the others train in one data pass (``shared``) or
+    one after the other. Each ends exactly as it would alone (tests/test_shared_pass.py)."""
+    from tbfast.engine.shared import LoaderPool
+
+    if not shared:
+        for name, run_dir, build, fp in group:
+            _stage(name, run_dir, lambda build=build: stages._fit_alone(build(None, None)), log, timings, summaries,
+                   fp, dist)
+        return
+    todo = []
+    for name, run_dir, build, fp in group:
+        prev = on_main(dist, lambda: _decide(name, run_dir, fp))
+        if prev is not None:
+            log(f"== {name}: already done ({run_dir}), reusing")
+            summaries[name] = prev
+            timings[name] = prev.get("wall_seconds", 0.0)
+        else:
+            todo.append((name, run_dir, build, fp))
+    if not todo:
+        return
+    names = [t[0] for t in todo]
+    log(f"== {' + '.join(names)}" + (" (one data pass)" if len(todo) > 1 else ""))
+    t0 = time.perf_counter()
+    pool, teachers = LoaderPool(), {}
+    members = [build(pool, teachers) for _, _, build, _ in todo]
+    done = stages.train_together(members, pool=pool, log=log)
+    wall = round(time.perf_counter() - t0, 2)
+    for name, run_dir, _, fp in todo:
+        s = done[name]
+        s.update(fingerprint=fp, wall_seconds=wall, shared_pass=names, pass_batches=pool.counts())
+        stages._write_summary(run_dir, s, dist)
+        summaries[name] = s
+    timings[" + ".join(names)] = wall
+
+
+def _stage(name: str, run_dir: Path, fn, log, timings: dict, summaries: dict, fp: str, dist: Dist = Dist()) -> dict:
+    prev = on_main(dist, lambda: _decide(name, run_dir, fp))  # rank 0 reads and writes; every rank follows
     if prev is not None:
         log(f"== {name}: already done ({run_dir}), reusing")
         summaries[name] = prev
@@ -182,19 +224,23 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
     elif student_init != "scratch" and not Path(student_init).is_file():
         raise UserError(f"recipe.student_init {student_init!r}: use scratch, invariant, distinctive or a checkpoint file")
     data_id = {"prepared": str(Path(prepared).resolve()), "manifest": _digest(Path(prepared) / "manifest.jsonl")}
+    shared = base.recipe.shared_passes
+
+    def tagged(name):
+        return lambda line: log(f"[{name}] {line}")
+
     fps = {n: fingerprint(cfg_of(n), **data_id) for n in ("invariant", "distinctive")}
-    _stage("invariant", d["invariant"], lambda: stages.train_ssl(
-        cfg_of("invariant"), prepared, d["invariant"], dist=dist, resume="auto", log=log), log, timings, summaries,
-        fps["invariant"], dist)
-    _stage("distinctive", d["distinctive"], lambda: stages.train_ssl(
-        cfg_of("distinctive"), prepared, d["distinctive"], dist=dist, resume="auto", log=log), log, timings, summaries,
-        fps["distinctive"], dist)
+    _stages_together([(kind, d[kind], lambda pool, _t, kind=kind: stages.ssl_member(
+        cfg_of(kind), prepared, d[kind], dist=dist, resume="auto", log=tagged(kind), pool=pool, name=kind),
+        fps[kind]) for kind in ("invariant", "distinctive")], log, timings, summaries, dist, shared)
+    group = []
     for kind in ("invariant", "distinctive"):
         name = f"finetune_{kind}"
         fps[name] = fingerprint(cfg_of("finetune"), **data_id, split=digest, init=fps[kind])
-        _stage(name, d[name], lambda kind=kind, name=name: stages.train_classifier(
+        group.append((name, d[name], lambda pool, _t, kind=kind, name=name: stages.classifier_member(
             cfg_of("finetune"), prepared, d[name], dist=dist, labeled=labeled, init=ck[kind], resume="auto",
-            log=log), log, timings, summaries, fps[name], dist)
+            log=tagged(name), pool=pool, name=name), fps[name]))
+    _stages_together(group, log, timings, summaries, dist, shared)
     sim_file = out / "similarity.csv"
     fps["similarity"] = fingerprint(cfg_of("similarity"), **data_id, ssl=[fps["invariant"], fps["distinctive"]])
     def similarity():
@@ -224,9 +270,9 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
         d[name] = out / name
         ck[name] = d[name] / "checkpoints" / "last.pt"
         fps[name] = fingerprint(cfg_of("supervised", extra), **data_id, split=digest)
-        _stage(name, d[name], lambda name=name, extra=extra: stages.train_classifier(
+        group = [(name, d[name], lambda pool, _t, name=name, extra=extra: stages.classifier_member(
             cfg_of("supervised", extra), prepared, d[name], dist=dist, labeled=labeled, init="scratch",
-            resume="auto", log=log), log, timings, summaries, fps[name], dist)
+            resume="auto", log=tagged(name), pool=pool, name=name), fps[name])]
         for student, weighting in STUDENTS.items():
             name = student + tag
             seed_names[student].append(name)
@@ -235,11 +281,12 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
             scfg = cfg_of("student", {"loss": {"weighting": weighting}, **extra})
             fps[name] = fingerprint(scfg, **data_id, split=digest, init=init_id, similarity=fps["similarity"],
                                     teachers=[fps["finetune_invariant"], fps["finetune_distinctive"]])
-            _stage(name, d[name], lambda name=name, scfg=scfg: stages.train_student(
+            group.append((name, d[name], lambda pool, teachers, name=name, scfg=scfg: stages.student_member(
                 scfg, prepared, d[name], dist=dist, labeled=labeled,
                 unlabeled=unlabeled, teacher_inv=ck["finetune_invariant"], teacher_dis=ck["finetune_distinctive"],
-                similarity=sim_file, init=student_init, resume="auto", log=log), log, timings, summaries, fps[name],
-                dist)
+                similarity=sim_file, init=student_init, resume="auto", log=tagged(name), pool=pool,
+                teachers=teachers, name=name), fps[name]))
+        _stages_together(group, log, timings, summaries, dist, shared)
 
     def evaluate_and_report():
         evals = {}

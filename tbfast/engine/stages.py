@@ -50,19 +50,26 @@ def augmented_spec(mode: str, cfg: Config):
 
 
 def make_loader(prepared, mode: str, cfg: Config, dist: Dist, *, indices=None, split: str = "train",
-                batch_size: int | None = None, shard: bool = True, records=None, spec=None, augment=None):
+                batch_size: int | None = None, shard: bool = True, records=None, spec=None, augment=None,
+                pool=None):
+    """``pool`` (a ``shared.LoaderPool``): models of one shared pass get views of one loader per
+    distinct setting."""
     from dali_pipelines import build_loader
 
     gpu = dist.device.type == "cuda"
     kw = {"records": records} if records is not None else {}
     if spec is None and mode in ("ssl", "train"):
         spec = augmented_spec(mode, cfg)
-    return build_loader(prepared, mode, indices=indices, split=split,
-                        batch_size=batch_size or cfg.data.batch_size, size=cfg.data.size,
-                        device="gpu" if gpu else "cpu", device_id=dist.device.index if gpu else None,
-                        num_threads=cfg.data.num_threads, seed=cfg.train.seed,
-                        shard_id=dist.rank if shard else 0, num_shards=dist.world if shard else 1,
-                        augment=cfg.data.augment if augment is None else augment, spec=spec, **kw)
+    settings = dict(indices=indices, split=split,
+                    batch_size=batch_size or cfg.data.batch_size, size=cfg.data.size,
+                    device="gpu" if gpu else "cpu", device_id=dist.device.index if gpu else None,
+                    num_threads=cfg.data.num_threads, seed=cfg.train.seed,
+                    shard_id=dist.rank if shard else 0, num_shards=dist.world if shard else 1,
+                    augment=cfg.data.augment if augment is None else augment, spec=spec, **kw)
+    if pool is None:
+        return build_loader(prepared, mode, **settings)
+    return pool.get(lambda: build_loader(prepared, mode, **settings), prepared=str(Path(prepared).resolve()),
+                    mode=mode, **settings)
 
 
 def _indices(prepared, split_file, records, what: str):
@@ -98,6 +105,27 @@ def _write_summary(run_dir: Path, summary: dict, dist: Dist) -> None:
         atomic_write_bytes(Path(run_dir) / "summary.json", json.dumps(summary, indent=2).encode())
 
 
+def _fit_alone(member) -> dict:
+    ck.set_rng_state(member.rng)  # as it was when the member was built (dropout draws from it)
+    return member.summarize(member.trainer.fit())
+
+
+def train_together(members: list, *, pool=None, log=_log_default) -> dict[str, dict]:
+    """Train the members (from the ``*_member`` builders, sharing ``pool``) in one data pass; returns
+    their summaries by name. A member that failed is named in the error raised after the others ended."""
+    from tbfast.engine.shared import fit_together
+
+    res = fit_together(members, log=log, pool=pool)
+    if pool is not None:
+        c = res.counts
+        log(f"one data pass for {len(members)} models: {c['decoded']} batches decoded for {c['served']} served "
+            f"({c['loaders']} loader(s))")
+    if res.errors:
+        done = ", ".join(res.summaries) or "none"
+        raise UserError("; ".join(f"{n}: {e}" for n, e in res.errors.items()) + f" (finished: {done})")
+    return res.summaries
+
+
 def _fit_summary(res, cfg: Config, trainer) -> dict:
     return {"stage": cfg.stage, "run_dir": str(res.run_dir), "checkpoint": str(res.last),
             "best": str(res.best) if res.best else None, "epochs": res.epochs, "steps": res.steps,
@@ -129,6 +157,12 @@ def _validator(cfg: Config, prepared, dist: Dist, val, records, log) -> Callable
 # ------------------------------------------------------------------ SSL pretraining
 def train_ssl(cfg: Config, prepared, run_dir, *, dist: Dist, resume: str | None = None, indices=None,
               log=_log_default) -> dict:
+    return _fit_alone(ssl_member(cfg, prepared, run_dir, dist=dist, resume=resume, indices=indices, log=log))
+
+
+def ssl_member(cfg: Config, prepared, run_dir, *, dist: Dist, resume: str | None = None, indices=None,
+               log=_log_default, pool=None, name: str | None = None):
+    from tbfast.engine.shared import Member
     from tbfast.engine.tasks import SSLTask
     from tbfast.engine.trainer import Trainer
 
@@ -137,14 +171,17 @@ def train_ssl(cfg: Config, prepared, run_dir, *, dist: Dist, resume: str | None 
         raise UserError(f"train_ssl: stage {cfg.stage!r} is not self-supervised")
     _seed(cfg, dist)
     model = _sync(SSLNet(cfg.model), cfg, dist, log)
-    loader = make_loader(prepared, "ssl", cfg, dist, indices=indices, split="train", records=records)
+    loader = make_loader(prepared, "ssl", cfg, dist, indices=indices, split="train", records=records, pool=pool)
     task = SSLTask(cfg, dist.device, loader, dist=dist)
     trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta={"backbone": cfg.model.backbone, "num_classes": None},
-                      resume=resume, on_log=log)
-    res = trainer.fit()
-    summary = _fit_summary(res, cfg, trainer)
-    _write_summary(run_dir, summary, dist)
-    return summary
+                      resume=resume, on_log=log, show_progress=pool is None)
+
+    def summarize(res):
+        summary = _fit_summary(res, cfg, trainer)
+        _write_summary(run_dir, summary, dist)
+        return summary
+
+    return Member(name or cfg.stage, trainer, summarize)
 
 
 def _sync(model, cfg: Config, dist: Dist, log):
@@ -175,6 +212,13 @@ def _load_init(net, init, cfg: Config, *, stages, what: str) -> str | None:
 def train_classifier(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=None, init=None,
                      resume: str | None = None, val=None, log=_log_default) -> dict:
     """``finetune`` (init = an SSL checkpoint; its projection head is dropped) or ``supervised``."""
+    return _fit_alone(classifier_member(cfg, prepared, run_dir, dist=dist, labeled=labeled, init=init,
+                                        resume=resume, val=val, log=log))
+
+
+def classifier_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=None, init=None,
+                      resume: str | None = None, val=None, log=_log_default, pool=None, name: str | None = None):
+    from tbfast.engine.shared import Member
     from tbfast.engine.tasks import ClassifyTask
     from tbfast.engine.trainer import Trainer
 
@@ -188,18 +232,22 @@ def train_classifier(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=None
     # resume overrides the weights; the SSL stage a fine-tuned model comes from is recorded so that
     # `train student` can refuse a teacher given in the other role
     init_stage = _load_init(model, init, cfg, stages=SSL_STAGES + CLASSIFIER_STAGES, what="--init checkpoint")
-    loader = make_loader(prepared, "train", cfg, dist, indices=idx, split="train", records=records)
+    loader = make_loader(prepared, "train", cfg, dist, indices=idx, split="train", records=records, pool=pool)
     task = ClassifyTask(cfg, dist.device, loader)
     meta = {"backbone": cfg.model.backbone, "num_classes": len(classes)}
     if cfg.stage == "finetune" and init_stage:
         meta["init_stage"] = init_stage
     trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta=meta, resume=resume,
-                      validate=_validator(cfg, prepared, dist, val, records, log), on_log=log)
-    res = trainer.fit()
-    summary = _fit_summary(res, cfg, trainer)
-    summary["labeled_videos"] = len(idx) if idx is not None else None
-    _write_summary(run_dir, summary, dist)
-    return summary
+                      validate=_validator(cfg, prepared, dist, val, records, log), on_log=log,
+                      show_progress=pool is None)
+
+    def summarize(res):
+        summary = _fit_summary(res, cfg, trainer)
+        summary["labeled_videos"] = len(idx) if idx is not None else None
+        _write_summary(run_dir, summary, dist)
+        return summary
+
+    return Member(name or cfg.stage, trainer, summarize)
 
 
 # ------------------------------------------------------------------ student
@@ -232,7 +280,18 @@ def load_ssl(path, device: torch.device, what: str, with_config: bool = False, s
 def train_student(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlabeled=None, teacher_inv=None,
                   teacher_dis=None, similarity=None, init="scratch", resume: str | None = None, val=None,
                   log=_log_default) -> dict:
+    return _fit_alone(student_member(cfg, prepared, run_dir, dist=dist, labeled=labeled, unlabeled=unlabeled,
+                                     teacher_inv=teacher_inv, teacher_dis=teacher_dis, similarity=similarity,
+                                     init=init, resume=resume, val=val, log=log))
+
+
+def student_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlabeled=None, teacher_inv=None,
+                   teacher_dis=None, similarity=None, init="scratch", resume: str | None = None, val=None,
+                   log=_log_default, pool=None, teachers: dict | None = None, name: str | None = None):
+    """``teachers``: a dict shared by the students of one pass, so each teacher is loaded (and run on
+    a batch) once."""
     from tbfast.engine.evaluation import read_scores
+    from tbfast.engine.shared import Member
     from tbfast.engine.tasks import StudentTask, Teacher
     from tbfast.engine.trainer import Trainer
 
@@ -257,30 +316,41 @@ def train_student(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlabe
         scores = torch.full((len(records),), 1.0 if w == "invariant" else 0.0)
     nc = len(classes)
     t_inv = t_dis = None
+    teachers = {} if teachers is None else teachers
+
+    def teacher(path, role: str, other: str):
+        key = (str(Path(path).resolve()), role, cfg.train.teacher_half)
+        if key not in teachers:
+            teachers[key] = Teacher(load_classifier(path, dist.device, nc, f"{role} teacher", not_from=other),
+                                    dist.device, cfg.train.teacher_half)
+        return teachers[key]
+
     if w != "distinctive":
         if teacher_inv is None:
             raise UserError("train student needs --teacher-invariant FT_CKPT")
-        t_inv = Teacher(load_classifier(teacher_inv, dist.device, nc, "invariant teacher", not_from="distinctive"),
-                        dist.device, cfg.train.teacher_half)
+        t_inv = teacher(teacher_inv, "invariant", "distinctive")
     if w != "invariant":
         if teacher_dis is None:
             raise UserError("train student needs --teacher-distinctive FT_CKPT")
-        t_dis = Teacher(load_classifier(teacher_dis, dist.device, nc, "distinctive teacher", not_from="invariant"),
-                        dist.device, cfg.train.teacher_half)
+        t_dis = teacher(teacher_dis, "distinctive", "invariant")
     _seed(cfg, dist)
     model = _sync(ClassNet(cfg.model, nc), cfg, dist, log)
     _load_init(model, init, cfg, stages=SSL_STAGES + CLASSIFIER_STAGES, what="--init checkpoint")
-    lab_loader = make_loader(prepared, "train", cfg, dist, indices=lab, records=records)
-    unl_loader = make_loader(prepared, "train", cfg, dist, indices=unl, records=records)
+    lab_loader = make_loader(prepared, "train", cfg, dist, indices=lab, records=records, pool=pool)
+    unl_loader = make_loader(prepared, "train", cfg, dist, indices=unl, records=records, pool=pool)
     task = StudentTask(cfg, dist.device, lab_loader, unl_loader, t_inv, t_dis, scores)
     trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta={"backbone": cfg.model.backbone, "num_classes": nc},
-                      resume=resume, validate=_validator(cfg, prepared, dist, val, records, log), on_log=log)
-    res = trainer.fit()
-    summary = _fit_summary(res, cfg, trainer)
-    summary.update({"labeled_videos": len(lab), "unlabeled_videos": len(unl), "weighting": w,
-                    "distill": cfg.loss.distill})
-    _write_summary(run_dir, summary, dist)
-    return summary
+                      resume=resume, validate=_validator(cfg, prepared, dist, val, records, log), on_log=log,
+                      show_progress=pool is None)
+
+    def summarize(res):
+        summary = _fit_summary(res, cfg, trainer)
+        summary.update({"labeled_videos": len(lab), "unlabeled_videos": len(unl), "weighting": w,
+                        "distill": cfg.loss.distill})
+        _write_summary(run_dir, summary, dist)
+        return summary
+
+    return Member(name or f"student_{w}", trainer, summarize)
 
 
 # ------------------------------------------------------------------ similarity

@@ -146,10 +146,15 @@ class ClassifyTask(SingleLoaderTask):
 
 
 class Teacher(nn.Module):
-    """A frozen classifier: eval mode, no grad, half precision on GPUs; never wrapped in DDP."""
+    """A frozen classifier: eval mode, no grad, half precision on GPUs; never wrapped in DDP.
+
+    Remembers its predictions for the last batch (by the identity of its clip tensors): students of
+    a shared pass (``tbfast.engine.shared``) get the same batch objects, and the teacher runs once."""
 
     def __init__(self, net: nn.Module, device: torch.device, half: bool):
         super().__init__()
+        self._memo: tuple[tuple, torch.Tensor] | None = None
+        self.forwards = 0  # batches run through the network (the rest were remembered)
         self.dtype = torch.float32
         if half and device.type == "cuda":
             self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -161,9 +166,17 @@ class Teacher(nn.Module):
         return super().train(False)
 
     @torch.no_grad()
-    def probs(self, x: torch.Tensor) -> torch.Tensor:
+    def probs(self, x: torch.Tensor, key: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """Class probabilities of ``x``; ``key``: the tensors ``x`` was made from (the same objects
+        again return the remembered result)."""
+        if key is not None and self._memo is not None and len(key) == len(self._memo[0]) \
+                and all(a is b for a, b in zip(key, self._memo[0])):
+            return self._memo[1]
         with torch.autocast(x.device.type, enabled=False):
-            return torch.softmax(self.net(x.to(self.dtype)).float(), dim=1)
+            p = torch.softmax(self.net(x.to(self.dtype)).float(), dim=1)
+        self.forwards += 1
+        self._memo = (tuple(key), p) if key is not None else None
+        return p
 
 
 class StudentTask(Task):
@@ -232,9 +245,9 @@ class StudentTask(Task):
                             "`tbfast similarity` on the same prepared data")
         return s
 
-    def teacher_probs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        p_inv = self.t_inv.probs(x) if self.t_inv is not None else None
-        p_dis = self.t_dis.probs(x) if self.t_dis is not None else None
+    def teacher_probs(self, x: torch.Tensor, key: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        p_inv = self.t_inv.probs(x, key) if self.t_inv is not None else None
+        p_dis = self.t_dis.probs(x, key) if self.t_dis is not None else None
         # a missing teacher gets weight 0; reuse the other's probabilities as a placeholder
         return (p_inv if p_inv is not None else p_dis), (p_dis if p_dis is not None else p_inv)
 
@@ -243,7 +256,7 @@ class StudentTask(Task):
         xl, xu = batch["l"]["clip"], batch["u"]["clip"]
         y = batch["l"]["label"]
         x = torch.cat([xl, xu])
-        p_inv, p_dis = self.teacher_probs(x)  # the student and both teachers see the same clips
+        p_inv, p_dis = self.teacher_probs(x, key=(xl, xu))  # the student and both teachers see the same clips
         s = torch.cat([self.weights(batch["l"]["index"]), self.weights(batch["u"]["index"])])
         nl = xl.shape[0]
         # labeled and unlabeled clips: two BatchNorm groups, as the reference's two calls

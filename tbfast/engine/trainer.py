@@ -2,7 +2,9 @@
 atomic checkpoints with exact resume, non-finite guard, metrics and progress.
 
 Reads top to bottom like the torchvision references: ``setup`` (model, precision, optimiser,
-resume) -> ``train_one_epoch`` -> epoch end (scheduler, validation, checkpoints) -> ``fit``.
+resume) -> ``epoch_steps`` -> epoch end (scheduler, validation, checkpoints) -> ``fit``.
+``fit_steps`` is ``fit`` one optimiser step at a time (a generator): ``tbfast.engine.shared`` drives
+several trainers through it from one decoded data stream.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Generator
 
 import torch
 from torch import nn
@@ -106,9 +108,10 @@ def make_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch
 class Trainer:
     def __init__(self, cfg: Config, task: Task, model: nn.Module, run_dir: Path, dist: Dist, *,
                  meta: dict, resume: str | None = None, validate: Callable[[nn.Module], dict] | None = None,
-                 on_log: Callable[[str], None] | None = None):
+                 on_log: Callable[[str], None] | None = None, show_progress: bool = True):
         """``meta``: checkpoint identity (``backbone``, ``num_classes``); ``validate(model)`` -> dict with
-        ``video_top1`` (rank 0); ``resume``: None, ``"auto"`` (RUN/checkpoints/last.pt if present) or a path."""
+        ``video_top1`` (rank 0); ``resume``: None, ``"auto"`` (RUN/checkpoints/last.pt if present) or a path;
+        ``show_progress=False``: no progress bar of its own (a shared pass draws one for all its models)."""
         self.cfg, self.task, self.dist = cfg, task, dist
         self.device = dist.device
         self.run_dir = Path(run_dir)
@@ -116,6 +119,7 @@ class Trainer:
         self.meta = meta
         self.validate = validate
         self.main = dist.main
+        self.show_progress = show_progress
         self._log = on_log or (lambda s: None)
         # one writer per run directory (rank 0 writes everything); released when fit() ends
         self._lock = lock.acquire(self.run_dir, f"tbfast train {cfg.stage}", note=self.log) if self.main else None
@@ -189,6 +193,10 @@ class Trainer:
             # a run killed before its first checkpoint: nothing to continue, start its log afresh
             (self.run_dir / "metrics.jsonl").unlink()
         return resume
+
+    def close(self) -> None:
+        """Release the run directory without training (a shared pass stopped before this model's turn)."""
+        lock.release(self._lock)
 
     def log(self, line: str) -> None:
         if self.main:
@@ -317,8 +325,9 @@ class Trainer:
                 f"Try a lower --lr, --clip-grad 1.0, or --precision fp32, then --resume auto.")
 
     # ------------------------------------------------------------ one epoch
-    def train_one_epoch(self, progress: ProgressView) -> bool:
-        """Returns False when stopped early by ``max_steps``."""
+    def epoch_steps(self, progress: ProgressView) -> Generator[None, None, bool]:
+        """One epoch (from ``self.batch``), yielding after every optimiser step; returns False when
+        stopped early by ``max_steps``."""
         tc, task = self.cfg.train, self.task
         task.set_epoch(self.epoch, self.batch)
         self.train_model.train()
@@ -379,6 +388,7 @@ class Trainer:
             if tc.max_steps and self.step >= tc.max_steps and self.batch < self.steps_per_epoch:
                 es["sums"] = {k: float(v) for k, v in sums.items()}
                 return False
+            yield
         es["sums"] = {k: float(v) for k, v in sums.items()}
         return True
 
@@ -399,6 +409,16 @@ class Trainer:
 
     # ------------------------------------------------------------ fit
     def fit(self) -> FitResult:
+        steps = self.fit_steps()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def fit_steps(self) -> Generator[None, None, FitResult]:
+        """``fit`` as a generator: every ``next`` trains exactly one step (after the epoch ends and
+        starts that come before it) or finishes, returning the :class:`FitResult`."""
         tc = self.cfg.train
         self._nonfinite = torch.zeros((), dtype=torch.int32, device=self.device)
         self._last_terms = {}
@@ -408,7 +428,7 @@ class Trainer:
         steps0 = self.step
         stopped = False
         history = []
-        progress = ProgressView(self.main and tc.progress, self.cfg.stage)
+        progress = ProgressView(self.main and tc.progress and self.show_progress, self.cfg.stage)
         try:
             if self.finished or self.epoch >= tc.epochs:
                 self.log(f"{self.cfg.stage}: already finished ({self.epoch} epochs); nothing to do")
@@ -417,7 +437,7 @@ class Trainer:
                 stopped = True
             while self.epoch < tc.epochs and not self.finished and not stopped:
                 clips_start = (self.epoch_state or {}).get("clips", 0)
-                complete = self.train_one_epoch(progress)
+                complete = yield from self.epoch_steps(progress)
                 es = self.epoch_state
                 total_clips += es["clips"] - clips_start
                 if not complete:

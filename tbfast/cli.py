@@ -26,6 +26,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train finetune": ("tbfast.commands.train", "fine-tune a self-supervised teacher on the labeled subset"),
     "train supervised": ("tbfast.commands.train", "supervised-only baseline on the labeled subset"),
     "train student": ("tbfast.commands.train", "TimeBalance student: CE + distillation from both teachers"),
+    "train teachers": ("tbfast.commands.train_pass", "invariant + distinctive SSL models in one data pass"),
+    "train students": ("tbfast.commands.train_pass", "supervised-only baseline + s=1, s=0 and TimeBalance "
+                                                     "students in one data pass (optionally several seeds)"),
     "similarity": ("tbfast.commands.similarity", "per-video temporal-similarity scores from the SSL teachers"),
     "eval": ("tbfast.commands.evaluate", "clip- and video-level top-1/top-5 of a checkpoint"),
     "run": ("tbfast.commands.run", "the whole recipe end to end (default: built-in synthetic data on the CPU)"),

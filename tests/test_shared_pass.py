@@ -194,3 +194,48 @@ def test_recipe_with_shared_passes_equals_one_stage_at_a_time(prepared, tmp_path
     assert s["shared_pass"] == ["supervised", "student_invariant", "student_distinctive", "timebalance"]
     assert "shared_pass" not in json.loads((runs["false"] / "timebalance" / "summary.json").read_text())
     assert "invariant + distinctive" in a["seconds"] and "invariant" in b["seconds"]
+
+
+def _students_cmd(prepared, lab, unl, t, out, *extra):
+    return [sys.executable, "-m", "tbfast", "train", "students", "--data", str(prepared), "--out", str(out),
+            "--labeled", str(lab), "--unlabeled", str(unl), "--teacher-invariant", str(t["invariant"]),
+            "--teacher-distinctive", str(t["distinctive"]), "--similarity", str(t["sim"]), "--preset",
+            "synthetic_tiny", "--size", "16", "--batch-size", "2", "--threads", "1", "--epochs", "3",
+            "--ckpt-every", "1", "--log-every", "1", "--no-progress", "--device", "cpu", *extra]
+
+
+def test_sigkill_in_a_shared_pass_then_resume_auto_equals_uninterrupted(prepared, prepared_split, tmp_path):
+    lab, unl = prepared_split
+    t = _teachers(prepared, lab, tmp_path / "teachers")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    full = tmp_path / "full"
+    res = subprocess.run(_students_cmd(prepared, lab, unl, t, full), env=env, capture_output=True, timeout=300)
+    assert res.returncode == 0, res.stderr.decode()[-2000:]
+    assert "batches decoded for" in res.stderr.decode()
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_students_cmd(prepared, lab, unl, t, killed), env=dict(env, TBFAST_STEP_DELAY="0.2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # 6 steps per model (3 epochs of 2 batches); kill once a model has passed step 3
+    last = killed / "timebalance" / "checkpoints" / "last.pt"
+    deadline, step = time.time() + 240, 0
+    while time.time() < deadline and proc.poll() is None and step < 3:
+        try:
+            step = torch.load(last, weights_only=True)["step"] if last.exists() else 0
+        except Exception:
+            step = 0
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    steps = {m: torch.load(killed / m / "checkpoints" / "last.pt", weights_only=True)["step"]
+             for m in ("supervised", "student_invariant", "student_distinctive", "timebalance")}
+    assert 0 < min(steps.values()) and max(steps.values()) < 6, steps
+    res = subprocess.run(_students_cmd(prepared, lab, unl, t, killed, "--resume", "auto"), env=env,
+                         capture_output=True, timeout=300)
+    assert res.returncode == 0, res.stderr.decode()[-2000:]
+    for m in steps:
+        _same_checkpoint(killed / m, full / m)
+    # a plain re-run refuses to overwrite the finished runs
+    again = subprocess.run(_students_cmd(prepared, lab, unl, t, killed), env=env, capture_output=True, timeout=300)
+    assert again.returncode == 2 and b"--resume auto" in again.stderr

@@ -18,7 +18,7 @@ from typing import Any
 
 from tbfast_benchmarks.common import machine_info, write_json
 
-PARTS = ("loader", "losses", "step", "recipe")
+PARTS = ("loader", "losses", "step", "shared", "recipe")
 
 
 def add_arguments(p: argparse.ArgumentParser, command: str = "bench all") -> None:
@@ -112,6 +112,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rc, sec = _tbfast(["bench", "step", "--backbone", bb, *extra, "--json", str(f)], log)
             status[f"step_{bb}"] = {"rc": rc, "seconds": round(sec, 1)}
             res["step"][bb] = _read(f)
+
+    if "shared" not in args.skip:
+        f = out / "shared.json"
+        rc, sec = _tbfast(["bench", "shared", "--work", str(out / "shared"), "--json", str(f),
+                           *(["--steps", "2", "--repeats", "1"] if args.quick else [])], log)
+        status["shared"] = {"rc": rc, "seconds": round(sec, 1)}
+        res["shared"] = _read(f)
 
     if "recipe" not in args.skip:
         run_dir = out / "recipe"
@@ -214,6 +221,22 @@ def render_markdown(res: dict[str, Any]) -> str:
                 if k.startswith("teachers_"):
                     lines.append(f"| {k.split('_', 1)[1]} inference | {_f(v['clips_per_s'])} | {100 * v['teacher_share']:.0f}% |")
         lines.append("")
+
+    sh = (res.get("shared") or {}).get("results")
+    if sh:
+        steps = next(iter(sh.values()))["steps_per_model"]
+        lines += [f"## One data pass for several models (`tbfast bench shared`, synthetic_tiny, {steps} steps per model)",
+                  "", "| group | separate s | one pass s | speed-up | videos decoded | teacher forwards | "
+                  "decode share | if compute 10x faster* | decode-bound* |", "|---|---|---|---|---|---|---|---|---|"]
+        for g, r in sh.items():
+            tf = r.get("teacher_forwards")
+            forwards = f"{tf['separate']} -> {tf['shared']}" if tf else "-"
+            gpu = r["computed_speedup_if_compute_faster"]
+            lines.append(f"| {g} ({', '.join(r['models'])}) | {_f(r['separate_seconds'], 1)} | "
+                         f"{_f(r['shared_seconds'], 1)} | {r['speedup']:.2f}x | {r['videos_decoded']['separate']} -> "
+                         f"{r['videos_decoded']['shared']} | {forwards} | {100 * r['decode_share_separate']:.0f}% | "
+                         f"{gpu['10x']:.2f}x | {gpu['decode-bound']:.2f}x |")
+        lines += ["", "\\* computed from the measured decode time (not measured on a GPU).", ""]
 
     rec = res.get("recipe")
     if rec:

@@ -20,6 +20,8 @@ setup(
         "pyyaml",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest"],
+                    # `tbfast bench loader` peers (torchcodec also needs FFmpeg's shared libraries)
+                    "peers": ["torchcodec", "decord"]},
     entry_points={"console_scripts": ["tbfast=tbfast.cli:main"]},
 )

@@ -1,6 +1,7 @@
-"""`tbfast bench loader`: the DALI clip pipeline against a reference-style and a per-clip PyAV loader.
+"""`tbfast bench loader`: the DALI clip pipeline against a reference-style and a per-clip PyAV loader
+and the decoders a PyTorch user would pick today, torchcodec and decord (benchmarks/peers.py).
 
-All three follow the same plans (frames and augmentation parameters), use the same number of
+All of them follow the same plans (frames and augmentation parameters), use the same number of
 cores (DALI threads = DataLoader workers) and read the same files. Reported per loader: videos/s,
 clips/s (clip views: ssl 10 per video, train 1, eval 10) and frames/s (planned source frames
 delivered per second: the same numerator for all loaders; the reference-style loader decodes the
@@ -26,8 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--size", type=positive_int, default=112, help="output side in pixels")
     parser.add_argument("--workers", type=positive_int, default=min(os.cpu_count() or 1, 2),
                         help="DALI threads = DataLoader workers of the baselines")
-    parser.add_argument("--loaders", default="dali,decode,perclip,reference",
-                        help="comma-separated subset of dali, decode (DALI decode-only), perclip, reference")
+    parser.add_argument("--loaders", default="dali,decode,perclip,reference,torchcodec,decord",
+                        help="comma-separated: dali, decode (DALI decode-only), perclip, reference, and the peers "
+                             "torchcodec / decord (full plan, DALI's colour maths) with the suffixes -tv "
+                             "(torchvision colour ops), -crop (crop + flip only), -uint8 (crop + flip, uint8 out), "
+                             "-decode (decode only); a peer that is not installed is skipped with a note")
     parser.add_argument("--no-augment", action="store_true", help="centre crops only, in all loaders")
     parser.add_argument("--seed", type=int, default=0, help="seed of the plans")
 
@@ -78,7 +82,16 @@ def run(args: argparse.Namespace) -> dict:
         raise UserError(f"--videos {args.videos} is less than --batch-size {args.batch_size}")
     augment = not args.no_augment
     wanted = [s.strip() for s in args.loaders.split(",") if s.strip()]
+    from tbfast_benchmarks.peers import VARIANTS as PEER_VARIANTS
+    from tbfast_benchmarks.peers import available as peer_available
+    from tbfast_benchmarks.peers import make_peer_loader
+
+    bad = [w for w in wanted if w not in ("dali", "decode", "perclip", "reference", *PEER_VARIANTS)]
+    if bad:
+        raise UserError(f"unknown loader(s) {', '.join(bad)}; choose from dali, decode, perclip, reference, "
+                        + ", ".join(PEER_VARIANTS))
     results: dict = {}
+    skipped: dict = {}
 
     def dali_loader():
         return build_loader(args.prepared, args.mode, indices=indices, batch_size=args.batch_size,
@@ -105,6 +118,17 @@ def run(args: argparse.Namespace) -> dict:
 
             r = decode_only_rate(dali_loader(), max_videos=args.videos, warmup_batches=0)
             n, sec, cpu = r["videos"], r["seconds"], r["cpu_seconds"]
+        elif name in PEER_VARIANTS:
+            why = peer_available(PEER_VARIANTS[name][0])
+            if why:
+                print(f"  {name:<10} skipped: {why}", flush=True)
+                skipped[name] = why
+                continue
+            torch.set_num_threads(1)
+            loader = make_peer_loader(name, args.prepared, records, indices, spec, size=args.size,
+                                      batch_size=args.batch_size, workers=args.workers, seed=args.seed,
+                                      augment=augment)
+            n, sec, cpu = _time_iter(lambda: iter(loader), args.videos)
         elif name in ("perclip", "reference"):
             from tbfast_benchmarks.baselines import make_loader
 
@@ -114,7 +138,8 @@ def run(args: argparse.Namespace) -> dict:
                                  augment=augment)
             n, sec, cpu = _time_iter(lambda: iter(loader), args.videos)
         else:
-            raise UserError(f"unknown loader {name!r}; choose from dali, decode, perclip, reference")
+            raise UserError(f"unknown loader {name!r}; choose from dali, decode, perclip, reference, "
+                            + ", ".join(PEER_VARIANTS))
         vps = n / sec if sec > 0 else float("nan")
         cpu_ms = 1000 * cpu / n if n else float("nan")
         results[name] = {"videos": n, "seconds": round(sec, 3), "videos_per_s": round(vps, 2),
@@ -131,16 +156,20 @@ def run(args: argparse.Namespace) -> dict:
             print("  host (outside DALI), ms/video: " + ", ".join(f"{k} {v:.3f}" for k, v in host.items())
                   + f"; total {sum(host.values()):.3f}", flush=True)
     ratios = {}
+    # the best peer on the same work as tbfast's loader (the full plan, float out; either colour maths)
+    full = [k for k in results if k in PEER_VARIANTS and PEER_VARIANTS[k][1] in ("matrix", "tv")]
+    best_peer = max(full, key=lambda k: results[k]["videos_per_s"]) if full else None
     if "dali" in results:
         d, dc = results["dali"]["videos_per_s"], results["dali"]["cpu_ms_per_video"]
-        for other in ("reference", "perclip", "decode"):
+        for other in ("reference", "perclip", "decode", *(k for k in results if k in PEER_VARIANTS)):
             if other in results and results[other]["videos_per_s"] > 0:
                 ratios[f"dali_over_{other}"] = round(d / results[other]["videos_per_s"], 2)
                 ratios[f"dali_over_{other}_cpu"] = round(results[other]["cpu_ms_per_video"] / dc, 2)
     return {"mode": args.mode, "device": args.device, "batch_size": args.batch_size, "size": args.size,
             "workers": args.workers, "augment": augment, "videos_timed": args.videos,
             "planned_frames_per_video": round(mean_frames, 1), "prepared": str(args.prepared),
-            "machine": info, "results": results, "ratios": ratios,
+            "machine": info, "results": results, "ratios": ratios, "best_peer": best_peer,
+            "skipped": skipped,
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
@@ -148,8 +177,11 @@ def print_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from tbfast_benchmarks.peers import KINDS, PEERS
+
     labels = {"dali": "DALI pipeline", "decode": "DALI decode only (ceiling)",
-              "perclip": "per-clip PyAV DataLoader", "reference": "reference-style DataLoader"}
+              "perclip": "per-clip PyAV DataLoader", "reference": "reference-style DataLoader",
+              **{f"{p}{k}": f"{p} DataLoader: {v}" for p in PEERS for k, v in KINDS.items()}}
     t = Table(title=f"loader, mode {report['mode']}, {report['device']}, {report['workers']} workers/threads, "
                     f"{report['size']} px, batch {report['batch_size']}")
     for col in ("loader", "videos/s", "clips/s", "frames/s", "DALI ×", "CPU ms/video", "DALI × (CPU)"):
@@ -168,6 +200,10 @@ def print_table(report: dict) -> None:
           f"{m.get('loadavg', '?')} at the start")
     print("DALI × = DALI's rate / the row's rate (wall clock); DALI × (CPU) = the row's CPU time per video / "
           "DALI's (robust on a shared machine). The decode-only row is the ceiling.")
+    if report.get("best_peer"):
+        print(f"best peer on the full plan: {labels.get(report['best_peer'], report['best_peer'])}")
+    for name, why in (report.get("skipped") or {}).items():
+        print(f"skipped {name}: {why}")
 
 
 def main(args: argparse.Namespace) -> int:

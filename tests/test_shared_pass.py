@@ -239,3 +239,23 @@ def test_sigkill_in_a_shared_pass_then_resume_auto_equals_uninterrupted(prepared
     # a plain re-run refuses to overwrite the finished runs
     again = subprocess.run(_students_cmd(prepared, lab, unl, t, killed), env=env, capture_output=True, timeout=300)
     assert again.returncode == 2 and b"--resume auto" in again.stderr
+
+
+def test_train_teachers_ssl_pair_then_finetune_pair(prepared, prepared_split, tmp_path, capsys):
+    from tbfast.cli import main as cli
+
+    lab, _ = prepared_split
+    root = tmp_path / "runs"
+    args = ["train", "teachers", "--data", str(prepared), "--out", str(root), "--labeled", str(lab),
+            "--preset", "synthetic_tiny", "--size", "16", "--batch-size", "2", "--threads", "1", "--max-steps", "2",
+            "--no-progress", "--device", "cpu"]
+    assert cli(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("one data pass for 2 models") == 2
+    for kind in ("invariant", "distinctive"):
+        assert torch.load(root / kind / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+        ft = torch.load(root / f"finetune_{kind}" / "checkpoints" / "last.pt", weights_only=True)
+        assert ft["stage"] == "finetune" and ft["init_stage"] == kind and ft["step"] == 2
+    # again: every model is there already; --resume auto trains nothing, a plain call refuses
+    assert cli(args + ["--resume", "auto"]) == 0
+    assert cli(args) == 2 and "--resume auto" in capsys.readouterr().err

@@ -14,8 +14,10 @@ RUN_NAMES = {"supervised": "supervised", "invariant": "student_invariant", "dist
              "timebalance": "timebalance"}
 
 EPILOG = {
-    "teachers": "example: tbfast train teachers --data prepared/ucf101 --out runs --preset ucf101_r3d18\n"
-                "  -> runs/invariant, runs/distinctive (add --combined for runs/combined)",
+    "teachers": "example: tbfast train teachers --data prepared/ucf101 --out runs --preset ucf101_r3d18 "
+                "--labeled prepared/ucf101/splits/labeled_5pct_seed0.txt\n"
+                "  -> runs/invariant, runs/distinctive (one pass; --combined adds runs/combined), then\n"
+                "     runs/finetune_invariant, runs/finetune_distinctive (one pass; only with --labeled)",
     "students": "example: tbfast train students --data prepared/ucf101 --out runs "
                 "--labeled prepared/ucf101/splits/labeled_5pct_seed0.txt "
                 "--teacher-invariant runs/ft_inv/checkpoints/last.pt "
@@ -57,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     if which == "teachers":
         parser.add_argument("--combined", action="store_true",
                             help="also train the combined model (L_I + L_D1 + L_D2) in the same pass")
+        parser.add_argument("--labeled", default=None, metavar="SPLIT",
+                            help="then fine-tune both self-supervised models on this labeled split, in a second "
+                                 "pass (the teachers of `tbfast train students`)")
         add_common(parser, "invariant")
         return
     parser.add_argument("--labeled", required=True, metavar="SPLIT",
@@ -109,6 +114,11 @@ def main(args: argparse.Namespace) -> int:
         passes.append([(k, lambda pool, _t, k=k: stages.ssl_member(
             config_for(k, args), args.data, root / k, dist=dist, resume=resume, log=tagged(k), pool=pool, name=k))
             for k in kinds])
+        if args.labeled:
+            passes.append([(f"finetune_{k}", lambda pool, _t, k=k: stages.classifier_member(
+                config_for("finetune", args), args.data, root / f"finetune_{k}", dist=dist, labeled=args.labeled,
+                init=root / k / "checkpoints" / "last.pt", resume=resume, log=tagged(f"finetune_{k}"), pool=pool,
+                name=f"finetune_{k}")) for k in ("invariant", "distinctive")])
     else:
         for s in range(args.seeds):
             tag = f"_seed{s}" if s else ""

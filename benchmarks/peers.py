@@ -1,0 +1,183 @@
+"""The decoders a PyTorch user picks today, as `tbfast bench loader` peers: torchcodec and decord.
+
+Each peer is what such a user would write: a torch ``DataLoader`` whose workers decode the planned
+frames with the library (torchcodec ``VideoDecoder(seek_mode="exact", num_ffmpeg_threads=1)
+.get_frames_at``, decord ``VideoReader(num_threads=1).get_batch``) and augment every clip as one
+(T, 3, H, W) tensor, following tbfast's plans (:func:`tbfast.data.plans.plan_sample`: the same
+frames, crop windows, flips, colour parameters, dropped channels and erase boxes). Two colour
+conventions:
+
+* ``matrix`` (DALI's): the clip's colour jitter as one 3x3 matrix + offset (:func:`colour_affine`,
+  the map of DALI's ``color_twist`` / ``brightness_contrast``; tests/test_bench_peers.py checks it
+  against DALI), one pass over the pixels;
+* ``tv``: torchvision's colour ops one after the other (``adjust_brightness``, ``adjust_contrast``
+  about the image mean, ``adjust_hue`` through HSV, ...), what most video code does.
+
+Crops use torchvision ``resized_crop`` on uint8 with antialiasing over the plan's window rounded to
+whole pixels, so a peer's pixels are close to DALI's, not identical (DALI samples the fractional
+window, without antialiasing). Optional: ``pip install -e '.[peers]'``; torchcodec also needs FFmpeg's
+shared libraries (``apt-get install ffmpeg`` on Debian/Ubuntu); decord bundles its own.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tbfast.data.plans import ClipView
+from tbfast_benchmarks.baselines import PerClip, _collate, _worker_init
+
+PEERS = ("torchcodec", "decord")
+KINDS = {"": "full plan, DALI colour maths", "-tv": "full plan, torchvision colour ops", "-crop": "crop + flip",
+         "-uint8": "crop + flip, uint8 out", "-decode": "decode only"}
+# RGB <-> YIQ (NTSC), the colour space in which DALI's color_twist rotates the hue
+_RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
+_YIQ2RGB = np.linalg.inv(_RGB2YIQ)
+
+
+def available(peer: str) -> str | None:
+    """None when ``peer`` can be used here, else why not (and how to get it)."""
+    import importlib
+
+    if peer not in PEERS:
+        return f"unknown peer {peer!r}"
+    try:  # torchcodec.decoders loads FFmpeg's shared libraries
+        importlib.import_module("torchcodec.decoders" if peer == "torchcodec" else "decord")
+    except Exception as exc:  # noqa: BLE001 - a missing wheel or missing FFmpeg libraries
+        hint = " and FFmpeg's shared libraries (apt-get install ffmpeg)" if peer == "torchcodec" else ""
+        return f"{peer} is not usable ({type(exc).__name__}: {str(exc)[:120]}); pip install -e '.[peers]'{hint}"
+    return None
+
+
+def colour_affine(v: ClipView) -> tuple[np.ndarray, np.ndarray]:
+    """(A, b) with out = A @ rgb + b for input rgb in [0, 1] and DALI's float output of the clip's
+    colour jitter (brightness carries the 1/255 scaling; contrast about mid-grey 128/255; hue a
+    rotation of the chroma plane of YIQ; saturation a scaling of it, 0 = grey)."""
+    sat = 0.0 if v.gray else v.saturation
+    m = np.eye(3)
+    if v.hue != 0.0 or v.gray or v.saturation != 1.0:
+        a = math.radians(v.hue)
+        rot = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(a), math.sin(a)], [0.0, -math.sin(a), math.cos(a)]])
+        m = _YIQ2RGB @ rot @ np.diag([1.0, sat, sat]) @ _RGB2YIQ
+    a_ = v.brightness * v.contrast * m
+    b_ = np.full(3, v.brightness * (1.0 - v.contrast) * 128.0 / 255.0)
+    return a_.astype(np.float32), b_.astype(np.float32)
+
+
+class Peer(PerClip):
+    """``decoder``: torchcodec | decord; ``colour``: matrix | tv | none (crop + flip only);
+    ``out``: float (float32 in [0, 1], as tbfast's loader) or uint8 (mmaction2 style, no colour)."""
+
+    def __init__(self, *args, decoder: str = "torchcodec", colour: str = "matrix", out: str = "float", **kw):
+        super().__init__(*args, **kw)
+        self.decoder, self.colour, self.out = decoder, colour, out
+
+    def decode(self, path: Path, wanted: np.ndarray, record) -> torch.Tensor:
+        """(len(wanted), 3, H, W) uint8 of the planned frames (clamped to the last frame)."""
+        idx = np.minimum(wanted, max(int(record.frames) - 1, 0)).tolist()
+        if self.decoder == "torchcodec":
+            from torchcodec.decoders import VideoDecoder
+
+            dec = VideoDecoder(str(path), seek_mode="exact", num_ffmpeg_threads=1)
+            n = dec.metadata.num_frames or len(idx)
+            return dec.get_frames_at(indices=[min(i, n - 1) for i in idx]).data
+        import decord
+
+        vr = decord.VideoReader(str(path), num_threads=1)
+        frames = vr.get_batch([min(i, len(vr) - 1) for i in idx]).asnumpy()  # (N, H, W, 3)
+        return torch.from_numpy(frames).permute(0, 3, 1, 2)
+
+    def _item(self, i: int) -> dict:
+        from tbfast.data.plans import plan_sample
+        from tbfast_benchmarks.baselines import _fields
+
+        idx = self.indices[i]
+        r = self.records[idx]
+        plan = plan_sample(idx, r.frames, r.height, r.width, spec=self.spec, size=self.size,
+                           seed=self.seed, epoch=self.epoch, augment=self.augment)
+        frames = self.decode(self.prepared / r.path, plan.decode, r)
+        out = {"index": idx, "label": r.label}
+        for name, group, view in _fields(self.spec.mode):
+            clips = [self.augment_clip(frames[torch.from_numpy(plan.orders[group][k])], plan.views[group][view][k])
+                     for k in range(plan.orders[group].shape[0])]
+            out[name] = clips[0] if len(clips) == 1 else torch.stack(clips)
+        return out
+
+    def augment_clip(self, frames: torch.Tensor, v: ClipView) -> torch.Tensor:
+        import torchvision.transforms.v2.functional as TF2
+
+        y0, x0, y1, x1 = v.roi
+        xa, xb = sorted((x0, x1))
+        top, left = int(round(y0)), int(round(xa))
+        t = TF2.resized_crop(frames, top, left, max(int(round(y1)) - top, 1), max(int(round(xb)) - left, 1),
+                             [self.size, self.size], antialias=True)  # uint8 (T, 3, S, S)
+        if v.flip:
+            t = t.flip(-1)
+        if self.out == "uint8":
+            return t.permute(1, 0, 2, 3)
+        t = TF2.to_dtype(t, torch.float32, scale=True)
+        if self.colour == "matrix":
+            a, b = colour_affine(v)
+            t = torch.einsum("ij,tjhw->tihw", torch.from_numpy(a), t).add_(torch.from_numpy(b)[:, None, None])
+            t = t.clamp_(0.0, 1.0)
+        elif self.colour == "tv":
+            if v.brightness != 1.0:
+                t = TF2.adjust_brightness(t, v.brightness)
+            if v.contrast != 1.0:
+                t = TF2.adjust_contrast(t, v.contrast)
+            if v.hue != 0.0:
+                t = TF2.adjust_hue(t, v.hue / 360.0)
+            if v.gray:
+                t = TF2.rgb_to_grayscale(t, num_output_channels=3).contiguous()
+            elif v.saturation != 1.0:
+                t = TF2.adjust_saturation(t, v.saturation)
+        if v.drop_channel >= 0:
+            t[:, v.drop_channel] = 0
+        for y, x, h, w in v.erase:
+            t[:, :, y : y + h, x : x + w] = 0
+        return t.permute(1, 0, 2, 3)  # (3, T, S, S)
+
+
+class DecodeOnly(Peer):
+    """The planned frames decoded and nothing else (the decoder's floor)."""
+
+    def _item(self, i: int) -> dict:
+        from tbfast.data.plans import plan_sample
+
+        idx = self.indices[i]
+        r = self.records[idx]
+        plan = plan_sample(idx, r.frames, r.height, r.width, spec=self.spec, size=self.size,
+                           seed=self.seed, epoch=self.epoch, augment=self.augment)
+        frames = self.decode(self.prepared / r.path, plan.decode, r)
+        return {"index": idx, "label": r.label, "frames": frames.shape[0]}
+
+
+# loader name -> (decoder, colour, output); "-decode": decode only
+VARIANTS = {f"{p}{suffix}": (p, colour, out) for p in PEERS
+            for suffix, colour, out in (("", "matrix", "float"), ("-tv", "tv", "float"), ("-crop", "none", "float"),
+                                        ("-uint8", "none", "uint8"), ("-decode", None, None))}
+
+
+def make_peer_loader(name: str, prepared, records, indices, spec, *, size: int, batch_size: int, workers: int,
+                     seed: int = 0, augment: bool = True) -> torch.utils.data.DataLoader:
+    decoder, colour, out = VARIANTS[name]
+    cls = DecodeOnly if colour is None else Peer
+    ds = cls(prepared, records, indices, spec, size, seed=seed, augment=augment, decoder=decoder,
+             colour=colour or "none", out=out or "float")
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, worker_init_fn=_worker_init,
+                                       drop_last=False, collate_fn=_collate, persistent_workers=False,
+                                       prefetch_factor=2 if workers else None)
+
+
+def peer_item(name: str, prepared, records, index: int, spec, *, size: int, seed: int = 0, augment: bool = True):
+    """One sample of a peer, in this process (tests compare it with tbfast's loader)."""
+    decoder, colour, out = VARIANTS[name]
+    ds = Peer(prepared, records, [index], spec, size, seed=seed, augment=augment, decoder=decoder,
+              colour=colour or "none", out=out or "float")
+    t0 = time.process_time()
+    item = ds[0]
+    item["cpu_s"] = time.process_time() - t0
+    return item

@@ -145,7 +145,8 @@ def run(args: argparse.Namespace) -> dict:
         results[name] = {"videos": n, "seconds": round(sec, 3), "videos_per_s": round(vps, 2),
                          "cpu_ms_per_video": round(cpu_ms, 1),
                          "videos_per_s_per_core": round(1000 / cpu_ms, 2) if cpu_ms > 0 else None,
-                         "clips_per_s": round(vps * (_clips_per_video(args.mode) if name != "decode" else 0), 1),
+                         "clips_per_s": round(vps * (_clips_per_video(args.mode) if not name.endswith("decode")
+                                                     else 0), 1),
                          "frames_per_s": round(vps * mean_frames, 1)}
         print(f"  {name:<10} {vps:8.2f} videos/s  {cpu_ms:7.1f} CPU ms/video  ({n} videos in {sec:.1f} s)",
               flush=True)

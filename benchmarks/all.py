@@ -91,7 +91,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for mode in modes:
                 extra = ["--videos", "8", "--batch-size", "2", "--size", "32"] if args.quick else ["--videos", "96"]
                 f = out / f"loader_{mode}.json"
-                rc, sec = _tbfast(["bench", "loader", str(data), "--mode", mode, *extra, "--json", str(f)], log)
+                peers = ["--loaders", "dali,decode,perclip,reference,torchcodec,torchcodec-tv,torchcodec-decode,"
+                         "decord,decord-tv,decord-decode"] if not args.quick else []
+                rc, sec = _tbfast(["bench", "loader", str(data), "--mode", mode, *extra, *peers, "--json", str(f)],
+                                  log)
                 status[f"loader_{mode}"] = {"rc": rc, "seconds": round(sec, 1)}
                 res["loader"][mode] = _read(f)
         else:
@@ -181,13 +184,23 @@ def render_markdown(res: dict[str, Any]) -> str:
                   f"{r['size']} px, batch {r['batch_size']}, {r['videos_timed']} videos, "
                   f"{r['planned_frames_per_video']} decoded frames per video)", "",
                   "| loader | videos/s | clips/s | frames/s | DALI pipeline × |", "|---|---|---|---|---|"]
+        from tbfast_benchmarks.peers import KINDS, PEERS
+
         labels = {"dali": "DALI pipeline (tbfast)", "decode": "DALI decode only (ceiling)",
-                  "perclip": "per-clip PyAV DataLoader", "reference": "reference-style DataLoader"}
+                  "perclip": "per-clip PyAV DataLoader", "reference": "reference-style DataLoader",
+                  **{f"{p}{k}": f"{p} DataLoader: {v}" for p in PEERS for k, v in KINDS.items()}}
         d = r["results"].get("dali", {}).get("videos_per_s")
         for name, x in r["results"].items():
             ratio = d / x["videos_per_s"] if d and x["videos_per_s"] else None
             lines.append(f"| {labels.get(name, name)} | {_f(x['videos_per_s'])} | {_f(x['clips_per_s'], 1) if x['clips_per_s'] else '-'} "
                          f"| {_f(x['frames_per_s'], 0)} | {_f(ratio)} |")
+        if r.get("best_peer"):
+            bp = r["best_peer"]
+            lines += ["", f"Best peer on the full plan: {labels.get(bp, bp)}; tbfast / best peer = "
+                      f"{_f(r['ratios'].get(f'dali_over_{bp}'))} (videos/s), "
+                      f"{_f(r['ratios'].get(f'dali_over_{bp}_cpu'))} (CPU)."]
+        for name, why in (r.get("skipped") or {}).items():
+            lines.append(f"- skipped {name}: {why}")
         lines.append("")
 
     losses = res.get("losses")

@@ -128,7 +128,14 @@ def run(args: argparse.Namespace) -> dict:
             loader = make_peer_loader(name, args.prepared, records, indices, spec, size=args.size,
                                       batch_size=args.batch_size, workers=args.workers, seed=args.seed,
                                       augment=augment)
-            n, sec, cpu = _time_iter(lambda: iter(loader), args.videos)
+            try:
+                n, sec, cpu = _time_iter(lambda: iter(loader), args.videos)
+            except Exception as exc:  # noqa: BLE001 - a peer that fails on these files is reported, not fatal
+                why = f"{PEER_VARIANTS[name][0]} failed on these videos: {type(exc).__name__}: " + \
+                    str(exc).strip().splitlines()[-1][:200]
+                print(f"  {name:<10} skipped: {why}", flush=True)
+                skipped[name] = why
+                continue
         elif name in ("perclip", "reference"):
             from tbfast_benchmarks.baselines import make_loader
 

@@ -39,7 +39,7 @@ def test_bench_loader_cli_writes_table_and_json(tiny, tmp_path, capsys):
 
     out = tmp_path / "bench.json"
     rc = main(["bench", "loader", str(tiny), "--mode", "ssl", "--videos", "2", "--batch-size", "2",
-               "--size", "16", "--workers", "1", "--json", str(out)])
+               "--size", "16", "--workers", "1", "--json", str(out), "--loaders", "dali,decode,perclip,reference"])
     assert rc == 0
     report = json.loads(out.read_text())
     assert set(report["results"]) == {"dali", "decode", "perclip", "reference"}

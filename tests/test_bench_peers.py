@@ -109,3 +109,19 @@ def test_a_missing_peer_is_skipped_with_a_note(prepared, tmp_path, monkeypatch):
 
 def test_every_variant_names_a_peer_and_a_kind():
     assert {v[0] for v in VARIANTS.values()} == {"torchcodec", "decord"} and len(VARIANTS) == 10
+
+
+@pytest.mark.skipif("decord" not in PEERS_HERE, reason="decord not installed")
+def test_a_peer_that_fails_on_the_videos_is_reported_not_fatal(tmp_path):
+    """decord 0.6 cannot read 48-pixel-wide frames (it copies 64-aligned rows): a skip with the reason."""
+    from tbfast.cli import main
+    from dali_pipelines.testdata import make_dataset
+
+    data = make_dataset(tmp_path / "narrow", [40, 50], width=48, height=32)
+    out = tmp_path / "loader.json"
+    assert main(["bench", "loader", str(data), "--mode", "train", "--videos", "2", "--batch-size", "2",
+                 "--size", "16", "--workers", "1", "--loaders", "dali,decord", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    if "decord" in rep["results"]:  # a decord that reads them is fine too
+        return
+    assert "failed on these videos" in rep["skipped"]["decord"] and "dali" in rep["results"]

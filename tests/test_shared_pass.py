@@ -109,16 +109,32 @@ def _alone(prepared, lab, unl, t, root):
         stages._fit_alone(_student_set(prepared, lab, unl, t, root, only=k)[0])
 
 
-def test_student_set_in_one_pass_equals_each_alone(prepared, prepared_split, tmp_path):
+@pytest.fixture(scope="module")
+def student_refs(prepared, prepared_split, tmp_path_factory):
+    """Stand-in teachers and the student set trained model by model (the references)."""
+    import torch as _torch
+
+    n = _torch.get_num_threads()
+    _torch.set_num_threads(1)
+    try:
+        lab, unl = prepared_split
+        root = tmp_path_factory.mktemp("student_refs")
+        t = _teachers(prepared, lab, root / "teachers")
+        _alone(prepared, lab, unl, t, root / "alone")
+    finally:
+        _torch.set_num_threads(n)
+    return t, root / "alone"
+
+
+def test_student_set_in_one_pass_equals_each_alone(prepared, prepared_split, student_refs, tmp_path):
     lab, unl = prepared_split
-    t = _teachers(prepared, lab, tmp_path / "teachers")
-    _alone(prepared, lab, unl, t, tmp_path / "alone")
+    t, alone = student_refs
     pool, teachers = LoaderPool(), {}
     members = _student_set(prepared, lab, unl, t, tmp_path / "shared", pool=pool, teachers=teachers)
     summaries = stages.train_together(members, pool=pool, log=lambda s: None)
     assert set(summaries) == {"supervised", "invariant", "distinctive", "timebalance"}
     for name in summaries:
-        _same_checkpoint(tmp_path / "shared" / name, tmp_path / "alone" / name)
+        _same_checkpoint(tmp_path / "shared" / name, alone / name)
     # each teacher loaded once and run once per batch (4 student steps), not once per student
     assert len(teachers) == 2
     assert sorted(tt.forwards for tt in teachers.values()) == [4, 4]
@@ -128,10 +144,9 @@ def test_student_set_in_one_pass_equals_each_alone(prepared, prepared_split, tmp
     assert c["served"] == 6 + 3 * (4 + 4)
 
 
-def test_models_resumed_at_different_steps_catch_up_then_share(prepared, prepared_split, tmp_path):
+def test_models_resumed_at_different_steps_catch_up_then_share(prepared, prepared_split, student_refs, tmp_path):
     lab, unl = prepared_split
-    t = _teachers(prepared, lab, tmp_path / "teachers")
-    _alone(prepared, lab, unl, t, tmp_path / "alone")
+    t, alone = student_refs
     root = tmp_path / "shared"
     # a pass stopped early for two models: the baseline after 1 step, the s=0 student after 3
     stages._fit_alone(stages.classifier_member(_cfg("supervised", 3, train={"max_steps": 1}), prepared,
@@ -144,7 +159,7 @@ def test_models_resumed_at_different_steps_catch_up_then_share(prepared, prepare
     stages.train_together(_student_set(prepared, lab, unl, t, root, pool=pool, teachers={}, resume="auto"),
                           pool=pool, log=lambda s: None)
     for name in ("supervised", "invariant", "distinctive", "timebalance"):
-        _same_checkpoint(root / name, tmp_path / "alone" / name)
+        _same_checkpoint(root / name, alone / name)
     # the models that were behind went first and then shared: still every batch decoded once
     # (served: the baseline's 5 remaining steps, 4 x (labeled + unlabeled) for s=1 and TimeBalance, 1 for s=0)
     c = pool.counts()
@@ -204,15 +219,17 @@ def _students_cmd(prepared, lab, unl, t, out, *extra):
             "--ckpt-every", "1", "--log-every", "1", "--no-progress", "--device", "cpu", *extra]
 
 
-def test_sigkill_in_a_shared_pass_then_resume_auto_equals_uninterrupted(prepared, prepared_split, tmp_path):
+def test_sigkill_in_a_shared_pass_then_resume_auto_equals_uninterrupted(prepared, prepared_split, student_refs,
+                                                                        tmp_path, capsys):
+    from tbfast.cli import main as cli
+
     lab, unl = prepared_split
-    t = _teachers(prepared, lab, tmp_path / "teachers")
+    t, _ = student_refs
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("WORLD_SIZE", None)
-    full = tmp_path / "full"
-    res = subprocess.run(_students_cmd(prepared, lab, unl, t, full), env=env, capture_output=True, timeout=300)
-    assert res.returncode == 0, res.stderr.decode()[-2000:]
-    assert "batches decoded for" in res.stderr.decode()
+    full = tmp_path / "full"  # uninterrupted, in this process (one torch thread, as the subprocesses)
+    assert cli(_students_cmd(prepared, lab, unl, t, full)[3:]) == 0
+    assert "batches decoded for" in capsys.readouterr().err
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_students_cmd(prepared, lab, unl, t, killed), env=dict(env, TBFAST_STEP_DELAY="0.2"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -237,8 +254,8 @@ def test_sigkill_in_a_shared_pass_then_resume_auto_equals_uninterrupted(prepared
     for m in steps:
         _same_checkpoint(killed / m, full / m)
     # a plain re-run refuses to overwrite the finished runs
-    again = subprocess.run(_students_cmd(prepared, lab, unl, t, killed), env=env, capture_output=True, timeout=300)
-    assert again.returncode == 2 and b"--resume auto" in again.stderr
+    assert cli(_students_cmd(prepared, lab, unl, t, killed)[3:]) == 2
+    assert "--resume auto" in capsys.readouterr().err
 
 
 def test_train_teachers_ssl_pair_then_finetune_pair(prepared, prepared_split, tmp_path, capsys):

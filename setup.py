@@ -20,7 +20,7 @@ setup(
         "pyyaml",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest"],
+    extras_require={"test": ["pytest", "ruff"],
                     # `tbfast bench loader` peers (torchcodec also needs FFmpeg's shared libraries)
                     "peers": ["torchcodec", "decord"]},
     entry_points={"console_scripts": ["tbfast=tbfast.cli:main"]},

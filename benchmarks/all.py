@@ -152,13 +152,6 @@ def _f(v: Any, nd: int = 2) -> str:
     return str(v)
 
 
-def rerender(out: str | os.PathLike) -> None:
-    """Rewrite OUT/RESULTS.md and OUT/speedups.png from OUT/results.json."""
-    res = json.loads((Path(out) / "results.json").read_text())
-    (Path(out) / "RESULTS.md").write_text(render_markdown(res))
-    chart(res, Path(out) / "speedups.png")
-
-
 def render_markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
     lines = [

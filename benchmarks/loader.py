@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> dict:
             for _ in loader:  # build and run once outside the timed window (first-run allocations)
                 break
             host0, hv0 = dict(loader.host_seconds), loader.host_videos
-            n, sec, cpu = _time_iter(lambda: iter(loader), args.videos)
+            n, sec, cpu = _time_iter(lambda loader=loader: iter(loader), args.videos)
             hv = loader.host_videos - hv0  # videos the loader prepared (a batch or two ahead of those used)
             host = {k: round(1000 * (v - host0[k]) / max(hv, 1), 3) for k, v in loader.host_seconds.items()}
         elif name == "decode":
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> dict:
                                       batch_size=args.batch_size, workers=args.workers, seed=args.seed,
                                       augment=augment)
             try:
-                n, sec, cpu = _time_iter(lambda: iter(loader), args.videos)
+                n, sec, cpu = _time_iter(lambda loader=loader: iter(loader), args.videos)
             except Exception as exc:  # noqa: BLE001 - a peer that fails on these files is reported, not fatal
                 why = f"{PEER_VARIANTS[name][0]} failed on these videos: {type(exc).__name__}: " + \
                     str(exc).strip().splitlines()[-1][:200]
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> dict:
             loader = make_loader(name, args.prepared, records, indices, spec, size=args.size,
                                  batch_size=args.batch_size, workers=args.workers, seed=args.seed,
                                  augment=augment)
-            n, sec, cpu = _time_iter(lambda: iter(loader), args.videos)
+            n, sec, cpu = _time_iter(lambda loader=loader: iter(loader), args.videos)
         else:
             raise UserError(f"unknown loader {name!r}; choose from dali, decode, perclip, reference, "
                             + ", ".join(PEER_VARIANTS))

@@ -115,7 +115,7 @@ def main(args: argparse.Namespace) -> int:
         z_long, z_slices, z_short = _inputs(bsz, args.dim, device)
         steps = {}
         for name, fn in impls.items():
-            def step(fn=fn):
+            def step(fn=fn, z_long=z_long, z_slices=z_slices, z_short=z_short):
                 out = fn(z_long, z_slices, z_short, reduction=args.reduction)
                 out["loss"].backward()
                 return out

@@ -104,7 +104,7 @@ LABELS = {"supervised": "supervised", "student_invariant": "s=1", "student_disti
 def render(res: dict[str, Any]) -> str:
     lines = ["| reduction | BatchNorm statistics | " + " | ".join(LABELS.values()) + " | wall s |",
              "|---|---|" + "---|" * (len(LABELS) + 1)]
-    for name, v in res["variants"].items():
+    for v in res["variants"].values():
         cells = [f"{v['top1'][k]:.2f}" if v["top1"].get(k) is not None else "-" for k in LABELS]
         bn = "per clip group" if v["group_bn"] else "one set (mixed)"
         lines.append(f"| {v['reduction']} | {bn} | " + " | ".join(cells) + f" | {v['seconds']:.0f} |")

@@ -170,7 +170,7 @@ def _measure_student(job: dict[str, Any]) -> dict[str, Any]:
         tdtype = torch.bfloat16 if teacher_mode == "bf16" else None
         clock = {"teacher": 0.0}
 
-        def step() -> None:
+        def step(tdtype=tdtype, clock=clock) -> None:
             from tbfast_benchmarks.common import sync
 
             t0 = time.perf_counter()
@@ -247,7 +247,7 @@ def _measure_ssl(job: dict[str, Any]) -> dict[str, Any]:
             step(m)
     for _ in range(job["steps"]):  # interleaved, so load changes hit every mode alike
         for m in SSL_MODES:
-            times[m] += time_calls(lambda: step(m), device=dev, warmup=0, iters=1)
+            times[m] += time_calls(lambda m=m: step(m), device=dev, warmup=0, iters=1)
     rows = {m: {"step_s": median(times[m]), "clips_per_s": 10 * b / median(times[m])} for m in SSL_MODES}
     fastest = max(("calls", "pass"), key=lambda m: rows[m]["clips_per_s"])
     return {"backbone": job["backbone"], "batch": b, "clips": 10 * b, "size": size,

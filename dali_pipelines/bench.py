@@ -30,7 +30,7 @@ def decode_only_rate(loader, max_videos: int | None = None, warmup_batches: int 
     batches = loader.batches()
 
     def submit(b):
-        pipe.feed_input("encoded", [loader._read(i) for i in b])
+        pipe.feed_input("encoded", [loader.read_encoded(i) for i in b])
         pipe.feed_input("decode", [loader.plan(i).decode.astype(np.int32) for i in b])
         pipe.schedule_run()
 

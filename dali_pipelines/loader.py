@@ -142,7 +142,7 @@ class ClipLoader:
             self._pipe = pipe
         return self._pipe
 
-    def _read(self, index: int) -> np.ndarray:
+    def read_encoded(self, index: int) -> np.ndarray:
         """The file's bytes, checked against the manifest's size and checksum: a truncated or
         overwritten prepared video is an error naming it, never frames padded or decoded wrong.
         The checksum is computed once per file and process; later reads only check that the
@@ -198,7 +198,7 @@ class ClipLoader:
     def _prepare(self, batch: list[int], epoch: int) -> tuple[list[SamplePlan], dict]:
         """Read the files and compute the plans and feeds of one batch (Python side only)."""
         hs = self.host_seconds  # CPU time of the threads doing the work (waiting is not counted)
-        encoded = list(self._io.map(self._read, batch))
+        encoded = list(self._io.map(self.read_encoded, batch))
         t1 = time.thread_time()
         plans = [self.plan(i, epoch) for i in batch]
         t2 = time.thread_time()
@@ -221,7 +221,7 @@ class ClipLoader:
 
         bad = []
         for i, p in zip(batch, plans):
-            err = probe_decode(self._read(i), p.decode)
+            err = probe_decode(self.read_encoded(i), p.decode)
             if err is not None:
                 bad.append(f"{self.prepared / self.records[i].path} (manifest index {i}): {err}")
         detail = "; ".join(bad) if bad else f"one of {[self.records[i].path for i in batch]} ({dali_reason(exc)})"

@@ -119,6 +119,8 @@ def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
             "student_invariant", "student_distinctive", "timebalance"} <= set(res["clips_per_s"])
     report = (out / "report.md").read_text()
     assert "TimeBalance" in report and res["student_init"] == "invariant"  # the preset's choice
+    # the report states the evaluation this run really did (--set eval.clips=2, the preset's one crop)
+    assert res["eval"] == {"clips": 2, "crops": 1} and "2 clips per video, centre crop" in report
     # uncertainty: a 95 % interval per model over the test videos, McNemar tests against TimeBalance
     for k, (lo, hi) in res["top1_ci95"].items():
         assert lo <= res["top1_all"][k] <= hi and hi - lo > 10  # 8 test videos: wide

@@ -148,7 +148,7 @@ def test_fast_random_view_draws_exactly_what_the_readable_form_draws(aug):
 
     for i in range(400):
         a, b = sample_rng(3, 1, i, "ssl"), sample_rng(3, 1, i, "ssl")
-        for k in range(4):
+        for _ in range(4):
             h, w, s = 48 + i % 7, 64 + i % 5, 16 + 8 * (i % 3)
             assert random_view(a, h, w, s, aug) == _readable_random_view(b, h, w, s, aug)
         assert a.random() == b.random()  # the generators end in the same state

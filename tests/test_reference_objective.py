@@ -93,8 +93,8 @@ def test_kl_reference_reduction_is_kldivloss_mean_and_l2_is_mseloss(dtype):
             "l2": F.mse_loss(F.softmax(logits, 1), p_t, reduction="mean")}
     for kind, w in want.items():
         (gw,) = torch.autograd.grad(w, logits)
-        for fn in (lambda: distill(torch.softmax(logits, 1), p_t, kind, "reference"),
-                   lambda: student_distill_loss(logits, p_i, p_d, s, kind, "reference")):
+        for fn in (lambda kind=kind: distill(torch.softmax(logits, 1), p_t, kind, "reference"),
+                   lambda kind=kind: student_distill_loss(logits, p_i, p_d, s, kind, "reference")):
             v = fn()
             (gv,) = torch.autograd.grad(v, logits)
             assert abs(v.item() - w.item()) <= tol * abs(w.item()), kind

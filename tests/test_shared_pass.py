@@ -106,7 +106,7 @@ def _student_set(prepared, lab, unl, t, root, *, pool=None, teachers=None, resum
 def _alone(prepared, lab, unl, t, root):
     """Each model of the set as its stage runs alone: built, then trained, before the next is built."""
     for k in range(4):
-        stages._fit_alone(_student_set(prepared, lab, unl, t, root, only=k)[0])
+        stages.fit_alone(_student_set(prepared, lab, unl, t, root, only=k)[0])
 
 
 @pytest.fixture(scope="module")
@@ -149,10 +149,10 @@ def test_models_resumed_at_different_steps_catch_up_then_share(prepared, prepare
     t, alone = student_refs
     root = tmp_path / "shared"
     # a pass stopped early for two models: the baseline after 1 step, the s=0 student after 3
-    stages._fit_alone(stages.classifier_member(_cfg("supervised", 3, train={"max_steps": 1}), prepared,
+    stages.fit_alone(stages.classifier_member(_cfg("supervised", 3, train={"max_steps": 1}), prepared,
                                                root / "supervised", dist=Dist(), labeled=lab, init="scratch",
                                                log=lambda s: None))
-    stages._fit_alone(stages.student_member(
+    stages.fit_alone(stages.student_member(
         _cfg("student", 2, loss={"weighting": "distinctive"}, train={"max_steps": 3}), prepared, root / "distinctive",
         dist=Dist(), labeled=lab, unlabeled=unl, teacher_dis=t["distinctive"], log=lambda s: None))
     pool = LoaderPool()

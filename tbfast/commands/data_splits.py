@@ -20,6 +20,7 @@ def main(args: argparse.Namespace) -> int:
     for frac in fracs:
         for seed in args.seed:
             lab, unl, digest = write_label_split(args.prepared, frac, seed, records)
-            n_lab = sum(1 for _ in open(lab)); n_unl = sum(1 for _ in open(unl))
+            n_lab = sum(1 for _ in open(lab))
+            n_unl = sum(1 for _ in open(unl))
             print(f"{lab}  {n_lab} labeled / {n_unl} unlabeled  sha256 {digest}")
     return 0

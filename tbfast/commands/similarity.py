@@ -40,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
     def run():
         idx = None
         if args.videos:
-            idx = stages._indices(args.data, args.videos, None, "--videos")
+            idx = stages.split_list_indices(args.data, args.videos, None, "--videos")
         size = getattr(args, "ov:data.size", None)
         summary = stages.compute_similarity(cfg, args.data, args.out, invariant=args.invariant,
                                             distinctive=args.distinctive, dist=local, indices=idx, size=size,

@@ -338,7 +338,7 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
 
     # the run finished: move staged outputs into place (each move is atomic; a kill in between is
     # resumed: the journal still names the staged file, or the moved one has the recorded checksum)
-    for source, e in kept.items():
+    for e in kept.values():
         if e.get("staged"):
             os.replace(out / e["staged"], out / e["record"]["path"])
             del e["staged"]

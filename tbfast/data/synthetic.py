@@ -222,7 +222,7 @@ def render_video(cls: str, n_frames: int, size: tuple[int, int], rng, bg_rng, di
                 cx = x0 + (x1 - x0) * q if direction > 0 else x1 - (x1 - x0) * q
         oy, ox = cam[t]
         img = bg[pad + int(round(oy)):pad + int(round(oy)) + h, pad + int(round(ox)):pad + int(round(ox)) + w].copy()
-        for k, (dp, dv, dr, dc) in enumerate(dis):
+        for dp, dv, dr, dc in dis:
             dpos = dp + dv * t
             dpos = np.array([dpos[0] % (h + 8) - 4, dpos[1] % (w + 8) - 4])
             m = _shape_mask("Blob", yy, xx, dpos[0] + oy, dpos[1] + ox, dr)[..., None]

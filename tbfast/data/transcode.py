@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from tbfast.data.manifest import SHORT_FRAMES
+
 # errors writing an output that stop the whole run (the disk, not the video)
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 CODECS = {"vp9": ("libvpx-vp9", "webm", ".webm"), "h264": ("libx264", "mp4", ".mp4")}
-SHORT_FRAMES = 64
 # what an output means; a re-run re-transcodes outputs of another version. 2: display matrix, SAR,
 # colour range/matrix, measured rate and frame k = source frame current at k/fps (issue 17)
 PREP_VERSION = 2

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from tbfast.engine.config import SSL_STAGES
 from tbfast.errors import UserError
 
 FORMAT = "tbfast-ckpt-1"
@@ -90,10 +89,6 @@ def expect(ckpt: dict, path: str | Path, *, stages: tuple[str, ...] | None = Non
                         f"{num_classes}; use a checkpoint trained on this dataset")
 
 
-def is_ssl(ckpt: dict) -> bool:
-    return ckpt.get("stage") in SSL_STAGES
-
-
 # RNG states: torch tensors and plain python values only (weights_only-loadable)
 def rng_state() -> dict:
     py = random.getstate()
@@ -118,6 +113,3 @@ def set_rng_state(state: dict) -> None:
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
 
-
-def strip_prefix(state: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

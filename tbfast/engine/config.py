@@ -355,24 +355,21 @@ def sync_bn(cfg: Config, world: int) -> bool:
     return mode == "on" or cfg.stage in SSL_WEIGHTS
 
 
-def stage_epochs(preset: str, stage: str) -> int:
-    return resolve(stage, preset).train.epochs
-
-
 def save_config(cfg: Config, path: Path) -> None:
     import yaml
 
     from tbfast.engine.checkpoint import atomic_write_bytes
 
-    text = yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False)
+    text = yaml.safe_dump(plain(cfg.to_dict()), sort_keys=False)
     atomic_write_bytes(Path(path), text.encode())
 
 
-def _plain(obj: Any) -> Any:
+def plain(obj: Any) -> Any:
+    """Tuples as lists, recursively (YAML and checkpoints store plain lists)."""
     if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
+        return {k: plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     return obj
 
 

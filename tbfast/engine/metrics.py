@@ -81,12 +81,6 @@ class ProgressView:
         if self.progress and self.task is not None:
             self.progress.update(self.task, completed=done, info=info)
 
-    def print(self, line: str) -> None:
-        if self.progress is not None and self.console.is_terminal:
-            self.progress.console.print(line, markup=False, highlight=False)
-        else:
-            print(line, file=sys.stderr, flush=True)
-
     def close(self) -> None:
         if self.progress:
             self.progress.stop()

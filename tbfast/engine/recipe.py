@@ -98,12 +98,12 @@ def _stages_together(group: list[tuple], log, timings: dict, summaries: dict, di
 
     if not shared:
         for name, run_dir, build, fp in group:
-            _stage(name, run_dir, lambda build=build: stages._fit_alone(build(None, None)), log, timings, summaries,
+            _stage(name, run_dir, lambda build=build: stages.fit_alone(build(None, None)), log, timings, summaries,
                    fp, dist)
         return
     todo = []
     for name, run_dir, build, fp in group:
-        prev = on_main(dist, lambda: _decide(name, run_dir, fp))
+        prev = on_main(dist, lambda name=name, run_dir=run_dir, fp=fp: _decide(name, run_dir, fp))
         if prev is not None:
             log(f"== {name}: already done ({run_dir}), reusing")
             summaries[name] = prev
@@ -122,12 +122,12 @@ def _stages_together(group: list[tuple], log, timings: dict, summaries: dict, di
     for name, run_dir, _, fp in todo:
         s = done[name]
         s.update(fingerprint=fp, wall_seconds=wall, shared_pass=names, pass_batches=pool.counts())
-        stages._write_summary(run_dir, s, dist)
+        stages.write_summary(run_dir, s, dist)
         summaries[name] = s
     timings[" + ".join(names)] = wall
 
 
-def _stage(name: str, run_dir: Path, fn, log, timings: dict, summaries: dict, fp: str, dist: Dist = Dist()) -> dict:
+def _stage(name: str, run_dir: Path, fn, log, timings: dict, summaries: dict, fp: str, dist: Dist) -> dict:
     prev = on_main(dist, lambda: _decide(name, run_dir, fp))  # rank 0 reads and writes; every rank follows
     if prev is not None:
         log(f"== {name}: already done ({run_dir}), reusing")
@@ -139,7 +139,7 @@ def _stage(name: str, run_dir: Path, fn, log, timings: dict, summaries: dict, fp
     s = fn()
     s["fingerprint"] = fp
     s["wall_seconds"] = round(time.perf_counter() - t0, 2)
-    stages._write_summary(run_dir, s, dist)
+    stages.write_summary(run_dir, s, dist)
     summaries[name] = s
     timings[name] = s["wall_seconds"]
     return s
@@ -313,6 +313,8 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
         results = build_results(out, prepared, preset, frac, summaries,
                                 {k: v for k, v in evals.items() if k not in per_seed}, timings, total)
         results["student_init"] = base.recipe.student_init
+        ecfg = cfg_of("eval")
+        results["eval"] = {"clips": ecfg.eval.clips, "crops": ecfg.eval.crops}
         results["world"] = dist.world
         if seeds > 1:
             results["seeds"] = seed_summary(seed_names, evals, [base.train.seed + k for k in range(seeds)])
@@ -401,9 +403,16 @@ def build_results(out, prepared, preset, frac, summaries, evals, timings, total)
     }
 
 
+def _eval_text(e: dict | None) -> str:
+    if not e:
+        return "evaluation settings not recorded"
+    crops = "centre crop" if e["crops"] == 1 else f"{e['crops']} crops per clip (averaged)"
+    return f"{e['clips']} clip{'s' if e['clips'] != 1 else ''} per video, {crops}"
+
+
 def render_report(r: dict) -> str:
     lines = [f"# tbfast run: TimeBalance recipe ({r['preset']}, {r['fraction']:g} labeled)", "",
-             f"Data: `{r['prepared']}`; {r['test_videos']} test videos; 10 clips per video, centre crop.",
+             f"Data: `{r['prepared']}`; {r['test_videos']} test videos; " + _eval_text(r.get("eval")) + ".",
              f"Students initialised from: {r.get('student_init', 'scratch')} (supervised-only baseline: scratch).",
              f"Total wall time: {r['total_seconds']:.0f} s on {r['machine']['cpus']} CPU(s)"
              + (f", GPU {r['machine']['cuda']}" if r['machine']['cuda'] else "") + ".", "",

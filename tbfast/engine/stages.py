@@ -72,7 +72,7 @@ def make_loader(prepared, mode: str, cfg: Config, dist: Dist, *, indices=None, s
                     mode=mode, **settings)
 
 
-def _indices(prepared, split_file, records, what: str):
+def split_list_indices(prepared, split_file, records, what: str):
     from tbfast.data.manifest import read_split_list
 
     if split_file is None:
@@ -98,14 +98,14 @@ def _seed(cfg: Config, dist: Dist) -> None:
     torch.manual_seed(cfg.train.seed + dist.rank)
 
 
-def _write_summary(run_dir: Path, summary: dict, dist: Dist) -> None:
+def write_summary(run_dir: Path, summary: dict, dist: Dist) -> None:
     if dist.main:
         from tbfast.engine.checkpoint import atomic_write_bytes
 
         atomic_write_bytes(Path(run_dir) / "summary.json", json.dumps(summary, indent=2).encode())
 
 
-def _fit_alone(member) -> dict:
+def fit_alone(member) -> dict:
     ck.set_rng_state(member.rng)  # as it was when the member was built (dropout draws from it)
     return member.summarize(member.trainer.fit())
 
@@ -141,7 +141,7 @@ def _validator(cfg: Config, prepared, dist: Dist, val, records, log) -> Callable
         return None
     from tbfast.data.plans import default_spec
 
-    idx = None if val == "test" else _indices(prepared, val, records, "validation")
+    idx = None if val == "test" else split_list_indices(prepared, val, records, "validation")
     spec = default_spec("eval", num_clips=cfg.eval.clips, views=cfg.eval.crops)
     loader = make_loader(prepared, "eval", cfg, Dist(device=dist.device), indices=idx, split="test",
                          batch_size=cfg.data.eval_batch_size, shard=False, records=records, spec=spec,
@@ -157,7 +157,7 @@ def _validator(cfg: Config, prepared, dist: Dist, val, records, log) -> Callable
 # ------------------------------------------------------------------ SSL pretraining
 def train_ssl(cfg: Config, prepared, run_dir, *, dist: Dist, resume: str | None = None, indices=None,
               log=_log_default) -> dict:
-    return _fit_alone(ssl_member(cfg, prepared, run_dir, dist=dist, resume=resume, indices=indices, log=log))
+    return fit_alone(ssl_member(cfg, prepared, run_dir, dist=dist, resume=resume, indices=indices, log=log))
 
 
 def ssl_member(cfg: Config, prepared, run_dir, *, dist: Dist, resume: str | None = None, indices=None,
@@ -178,7 +178,7 @@ def ssl_member(cfg: Config, prepared, run_dir, *, dist: Dist, resume: str | None
 
     def summarize(res):
         summary = _fit_summary(res, cfg, trainer)
-        _write_summary(run_dir, summary, dist)
+        write_summary(run_dir, summary, dist)
         return summary
 
     return Member(name or cfg.stage, trainer, summarize)
@@ -212,7 +212,7 @@ def _load_init(net, init, cfg: Config, *, stages, what: str) -> str | None:
 def train_classifier(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=None, init=None,
                      resume: str | None = None, val=None, log=_log_default) -> dict:
     """``finetune`` (init = an SSL checkpoint; its projection head is dropped) or ``supervised``."""
-    return _fit_alone(classifier_member(cfg, prepared, run_dir, dist=dist, labeled=labeled, init=init,
+    return fit_alone(classifier_member(cfg, prepared, run_dir, dist=dist, labeled=labeled, init=init,
                                         resume=resume, val=val, log=log))
 
 
@@ -226,7 +226,7 @@ def classifier_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=Non
     if cfg.stage == "finetune" and init in (None, "", "scratch"):
         raise UserError("train finetune needs --init SSL_CKPT (a self-supervised checkpoint); "
                         "for training from scratch use `tbfast train supervised`")
-    idx = _indices(prepared, labeled, records, "labeled")
+    idx = split_list_indices(prepared, labeled, records, "labeled")
     _seed(cfg, dist)
     model = _sync(ClassNet(cfg.model, len(classes)), cfg, dist, log)
     # resume overrides the weights; the SSL stage a fine-tuned model comes from is recorded so that
@@ -244,7 +244,7 @@ def classifier_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=Non
     def summarize(res):
         summary = _fit_summary(res, cfg, trainer)
         summary["labeled_videos"] = len(idx) if idx is not None else None
-        _write_summary(run_dir, summary, dist)
+        write_summary(run_dir, summary, dist)
         return summary
 
     return Member(name or cfg.stage, trainer, summarize)
@@ -280,7 +280,7 @@ def load_ssl(path, device: torch.device, what: str, with_config: bool = False, s
 def train_student(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlabeled=None, teacher_inv=None,
                   teacher_dis=None, similarity=None, init="scratch", resume: str | None = None, val=None,
                   log=_log_default) -> dict:
-    return _fit_alone(student_member(cfg, prepared, run_dir, dist=dist, labeled=labeled, unlabeled=unlabeled,
+    return fit_alone(student_member(cfg, prepared, run_dir, dist=dist, labeled=labeled, unlabeled=unlabeled,
                                      teacher_inv=teacher_inv, teacher_dis=teacher_dis, similarity=similarity,
                                      init=init, resume=resume, val=val, log=log))
 
@@ -298,9 +298,9 @@ def student_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlab
     records, classes = _check_prepared(prepared)
     if labeled is None:
         raise UserError("train student needs --labeled SPLIT (from `tbfast data splits`)")
-    lab = _indices(prepared, labeled, records, "labeled")
+    lab = split_list_indices(prepared, labeled, records, "labeled")
     if unlabeled is not None:
-        unl = _indices(prepared, unlabeled, records, "unlabeled")
+        unl = split_list_indices(prepared, unlabeled, records, "unlabeled")
     else:
         lab_set = set(lab)
         unl = [i for i, r in enumerate(records) if r.split == "train" and i not in lab_set]
@@ -347,7 +347,7 @@ def student_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlab
         summary = _fit_summary(res, cfg, trainer)
         summary.update({"labeled_videos": len(lab), "unlabeled_videos": len(unl), "weighting": w,
                         "distill": cfg.loss.distill})
-        _write_summary(run_dir, summary, dist)
+        write_summary(run_dir, summary, dist)
         return summary
 
     return Member(name or f"student_{w}", trainer, summarize)
@@ -406,7 +406,7 @@ def evaluate_checkpoint(cfg: Config, prepared, checkpoint, *, dist: Dist, split:
         cfg.data.size = ccfg.data.size  # evaluate at the resolution it was trained at
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last_3d)
-    idx = _indices(prepared, indices_file, records, "evaluation") if indices_file else None
+    idx = split_list_indices(prepared, indices_file, records, "evaluation") if indices_file else None
     spec = default_spec("eval", num_clips=cfg.eval.clips, views=cfg.eval.crops)
     loader = make_loader(prepared, "eval", cfg, dist, indices=idx, split=split, shard=False,
                          batch_size=cfg.data.eval_batch_size, records=records, spec=spec, augment=False)

@@ -8,7 +8,6 @@ several trainers through it from one decoded data stream.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -21,7 +20,7 @@ from torch import nn
 
 from tbfast import lock
 from tbfast.engine import checkpoint as ck
-from tbfast.engine.config import Config, save_config
+from tbfast.engine.config import Config, plain, save_config
 from tbfast.engine.distributed import Dist, all_gather_object, all_reduce_sum, barrier, broadcast_object
 from tbfast.engine.metrics import MetricsLog, ProgressView, fmt_terms
 from tbfast.engine.schedule import WarmupPlateau
@@ -211,7 +210,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(), "epoch": self.epoch, "batch": self.batch, "step": self.step,
             "rng": all_gather_object(ck.rng_state(), self.dist), "world": self.dist.world,
             "epoch_state": self.epoch_state, "best": self.best, "finished": finished,
-            "precision": self.precision, "config": _plain(self.cfg.to_dict()),
+            "precision": self.precision, "config": plain(self.cfg.to_dict()),
             **({"init_stage": self.meta["init_stage"]} if self.meta.get("init_stage") else {}),
         }
 
@@ -512,20 +511,3 @@ class Trainer:
                 + (" (lr halved: plateau)" if reduced else ""))
         self.log(line)
         return rec
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "_orig_mod", model)
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def train_math_ok(x: float) -> bool:
-    return math.isfinite(x)

@@ -10,12 +10,9 @@ from __future__ import annotations
 import torch
 
 from tbfast.losses.contrastive import reduction_scales
+from tbfast.losses.distill import safe_log
 
 __all__ = ["student_distill_loss"]
-
-
-def _log(p: torch.Tensor) -> torch.Tensor:
-    return torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
 
 
 class _StudentDistill(torch.autograd.Function):
@@ -35,7 +32,7 @@ class _StudentDistill(torch.autograd.Function):
             return loss
         elif kind == "js":
             m = 0.5 * (p + p_t)
-            log_m = _log(m)
+            log_m = safe_log(m)
             loss = (0.5 * ((torch.xlogy(p_t, p_t) - p_t * log_m) + (p * log_p - p * log_m)).sum(-1)).mean()
             g_p = (log_p - log_m).mul_(0.5 / bsz)  # dJS/dp = 0.5*log(p/m)
         else:

@@ -10,7 +10,7 @@ __all__ = ["distill", "DISTILL_KINDS"]
 DISTILL_KINDS = ("l2", "kl", "js")
 
 
-def _log(p: torch.Tensor) -> torch.Tensor:
+def safe_log(p: torch.Tensor) -> torch.Tensor:
     # clamp only exact zeros so log stays finite; any representable positive p is unchanged
     return torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
 
@@ -31,11 +31,11 @@ def distill(p_student: torch.Tensor, p_teacher: torch.Tensor, kind: str = "l2",
     if kind == "l2":
         return (p_s - p_t).pow(2).mean()
     if kind == "kl":
-        kl = (torch.xlogy(p_t, p_t) - p_t * _log(p_s)).sum(-1).mean()
+        kl = (torch.xlogy(p_t, p_t) - p_t * safe_log(p_s)).sum(-1).mean()
         return kl / p_s.shape[-1] if reduction == "reference" else kl
     if kind == "js":
         m = 0.5 * (p_s + p_t)
-        log_m = _log(m)
+        log_m = safe_log(m)
         kl_t = (torch.xlogy(p_t, p_t) - p_t * log_m).sum(-1)
         kl_s = (torch.xlogy(p_s, p_s) - p_s * log_m).sum(-1)
         return (0.5 * (kl_t + kl_s)).mean()

@@ -276,3 +276,10 @@ def test_train_teachers_ssl_pair_then_finetune_pair(prepared, prepared_split, tm
     # again: every model is there already; --resume auto trains nothing, a plain call refuses
     assert cli(args + ["--resume", "auto"]) == 0
     assert cli(args) == 2 and "--resume auto" in capsys.readouterr().err
+
+
+def test_models_of_a_pass_need_distinct_names():
+    from tbfast.engine.shared import Member, fit_together
+
+    with pytest.raises(ValueError, match="distinct names"):
+        fit_together([Member("a", object(), dict), Member("a", object(), dict)])

@@ -116,7 +116,14 @@ def _stages_together(group: list[tuple], log, timings: dict, summaries: dict, di
     log(f"== {' + '.join(names)}" + (" (one data pass)" if len(todo) > 1 else ""))
     t0 = time.perf_counter()
     pool, teachers = LoaderPool(), {}
-    members = [build(pool, teachers) for _, _, build, _ in todo]
+    members = []
+    try:
+        for _, _, build, _ in todo:
+            members.append(build(pool, teachers))
+    except BaseException:  # a model that cannot be built: release the run directories of the others
+        for m in members:
+            m.trainer.close()
+        raise
     done = stages.train_together(members, pool=pool, log=log)
     wall = round(time.perf_counter() - t0, 2)
     for name, run_dir, _, fp in todo:

@@ -163,6 +163,9 @@ def fit_together(members: list[Member], *, log: Callable[[str], None] = lambda s
     checkpoints it has written (``--resume auto`` continues every one)."""
     from tbfast.engine.metrics import ProgressView
 
+    names = [m.name for m in members]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the models of a shared pass need distinct names, got {names}")
     gens = {m.name: m.trainer.fit_steps() for m in members}
     by_name = {m.name: m for m in members}
     active = [m.name for m in members]

@@ -43,7 +43,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows an option's default, except where there is none to show (required options, None, flags)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _groups() -> dict[str, dict[str, str]]:

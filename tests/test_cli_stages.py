@@ -232,3 +232,11 @@ def test_recipe_with_two_seeds_reports_means_and_paired_wins(prepared, tmp_path,
     capsys.readouterr()
     assert cli(args) == 0  # a second call reuses every seed's stages
     assert "== similarity" not in capsys.readouterr().err
+
+
+def test_help_shows_defaults_only_where_there_is_one(capsys):
+    with pytest.raises(SystemExit):
+        cli(["train", "students", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in out and "(default: False)" not in out
+    assert "(default: 1)" in out  # --seeds

@@ -19,7 +19,8 @@ from tbfast.argtypes import output_file, positive_int
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("prepared", metavar="PREPARED", help="prepared dataset folder (tbfast data prep)")
     parser.add_argument("--mode", choices=["ssl", "train", "eval"], default="ssl", help="pipeline to measure")
-    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="DALI backend")
+    parser.add_argument("--device", choices=["cpu", "cuda", "gpu"], default="cpu",
+                        help="DALI backend: cpu, or cuda (= gpu: NVDEC and GPU operators), as in `tbfast train`")
     parser.add_argument("--json", default=None, metavar="FILE", type=output_file, help="write the results as JSON")
     parser.add_argument("--videos", type=positive_int, default=64,
                         help="videos timed per loader (from creating its iterator; the DALI pipeline is built before)")
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> dict:
 
     def dali_loader():
         return build_loader(args.prepared, args.mode, indices=indices, batch_size=args.batch_size,
-                            size=args.size, device=args.device, num_threads=args.workers, seed=args.seed,
+                            size=args.size, device="gpu" if args.device == "cuda" else args.device, num_threads=args.workers, seed=args.seed,
                             augment=augment, records=records, shuffle=False, drop_last=True)
 
     frames_per_video = {}

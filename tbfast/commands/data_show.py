@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--size", type=positive_int, default=112, help="output side in pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed of the plans")
     parser.add_argument("--epoch", type=nonneg_int, default=0, help="epoch of the plans")
-    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="DALI backend")
+    parser.add_argument("--device", choices=["cpu", "cuda", "gpu"], default="cpu",
+                        help="DALI backend: cpu, or cuda (= gpu: NVDEC and GPU operators), as in `tbfast train`")
 
 
 def rows_of(batch: dict, mode: str) -> list[tuple[str, "object", "object"]]:
@@ -88,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
     if not 0 <= args.index < len(records):
         raise UserError(f"--index {args.index} out of range; the manifest has {len(records)} videos (0..{len(records) - 1})")
     loader = build_loader(args.prepared, args.mode, indices=[args.index], batch_size=1, size=args.size,
-                          device=args.device, seed=args.seed, augment=not args.no_augment,
+                          device="gpu" if args.device == "cuda" else args.device, seed=args.seed, augment=not args.no_augment,
                           records=records, drop_last=False)
     loader.set_epoch(args.epoch)
     batch = next(iter(loader))

@@ -61,6 +61,19 @@ def _train(tmp, cfg, resume=None, task_factory=None):
     return tr, tr.fit()
 
 
+def test_a_finished_run_extended_with_more_epochs_equals_one_trained_that_long(tmp_path):
+    """--resume auto --epochs 3 on a finished 2-epoch run continues it (nothing depends on the total)."""
+    _, full = _train(tmp_path / "a", _cfg(epochs=3))
+    _, short = _train(tmp_path / "b", _cfg(epochs=2))
+    assert torch.load(short.last, weights_only=True)["finished"]
+    tr, more = _train(tmp_path / "b", _cfg(epochs=3), resume="auto")
+    assert more.epochs == 3 and more.steps == full.steps
+    a, b = (torch.load(r.last, weights_only=True) for r in (full, more))
+    assert b["finished"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
 def test_resume_mid_epoch_equals_uninterrupted(tmp_path):
     _, full = _train(tmp_path / "a", _cfg(epochs=2))
     # stop mid-epoch 2 (4 batches per epoch), then continue from last.pt

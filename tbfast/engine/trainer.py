@@ -429,8 +429,13 @@ class Trainer:
         history = []
         progress = ProgressView(self.main and tc.progress and self.show_progress, self.cfg.stage)
         try:
-            if self.finished or self.epoch >= tc.epochs:
-                self.log(f"{self.cfg.stage}: already finished ({self.epoch} epochs); nothing to do")
+            if self.epoch >= tc.epochs:
+                self.log(f"{self.cfg.stage}: already finished ({self.epoch} epochs); nothing to do"
+                         + (f" (to train longer, resume with --epochs larger than {self.epoch})"
+                            if self.finished else ""))
+            elif self.finished:  # a finished run given more epochs: continue it
+                self.log(f"{self.cfg.stage}: extending a finished run from {self.epoch} to {tc.epochs} epochs")
+                self.finished = False
             elif tc.max_steps and self.step >= tc.max_steps:
                 self.log(f"{self.cfg.stage}: already at --max-steps {tc.max_steps}; nothing to do")
                 stopped = True

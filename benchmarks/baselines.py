@@ -49,12 +49,16 @@ class _PlannedDataset(torch.utils.data.Dataset):
         out["cpu_s"] = time.process_time() - c0  # this worker's CPU time for the sample
         return out
 
-    def _item(self, i: int) -> dict:
+    def _decoded(self, i: int):
+        """(manifest index, record, plan, the plan's decoded frames) of sample ``i``."""
         idx = self.indices[i]
         r = self.records[idx]
         plan = plan_sample(idx, r.frames, r.height, r.width, spec=self.spec, size=self.size,
                            seed=self.seed, epoch=self.epoch, augment=self.augment)
-        frames = self.decode(self.prepared / r.path, plan.decode, r)  # (len(decode), H, W, 3) uint8
+        return idx, r, plan, self.decode(self.prepared / r.path, plan.decode, r)
+
+    def _item(self, i: int) -> dict:
+        idx, r, plan, frames = self._decoded(i)  # frames: (len(decode), ...) uint8, numpy or torch
         out = {"index": idx, "label": r.label}
         for name, group, view in _fields(self.spec.mode):
             clips = [self.augment_clip(frames[plan.orders[group][k]], plan.views[group][view][k])
@@ -138,21 +142,31 @@ class PerClip(_PlannedDataset):
                           align_corners=False).div_(255).clamp_(0, 1)
         if v.flip:
             t = t.flip(-1)
-        if v.brightness != 1.0:
-            t = TF2.adjust_brightness(t, v.brightness)
-        if v.contrast != 1.0:
-            t = TF2.adjust_contrast(t, v.contrast)
-        if v.hue != 0.0:
-            t = TF2.adjust_hue(t, v.hue / 360.0)
-        if v.gray:
-            t = TF2.rgb_to_grayscale(t, num_output_channels=3).contiguous()
-        elif v.saturation != 1.0:
-            t = TF2.adjust_saturation(t, v.saturation)
-        if v.drop_channel >= 0:
-            t[:, v.drop_channel] = 0
-        for y, x, h, w in v.erase:
-            t[:, :, y : y + h, x : x + w] = 0
-        return t.permute(1, 0, 2, 3)  # (3, T, S, S)
+        return drop_and_erase(tv_colour(t, v), v).permute(1, 0, 2, 3)  # (3, T, S, S)
+
+
+def tv_colour(t: torch.Tensor, v: ClipView) -> torch.Tensor:
+    """The view's colour jitter with torchvision's ops, one after the other, on float (T, 3, S, S)."""
+    if v.brightness != 1.0:
+        t = TF2.adjust_brightness(t, v.brightness)
+    if v.contrast != 1.0:
+        t = TF2.adjust_contrast(t, v.contrast)
+    if v.hue != 0.0:
+        t = TF2.adjust_hue(t, v.hue / 360.0)
+    if v.gray:
+        t = TF2.rgb_to_grayscale(t, num_output_channels=3).contiguous()
+    elif v.saturation != 1.0:
+        t = TF2.adjust_saturation(t, v.saturation)
+    return t
+
+
+def drop_and_erase(t: torch.Tensor, v: ClipView) -> torch.Tensor:
+    """The view's dropped channel and erase boxes, in place on (T, 3, S, S)."""
+    if v.drop_channel >= 0:
+        t[:, v.drop_channel] = 0
+    for y, x, h, w in v.erase:
+        t[:, :, y : y + h, x : x + w] = 0
+    return t
 
 
 def _worker_init(_):

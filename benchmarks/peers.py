@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from tbfast.data.plans import ClipView
-from tbfast_benchmarks.baselines import PerClip, _collate, _worker_init
+from tbfast_benchmarks.baselines import PerClip, _collate, _worker_init, drop_and_erase, tv_colour
 
 PEERS = ("torchcodec", "decord")
 KINDS = {"": "full plan, DALI colour maths", "-tv": "full plan, torchvision colour ops", "-crop": "crop + flip",
@@ -90,22 +90,6 @@ class Peer(PerClip):
         frames = vr.get_batch([min(i, len(vr) - 1) for i in idx]).asnumpy()  # (N, H, W, 3)
         return torch.from_numpy(frames).permute(0, 3, 1, 2)
 
-    def _item(self, i: int) -> dict:
-        from tbfast.data.plans import plan_sample
-        from tbfast_benchmarks.baselines import _fields
-
-        idx = self.indices[i]
-        r = self.records[idx]
-        plan = plan_sample(idx, r.frames, r.height, r.width, spec=self.spec, size=self.size,
-                           seed=self.seed, epoch=self.epoch, augment=self.augment)
-        frames = self.decode(self.prepared / r.path, plan.decode, r)
-        out = {"index": idx, "label": r.label}
-        for name, group, view in _fields(self.spec.mode):
-            clips = [self.augment_clip(frames[torch.from_numpy(plan.orders[group][k])], plan.views[group][view][k])
-                     for k in range(plan.orders[group].shape[0])]
-            out[name] = clips[0] if len(clips) == 1 else torch.stack(clips)
-        return out
-
     def augment_clip(self, frames: torch.Tensor, v: ClipView) -> torch.Tensor:
         import torchvision.transforms.v2.functional as TF2
 
@@ -124,34 +108,15 @@ class Peer(PerClip):
             t = torch.einsum("ij,tjhw->tihw", torch.from_numpy(a), t).add_(torch.from_numpy(b)[:, None, None])
             t = t.clamp_(0.0, 1.0)
         elif self.colour == "tv":
-            if v.brightness != 1.0:
-                t = TF2.adjust_brightness(t, v.brightness)
-            if v.contrast != 1.0:
-                t = TF2.adjust_contrast(t, v.contrast)
-            if v.hue != 0.0:
-                t = TF2.adjust_hue(t, v.hue / 360.0)
-            if v.gray:
-                t = TF2.rgb_to_grayscale(t, num_output_channels=3).contiguous()
-            elif v.saturation != 1.0:
-                t = TF2.adjust_saturation(t, v.saturation)
-        if v.drop_channel >= 0:
-            t[:, v.drop_channel] = 0
-        for y, x, h, w in v.erase:
-            t[:, :, y : y + h, x : x + w] = 0
-        return t.permute(1, 0, 2, 3)  # (3, T, S, S)
+            t = tv_colour(t, v)
+        return drop_and_erase(t, v).permute(1, 0, 2, 3)  # (3, T, S, S)
 
 
 class DecodeOnly(Peer):
     """The planned frames decoded and nothing else (the decoder's floor)."""
 
     def _item(self, i: int) -> dict:
-        from tbfast.data.plans import plan_sample
-
-        idx = self.indices[i]
-        r = self.records[idx]
-        plan = plan_sample(idx, r.frames, r.height, r.width, spec=self.spec, size=self.size,
-                           seed=self.seed, epoch=self.epoch, augment=self.augment)
-        frames = self.decode(self.prepared / r.path, plan.decode, r)
+        idx, r, _, frames = self._decoded(i)
         return {"index": idx, "label": r.label, "frames": frames.shape[0]}
 
 

@@ -91,7 +91,6 @@ def main(args: argparse.Namespace) -> int:
     from tbfast.engine import stages
     from tbfast.engine.cli_args import config_for
     from tbfast.engine.metrics import log_line
-    from tbfast.engine.shared import LoaderPool
     from tbfast.errors import UserError
 
     which = args._command.split()[1]
@@ -139,16 +138,7 @@ def main(args: argparse.Namespace) -> int:
     summaries = {}
     try:
         for group in passes:
-            pool, teachers = LoaderPool(), {}
-            members = []
-            try:
-                for _, build in group:
-                    members.append(build(pool, teachers))
-            except BaseException:
-                for m in members:
-                    m.trainer.close()
-                raise
-            summaries.update(stages.train_together(members, pool=pool, log=log))
+            summaries.update(stages.train_pass([build for _, build in group], log=log)[0])
     finally:
         D.cleanup(dist)
     if dist.main:

@@ -94,8 +94,6 @@ def _stages_together(group: list[tuple], log, timings: dict, summaries: dict, di
     """``group``: (name, run_dir, build(pool, teachers) -> shared.Member, fingerprint) of stages that
     read the same data. Finished ones are reused; the others train in one data pass (``shared``) or
     one after the other. Each ends exactly as it would alone (tests/test_shared_pass.py)."""
-    from tbfast.engine.shared import LoaderPool
-
     if not shared:
         for name, run_dir, build, fp in group:
             _stage(name, run_dir, lambda build=build: stages.fit_alone(build(None, None)), log, timings, summaries,
@@ -115,20 +113,11 @@ def _stages_together(group: list[tuple], log, timings: dict, summaries: dict, di
     names = [t[0] for t in todo]
     log(f"== {' + '.join(names)}" + (" (one data pass)" if len(todo) > 1 else ""))
     t0 = time.perf_counter()
-    pool, teachers = LoaderPool(), {}
-    members = []
-    try:
-        for _, _, build, _ in todo:
-            members.append(build(pool, teachers))
-    except BaseException:  # a model that cannot be built: release the run directories of the others
-        for m in members:
-            m.trainer.close()
-        raise
-    done = stages.train_together(members, pool=pool, log=log)
+    done, counts = stages.train_pass([build for _, _, build, _ in todo], log=log)
     wall = round(time.perf_counter() - t0, 2)
     for name, run_dir, _, fp in todo:
         s = done[name]
-        s.update(fingerprint=fp, wall_seconds=wall, shared_pass=names, pass_batches=pool.counts())
+        s.update(fingerprint=fp, wall_seconds=wall, shared_pass=names, pass_batches=counts)
         stages.write_summary(run_dir, s, dist)
         summaries[name] = s
     timings[" + ".join(names)] = wall

@@ -126,6 +126,24 @@ def train_together(members: list, *, pool=None, log=_log_default) -> dict[str, d
     return res.summaries
 
 
+def train_pass(builds: list, *, log=_log_default) -> tuple[dict[str, dict], dict]:
+    """Build the members (each ``build(pool, teachers)``, sharing one ``LoaderPool`` and one teacher
+    cache) and train them in one data pass; returns (summaries by name, the pool's batch counts). A
+    member that cannot be built releases the run directories of those built before it."""
+    from tbfast.engine.shared import LoaderPool
+
+    pool, teachers = LoaderPool(), {}
+    members = []
+    try:
+        for build in builds:
+            members.append(build(pool, teachers))
+    except BaseException:
+        for m in members:
+            m.trainer.close()
+        raise
+    return train_together(members, pool=pool, log=log), pool.counts()
+
+
 def _fit_summary(res, cfg: Config, trainer) -> dict:
     return {"stage": cfg.stage, "run_dir": str(res.run_dir), "checkpoint": str(res.last),
             "best": str(res.best) if res.best else None, "epochs": res.epochs, "steps": res.steps,

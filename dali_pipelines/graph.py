@@ -1,8 +1,10 @@
 """The DALI graph: one definition for every mode and for both devices.
 
-Per sample it receives, through ``fn.external_source`` (fed by :mod:`dali_pipelines.loader`), the
-encoded bytes, the sorted source frames to decode, and for every clip view its rearrange order,
-crop window and colour/erase parameters (all decided by :mod:`tbfast.data.plans`). It decodes the
+Per sample it receives, through ``fn.external_source`` (fed by :mod:`dali_pipelines.loader` with
+one array per input for the whole batch where shapes allow), the encoded bytes, the sorted source
+frames to decode, every clip's rearrange order and every clip view's crop window and colour
+parameters, the last two packed in two arrays that the graph slices (``GraphLayout.order_inputs``,
+``PARAMS``; all decided by :mod:`tbfast.data.plans`). It decodes the
 frames once (``frames=`` sorted ascending, so the decoder never re-seeks backwards), cuts every
 clip with ``fn.sequence_rearrange`` and augments each clip view with per-sample arguments, which
 keeps the parameters constant across the frames of a clip.
@@ -21,8 +23,6 @@ from nvidia.dali import pipeline_def
 
 from tbfast.data.plans import ClipSpec
 
-_ROI = ("roi_start", "roi_end")  # per clip
-_COLOUR = ("brightness", "contrast", "hue", "saturation")  # per clip view (scalars)
 
 
 @dataclass(frozen=True)
@@ -53,46 +53,56 @@ class GraphLayout:
             return [(f"clip{v}", "clip", v) for v in range(self.spec.views)]
         return [("clip", "clip", 0)]
 
-    def order_name(self, group: str, k: int) -> str:
-        return f"order_{group}_{k}"
+    @property
+    def order_inputs(self) -> list[tuple[str, list[tuple[str, int]]]]:
+        """(input name, the (group, clip) of each of its rows): the frame orders of the clips, as
+        positions into the decoded frames. Augmented modes cut every clip on its own: one input
+        whose rows are the clips (all of one length); the others cut each group at once: one 1-D
+        input per group (all its clips' frames in a row; groups may differ in length)."""
+        if self.per_clip:
+            return [("orders", [(g, k) for g in self.groups for k in range(self.clips_in(g))])]
+        return [(f"orders_{g}", [(g, 0)]) for g in self.groups]
 
-    def param_name(self, group: str, view: int, k: int, param: str) -> str:
-        return f"{param}_{group}_{view}_{k}"
+    @property
+    def view_keys(self) -> list[tuple[str, int, int]]:
+        """(group, view, clip) of each row of a sample's ``params`` input (one per clip view)."""
+        return [(g, v, k) for _, g, v in self.outputs for k in range(self.clips_in(g) if self.per_clip else 1)]
+
+
+# a sample's ``params`` row of one clip view: roi (y0, x0, y1, x1), then (augmented modes) colour
+PARAMS = ("y0", "x0", "y1", "x1", "brightness", "contrast", "hue", "saturation", "twist")
 
 
 def _src(name: str, dtype, ndim: int):
     return fn.external_source(name=name, dtype=dtype, ndim=ndim, no_copy=False)
 
 
-def _resize(clip, layout: GraphLayout, group: str, view: int, k: int, size: int):
+def _resize(clip, row, size: int):
     """Crop + resize + horizontal flip in one resampling (a reversed ROI flips). No antialiasing:
     crops are upscaled or shrunk by at most short_side/size, and it halves the CPU cost."""
-    start = _src(layout.param_name(group, view, k, "roi_start"), types.FLOAT, 1)
-    end = _src(layout.param_name(group, view, k, "roi_end"), types.FLOAT, 1)
-    return fn.resize(clip, size=[size, size], roi_start=start, roi_end=end, antialias=False)
+    return fn.resize(clip, size=[size, size], roi_start=row[0:2], roi_end=row[2:4], antialias=False)
 
 
-def _colour(x, layout: GraphLayout, group: str, view: int, k: int):
+def _colour(x, row):
     """uint8 clip -> float32 with its colour jitter (scalar per clip: constant over its frames).
     ``fn.color_twist`` (hue/saturation need its 3x3 channel matrix) costs ~5x more CPU than
     ``fn.brightness_contrast``, which computes exactly the same for hue 0 and saturation 1; so
     the twist runs only on the clips that drew hue, saturation or grayscale (~60% at METHOD's p)."""
-    p = {n: _src(layout.param_name(group, view, k, n), types.FLOAT, 0) for n in _COLOUR}
-    twist = _src(layout.param_name(group, view, k, "twist"), types.BOOL, 0)
-    if twist:  # a per-sample branch (DALI conditionals): each clip takes one of the two
-        y = fn.color_twist(x, brightness=p["brightness"], contrast=p["contrast"], hue=p["hue"],
-                           saturation=p["saturation"], dtype=types.FLOAT)
+    brightness, contrast, hue, saturation = row[4], row[5], row[6], row[7]
+    if row[8] != 0:  # a per-sample branch (DALI conditionals): each clip takes one of the two
+        y = fn.color_twist(x, brightness=brightness, contrast=contrast, hue=hue, saturation=saturation,
+                           dtype=types.FLOAT)
     else:
-        y = fn.brightness_contrast(x, brightness=p["brightness"], contrast=p["contrast"], dtype=types.FLOAT)
+        y = fn.brightness_contrast(x, brightness=brightness, contrast=contrast, dtype=types.FLOAT)
     return y
 
 
-def _augment_view(clips: list, layout: GraphLayout, group: str, view: int, size: int):
+def _augment_view(clips: list, rows: list, size: int):
     """uint8 clips (T, H, W, 3) of one view -> float32 (K*T, S, S, 3), each clip with its own plan
-    (crop/flip/resize and colour); erase boxes and dropped channels follow at the hand-over."""
+    row (crop/flip/resize and colour); erase boxes and dropped channels follow at the hand-over."""
     # brightness carries the 1/255 scaling; saturation 0 is the grayscale. Float output: the
     # colour ops are several times cheaper on the CPU with float output than with uint8 output.
-    x = [_colour(_resize(c, layout, group, view, k, size), layout, group, view, k) for k, c in enumerate(clips)]
+    x = [_colour(_resize(c, r, size), r) for c, r in zip(clips, rows)]
     # no clamp nor erase here: brightness/contrast/saturation > 1 can leave [0, 1], and fn.erase
     # copies the whole float tensor (~5 ms CPU per ssl video) to zero a few boxes; the loader
     # clamps and zeroes the planned erase boxes and dropped channels in place at the hand-over
@@ -112,20 +122,22 @@ def build_pipeline(layout: GraphLayout, *, size: int, batch_size: int, device: s
     def clip_pipeline():
         encoded = _src("encoded", types.UINT8, 1)
         frames = _src("decode", types.INT32, 1)
+        params = _src("params", types.FLOAT, 2)  # (view keys, PARAMS)
         video = fn.decoders.video(encoded, frames=frames, device="mixed" if device == "gpu" else "cpu",
                                   pad_mode="edge", name="decoder")  # a manifest overcounting frames repeats the last
-        cut = {}  # (group, k) -> rearranged clip, shared by the views
-        for group in layout.groups:
-            for k in range(layout.clips_in(group) if layout.per_clip else 1):
-                order = _src(layout.order_name(group, k), types.INT32, 1)
-                cut[group, k] = fn.sequence_rearrange(video, new_order=order)
+        cut = {}  # (group, clip) -> its frames, shared by the views
+        for name, keys in layout.order_inputs:
+            orders = _src(name, types.INT32, 2 if layout.per_clip else 1)
+            for j, key in enumerate(keys):
+                cut[key] = fn.sequence_rearrange(video, new_order=orders[j] if layout.per_clip else orders)
+        rows = {key: params[j] for j, key in enumerate(layout.view_keys)}
         outs = []
         for _, group, view in layout.outputs:
             if layout.per_clip:
-                clips = [cut[group, k] for k in range(layout.clips_in(group))]
-                outs.append(_augment_view(clips, layout, group, view, size))
+                ks = range(layout.clips_in(group))
+                outs.append(_augment_view([cut[group, k] for k in ks], [rows[group, view, k] for k in ks], size))
             else:  # one crop (per view) for all clips of the sample
-                x = _resize(cut[group, 0], layout, group, view, 0, size)
+                x = _resize(cut[group, 0], rows[group, view, 0], size)
                 outs.append(fn.crop_mirror_normalize(x, dtype=types.FLOAT, mean=0.0, std=255.0,
                                                      output_layout="FHWC"))
         return tuple(outs)

@@ -38,14 +38,12 @@ def erase_boxes(plans: list[SamplePlan], group: str, view: int, size: int) -> li
     return boxes
 
 
-def colour_args(views) -> dict[str, list[np.ndarray]]:
-    """Scalar colour arguments of one clip view per sample; ``twist``: hue or saturation (grayscale
-    included) was drawn, so the clip needs the colour-twist matrix, not just brightness/contrast."""
-    return {"brightness": [np.float32(c.brightness / 255.0) for c in views],
-            "contrast": [np.float32(c.contrast) for c in views],
-            "hue": [np.float32(c.hue) for c in views],
-            "saturation": [np.float32(0.0 if c.gray else c.saturation) for c in views],
-            "twist": [np.bool_(c.hue != 0.0 or c.gray or c.saturation != 1.0) for c in views]}
+def colour_row(c) -> tuple[float, float, float, float, float]:
+    """The colour arguments of one clip view as the graph takes them: brightness (with the 1/255
+    scaling), contrast, hue, saturation (0 for grayscale), and 1.0 where it needs the colour-twist
+    matrix (hue, saturation or grayscale drawn) rather than just brightness/contrast."""
+    twist = c.hue != 0.0 or c.gray or c.saturation != 1.0
+    return (c.brightness / 255.0, c.contrast, c.hue, 0.0 if c.gray else c.saturation, 1.0 if twist else 0.0)
 
 
 class CorruptVideoError(UserError):
@@ -96,7 +94,9 @@ class ClipLoader:
         self._pipe = None
         self._verified: dict[int, tuple] = {}  # manifest index -> identity of the file whose checksum matched
         # host CPU time outside DALI (seconds) per phase, and the videos it served (`tbfast bench loader`)
-        self.host_seconds = {"read": 0.0, "plan": 0.0, "feed": 0.0, "hand_over": 0.0}
+        # ("pixels": the clamp and erase boxes done on the output buffer at the hand-over; on the
+        # GPU they are device kernels and the host only launches them)
+        self.host_seconds = {"read": 0.0, "plan": 0.0, "feed": 0.0, "hand_over": 0.0, "pixels": 0.0}
         self.host_videos = 0
         self._order_cache: tuple[int | None, list[list[int]]] = (None, [])
         if not self.batches():
@@ -157,8 +157,9 @@ class ClipLoader:
         rec = self.records[index]
         path = self.prepared / rec.path
         try:
-            st = os.stat(path)
-            data = np.fromfile(path, dtype=np.uint8)
+            with open(path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                data = np.frombuffer(fh.read(), dtype=np.uint8)  # read-only view of the bytes, no copy
         except OSError as exc:
             raise UserError(f"cannot read {path} (manifest index {index}): {exc}; re-run `tbfast data prep`") from exc
         ident = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
@@ -175,25 +176,31 @@ class ClipLoader:
                                     "the same source to re-encode it, or remove it from the split list")
         return data
 
-    def _feeds(self, plans: list[SamplePlan], encoded: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
+    def _feeds(self, plans: list[SamplePlan], encoded: list[np.ndarray]) -> dict:
+        """The graph's inputs for one batch: the bytes and the frames to decode (lists where their
+        lengths vary), and arrays for the whole batch: the clips' frame orders
+        (``GraphLayout.order_inputs``) and every clip view's parameter row (``graph.PARAMS``).
+        Feeding DALI costs ~40 us per input and call: packing the 75 per-clip inputs of an SSL
+        batch into two cut the host's feeding work by four."""
         lay = self.layout
-        feeds: dict[str, list[np.ndarray]] = {"encoded": encoded,
-                                              "decode": [p.decode.astype(np.int32) for p in plans]}
-        for g in lay.groups:
-            if lay.per_clip:
-                for k in range(lay.clips_in(g)):
-                    feeds[lay.order_name(g, k)] = [p.orders[g][k].astype(np.int32) for p in plans]
-            else:
-                feeds[lay.order_name(g, 0)] = [p.orders[g].reshape(-1).astype(np.int32) for p in plans]
-        for _, g, v in lay.outputs:
-            for k in range(lay.clips_in(g) if lay.per_clip else 1):
-                cv = [p.views[g][v][k] for p in plans]
-                feeds[lay.param_name(g, v, k, "roi_start")] = [np.float32(c.roi[:2]) for c in cv]
-                feeds[lay.param_name(g, v, k, "roi_end")] = [np.float32(c.roi[2:]) for c in cv]
-                if lay.per_clip:
-                    for name, data in colour_args(cv).items():
-                        feeds[lay.param_name(g, v, k, name)] = data
-        return feeds
+        feeds: dict = {}
+        for name, keys in lay.order_inputs:
+            if lay.per_clip:  # (B, clips, T)
+                feeds[name] = np.array([[p.orders[g][k] for g, k in keys] for p in plans], dtype=np.int32)
+            else:  # (B, K*T) of the group's clips
+                feeds[name] = np.array([p.orders[keys[0][0]].reshape(-1) for p in plans], dtype=np.int32)
+        if lay.per_clip:
+            params = np.array([[p.views[g][v][k].roi + colour_row(p.views[g][v][k]) for g, v, k in lay.view_keys]
+                               for p in plans], dtype=np.float32)
+        else:
+            params = np.array([[p.views[g][v][k].roi for g, v, k in lay.view_keys] for p in plans],
+                              dtype=np.float32)
+        decode = [p.decode for p in plans]
+        if len({len(d) for d in decode}) == 1:  # the usual case: one (B, F) array, not B arrays
+            decode = np.array(decode, dtype=np.int32)
+        else:
+            decode = [d.astype(np.int32) for d in decode]
+        return {"encoded": encoded, "decode": decode, "params": params, **feeds}
 
     def _prepare(self, batch: list[int], epoch: int) -> tuple[list[SamplePlan], dict]:
         """Read the files and compute the plans and feeds of one batch (Python side only)."""
@@ -210,8 +217,12 @@ class ClipLoader:
 
     def _submit(self, pipe, feeds: dict) -> None:
         t0 = time.thread_time()
+        # DALI's public feed_input first scans every operator of the graph to refuse sources that
+        # have a callback (ours have none), which made feeding the SSL graph's 77 inputs cost more
+        # than planning; its checked internal entry point does the same feeding without the scan
+        feed = getattr(pipe, "_feed_input", None) or pipe.feed_input
         for name, data in feeds.items():
-            pipe.feed_input(name, data)
+            feed(name, data)
         pipe.schedule_run()
         self.host_seconds["feed"] += time.thread_time() - t0
 
@@ -253,9 +264,10 @@ class ClipLoader:
                     plans, feeds = upcoming
                     self._submit(pipe, feeds)
                     in_flight += 1
-                t0 = time.thread_time()
+                t0, pix0 = time.thread_time(), self.host_seconds["pixels"]
                 out = self._to_batch(outs, batch, current)
-                self.host_seconds["hand_over"] += time.thread_time() - t0
+                pixels = self.host_seconds["pixels"] - pix0  # counted on its own, not twice
+                self.host_seconds["hand_over"] += time.thread_time() - t0 - pixels
                 yield out
                 upcoming = self._prepare(batches[n + 2], epoch) if n + 2 < len(batches) else None
         finally:
@@ -305,7 +317,10 @@ class ClipLoader:
         for (name, group, view), out in zip(self.layout.outputs, outs):
             t = self._tensor(out)
             if self.layout.per_clip:  # in place, on the output buffer (see _finish_augment)
-                self._finish_augment(t, erase_boxes(plans, group, view, self.size))
+                boxes = erase_boxes(plans, group, view, self.size)
+                t0 = time.thread_time()
+                self._finish_augment(t, boxes)
+                self.host_seconds["pixels"] += time.thread_time() - t0
             k = plans[0].clips[group].shape[0]
             t = t.reshape(b * k, t.shape[1] // k, *t.shape[2:])  # a view: clips are contiguous in F
             res[name] = t.permute(0, 4, 1, 2, 3)  # NTHWC -> logical NCTHW, memory channels_last_3d

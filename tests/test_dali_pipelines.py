@@ -286,16 +286,17 @@ def test_brightness_contrast_branch_equals_colour_twist_without_hue_and_saturati
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
 
-    from dali_pipelines.loader import colour_args
+    from dali_pipelines.loader import colour_row
     from tbfast.data.plans import ClipView
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
     views = [ClipView(roi=(0, 0, 1, 1), brightness=b, contrast=c) for b, c in [(1.0, 1.0), (0.8, 1.2), (1.2, 0.76)]]
-    args = colour_args(views)
-    assert not any(args["twist"])
-    assert colour_args([ClipView(roi=(0, 0, 1, 1), hue=3.0)])["twist"] == [True]
-    assert colour_args([ClipView(roi=(0, 0, 1, 1), gray=True, saturation=0.0)])["twist"] == [True]
+    rows = [colour_row(v) for v in views]
+    assert not any(r[4] for r in rows)
+    assert colour_row(ClipView(roi=(0, 0, 1, 1), hue=3.0))[4] == 1.0
+    assert colour_row(ClipView(roi=(0, 0, 1, 1), gray=True, saturation=0.0))[4] == 1.0
+    args = {"brightness": [np.float32(r[0]) for r in rows], "contrast": [np.float32(r[1]) for r in rows]}
 
     @pipeline_def(batch_size=len(views), num_threads=1, device_id=None)
     def pipe():

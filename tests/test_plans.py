@@ -55,7 +55,9 @@ def test_plan_is_a_pure_function_of_seed_epoch_index():
 
 
 def test_view_ranges_and_probabilities():
-    rng = np.random.default_rng(0)
+    from tbfast.data.plans import Draws
+
+    rng = Draws(np.random.PCG64(0))
     h, w, size = 120, 160, 112
     n = 4000
     views = [random_view(rng, h, w, size, SSL_AUG) for _ in range(n)]
@@ -144,11 +146,52 @@ def _readable_random_view(rng, height, width, size, aug):
 
 @pytest.mark.parametrize("aug", [SSL_AUG, TRAIN_AUG], ids=["ssl", "train"])
 def test_fast_random_view_draws_exactly_what_the_readable_form_draws(aug):
-    from tbfast.data.plans import random_view, sample_rng
+    from tbfast.data.plans import random_view, sample_draws, sample_rng
 
     for i in range(400):
-        a, b = sample_rng(3, 1, i, "ssl"), sample_rng(3, 1, i, "ssl")
+        a, b = sample_draws(3, 1, i, "ssl"), sample_rng(3, 1, i, "ssl")
         for _ in range(4):
             h, w, s = 48 + i % 7, 64 + i % 5, 16 + 8 * (i % 3)
             assert random_view(a, h, w, s, aug) == _readable_random_view(b, h, w, s, aug)
-        assert a.random() == b.random()  # the generators end in the same state
+        assert a.random() == b.random()  # the streams end in the same state
+
+
+def test_draws_replay_numpys_generator_exactly():
+    """Draws (the plans' fast replay of raw PCG64 outputs) against numpy's Generator methods, with
+    doubles and 32-bit integers interleaved (the kept high half), every range width up to 2**32
+    (Lemire's rejection taken), empty ranges (no draw) and a refill of the raw block."""
+    from tbfast.data.plans import Draws
+
+    rng = np.random.default_rng(11)
+    for trial in range(20):
+        a, b = Draws(np.random.PCG64(trial)), np.random.Generator(np.random.PCG64(trial))
+        for _ in range(300):
+            kind = rng.integers(0, 4)
+            if kind == 0:
+                assert a.random() == b.random()
+            elif kind == 1:
+                lo, hi = sorted(rng.uniform(-5, 5, 2).tolist())
+                assert a.uniform(lo, hi) == b.uniform(lo, hi)
+            else:
+                lo = int(rng.integers(-100, 100))
+                width = int(rng.choice([1, 2, 3, 37, 113, 2**31 + 7, 3 * 2**30, 2**32 - 1, 2**32]))
+                assert a.integers(lo, lo + width) == b.integers(lo, lo + width)
+
+
+@pytest.mark.parametrize("mode", ["ssl", "train", "eval", "similarity"])
+def test_plan_sample_uses_the_samples_numpy_generator(mode):
+    """The plan is what one numpy Generator call per quantity gives (the readable form of the
+    start and the views), for every mode, video length (short ones padded) and aspect."""
+    from tbfast.data.plans import SamplePlan, sample_rng
+
+    for i in range(60):
+        frames, h, w = [20, 64, 90, 301][i % 4], [48, 128, 170][i % 3], [64, 170, 128][i % 3]
+        spec = default_spec(mode)
+        got: SamplePlan = plan_sample(i, frames, h, w, spec=spec, size=32, seed=5, epoch=2)
+        rng = sample_rng(5, 2, i, mode)
+        start = int(rng.integers(0, max(frames - spec.span, 0) + 1)) if mode in ("ssl", "train") else 0
+        assert all(np.array_equal(got.clips[k], v) for k, v in clip_frames(mode, frames, start, spec).items())
+        if spec.aug is not None:
+            want = [[[_readable_random_view(rng, h, w, 32, spec.aug) for _ in range(c.shape[0])]
+                     for _ in range(spec.views)] for c in got.clips.values()]
+            assert [got.views[k] for k in got.clips] == want

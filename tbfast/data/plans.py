@@ -189,12 +189,77 @@ def eval_starts(num_frames: int, spec: ClipSpec) -> np.ndarray:
     return np.rint(np.linspace(0, last, spec.num_clips)).astype(np.int64)
 
 
-def random_start(rng: np.random.Generator, num_frames: int, span: int) -> int:
-    return int(rng.integers(0, max(num_frames - span, 0) + 1))
+class Draws:
+    """The draws of a numpy ``Generator`` on a PCG64 bit generator, replayed from its raw 64-bit
+    outputs in pure Python: ``random``, ``uniform`` and ``integers`` return exactly what the
+    Generator's methods of the same name would return in the same order (numpy's formulas: a double
+    is the top 53 bits of one output; bounded integers use Lemire's method on 32-bit halves, the
+    high half of an output kept for the next one), at a fraction of the cost of a numpy call per
+    draw (the plans draw about 200 numbers per SSL video; tests/test_plans.py compares every plan
+    with the Generator's). The raw outputs are fetched in blocks, so the bit generator itself
+    runs ahead: use it only through this object."""
+
+    __slots__ = ("_bits", "_raw", "_dbl", "_i", "_half")
+    _BLOCK = 256
+
+    def __init__(self, bits: np.random.BitGenerator):
+        self._bits, self._half = bits, None
+        self._refill()
+
+    def _refill(self) -> None:
+        raw = self._bits.random_raw(self._BLOCK)
+        self._raw, self._i = raw.tolist(), 0
+        self._dbl = ((raw >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)).tolist()
+
+    def random(self) -> float:
+        i = self._i
+        if i == self._BLOCK:
+            self._refill()
+            i = 0
+        self._i = i + 1
+        return self._dbl[i]
+
+    def doubles(self, n: int) -> list[float]:
+        """``n`` successive ``random()`` draws."""
+        i = self._i
+        if i + n <= self._BLOCK:
+            self._i = i + n
+            return self._dbl[i : i + n]
+        return [self.random() for _ in range(n)]
+
+    def uniform(self, low: float, high: float) -> float:
+        return low + (high - low) * self.random()
+
+    def _next32(self) -> int:
+        half = self._half
+        if half is not None:
+            self._half = None
+            return half
+        i = self._i
+        if i == self._BLOCK:
+            self._refill()
+            i = 0
+        self._i = i + 1
+        x = self._raw[i]
+        self._half = x >> 32
+        return x & 0xFFFFFFFF
+
+    def integers(self, low: int, high: int) -> int:
+        """An integer in [low, high) (high - low <= 2**32)."""
+        r = high - low - 1
+        if r <= 0:
+            return low
+        n = r + 1
+        m = self._next32() * n
+        if (m & 0xFFFFFFFF) < n:
+            threshold = (0xFFFFFFFF - r) % n
+            while (m & 0xFFFFFFFF) < threshold:
+                m = self._next32() * n
+        return low + (m >> 32)
 
 
-def _u(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
-    return float(rng.uniform(lo_hi[0], lo_hi[1]))
+def random_start(rng: Draws, num_frames: int, span: int) -> int:
+    return rng.integers(0, max(num_frames - span, 0) + 1)
 
 
 def center_view(height: int, width: int, factor: float, position: int = 1, positions: int = 1) -> ClipView:
@@ -213,57 +278,65 @@ def center_view(height: int, width: int, factor: float, position: int = 1, posit
     return ClipView(roi=(y0, x0, y0 + side, x0 + side))
 
 
-def random_view(rng: np.random.Generator, height: int, width: int, size: int, aug: AugSpec) -> ClipView:
+def random_view(rng: Draws, height: int, width: int, size: int, aug: AugSpec) -> ClipView:
     """Draw one clip view per METHOD.md §3 (a fixed number of draws, whatever is applied).
 
     The draws, in order: crop side, y0, x0, flip, six Bernoulli draws (contrast, hue, saturation,
     brightness, gray, channel drop), the four magnitudes (drawn only when applied), the dropped
-    channel, then per erase box: apply?, h, w, y, x. Written for speed (this runs 10 times per SSL
-    video on the host): the same generator calls in the same order as the readable form, so every
-    plan is unchanged (tests/test_plans.py compares them)."""
-    uniform, random, integers = rng.uniform, rng.random, rng.integers
+    channel, then per erase box: apply?, h, w, y, x (tests/test_plans.py compares it with the
+    readable form, one numpy Generator call per quantity)."""
+    random, integers = rng.random, rng.integers
     lo, hi = aug.crop_scale
     short = height if height < width else width
-    side = uniform(lo, hi) * short
-    y0 = uniform(0, height - side)
-    x0 = uniform(0, width - side)
-    flip = random() < aug.flip_p
+    u_side, u_y, u_x, u_flip, d0, d1, d2, d3, d4, d5 = rng.doubles(10)
+    side = (lo + (hi - lo) * u_side) * short  # uniform(lo, hi) * short
+    y0 = (height - side) * u_y  # uniform(0, height - side)
+    x0 = (width - side) * u_x
+    flip = u_flip < aug.flip_p
     roi = (y0, x0 + side, y0 + side, x0) if flip else (y0, x0, y0 + side, x0 + side)
-    d0, d1, d2, d3, d4, d5 = random(6).tolist()
-    contrast = uniform(*aug.contrast) if d0 < aug.contrast_p else 1.0
-    hue = uniform(*aug.hue) * 360.0 if d1 < aug.hue_p else 0.0
-    saturation = uniform(*aug.saturation) if d2 < aug.saturation_p else 1.0
-    brightness = uniform(*aug.brightness) if d3 < aug.brightness_p else 1.0
+    contrast = rng.uniform(*aug.contrast) if d0 < aug.contrast_p else 1.0
+    hue = rng.uniform(*aug.hue) * 360.0 if d1 < aug.hue_p else 0.0
+    saturation = rng.uniform(*aug.saturation) if d2 < aug.saturation_p else 1.0
+    brightness = rng.uniform(*aug.brightness) if d3 < aug.brightness_p else 1.0
     gray = d4 < aug.gray_p
-    channel = int(integers(0, 3))
+    channel = integers(0, 3)
     erase = []
     if aug.num_erase:
         e_lo = math.ceil(size * aug.erase_size[0])
         e_hi = max(math.ceil(size * aug.erase_size[1]), e_lo + 1)
         for _ in range(aug.num_erase):
             p = random()
-            h = int(integers(e_lo, e_hi))
-            w = int(integers(e_lo, e_hi))
-            y = int(integers(0, size - h + 1))
-            x = int(integers(0, size - w + 1))
+            h = integers(e_lo, e_hi)
+            w = integers(e_lo, e_hi)
+            y = integers(0, size - h + 1)
+            x = integers(0, size - w + 1)
             if p < aug.erase_p:
                 erase.append((y, x, h, w))
-    return ClipView(roi=(float(roi[0]), float(roi[1]), float(roi[2]), float(roi[3])), flip=bool(flip),
-                    brightness=float(brightness), contrast=float(contrast), hue=float(hue),
-                    saturation=0.0 if gray else float(saturation), gray=bool(gray),
+    return ClipView(roi=roi, flip=flip, brightness=brightness, contrast=contrast, hue=hue,
+                    saturation=0.0 if gray else saturation, gray=gray,
                     drop_channel=channel if d5 < aug.channel_drop_p else -1, erase=erase)
 
 
+def _entropy(seed: int, epoch: int, index: int, mode: str) -> list[int]:
+    return [int(seed), int(epoch), int(index), _MODE_CODE[mode]]
+
+
 def sample_rng(seed: int, epoch: int, index: int, mode: str) -> np.random.Generator:
-    """The generator of one sample in one epoch: independent of batch, shard and order."""
-    return np.random.default_rng([int(seed), int(epoch), int(index), _MODE_CODE[mode]])
+    """The numpy generator of one sample in one epoch: independent of batch, shard and order.
+    The plans draw from it through :class:`Draws` (:func:`sample_draws`), which gives the same numbers."""
+    return np.random.default_rng(_entropy(seed, epoch, index, mode))
+
+
+def sample_draws(seed: int, epoch: int, index: int, mode: str) -> Draws:
+    """:func:`sample_rng`'s draws, replayed fast (:class:`Draws`)."""
+    return Draws(np.random.PCG64(_entropy(seed, epoch, index, mode)))
 
 
 def plan_sample(index: int, num_frames: int, height: int, width: int, *, spec: ClipSpec, size: int,
                 seed: int = 0, epoch: int = 0, augment: bool = True) -> SamplePlan:
     """The complete plan of manifest record ``index`` (``num_frames`` x ``height`` x ``width``)."""
     mode = spec.mode
-    rng = sample_rng(seed, epoch, index, mode)
+    rng = sample_draws(seed, epoch, index, mode)
     start = random_start(rng, num_frames, spec.span) if mode in ("ssl", "train") else 0
     clips = clip_frames(mode, num_frames, start, spec)
     decode = np.unique(np.concatenate([c.ravel() for c in clips.values()]))

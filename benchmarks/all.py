@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for mode in modes:
                 extra = ["--videos", "8", "--batch-size", "2", "--size", "32"] if args.quick else ["--videos", "96"]
                 f = out / f"loader_{mode}.json"
-                peers = ["--loaders", "dali,decode,perclip,reference,torchcodec,torchcodec-tv,torchcodec-decode,"
+                peers = ["--loaders", "dali,dali-torchcodec,dali-pyav,decode,perclip,reference,torchcodec,torchcodec-tv,torchcodec-decode,"
                          "decord,decord-tv,decord-decode"] if not args.quick else []
                 rc, sec = _tbfast(["bench", "loader", str(data), "--mode", mode, *extra, *peers, "--json", str(f)],
                                   log)
@@ -179,7 +179,8 @@ def render_markdown(res: dict[str, Any]) -> str:
                   "| loader | videos/s | clips/s | frames/s | DALI pipeline × |", "|---|---|---|---|---|"]
         from tbfast_benchmarks.peers import KINDS, PEERS
 
-        labels = {"dali": "DALI pipeline (tbfast)", "decode": "DALI decode only (ceiling)",
+        labels = {"dali": "DALI pipeline (tbfast)", "dali-torchcodec": "DALI pipeline (tbfast), torchcodec decoder",
+                  "dali-pyav": "DALI pipeline (tbfast), PyAV decoder", "decode": "DALI decode only (ceiling)",
                   "perclip": "per-clip PyAV DataLoader", "reference": "reference-style DataLoader",
                   **{f"{p}{k}": f"{p} DataLoader: {v}" for p in PEERS for k, v in KINDS.items()}}
         d = r["results"].get("dali", {}).get("videos_per_s")

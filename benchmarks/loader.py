@@ -28,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--size", type=positive_int, default=112, help="output side in pixels")
     parser.add_argument("--workers", type=positive_int, default=min(os.cpu_count() or 1, 2),
                         help="DALI threads = DataLoader workers of the baselines")
-    parser.add_argument("--loaders", default="dali,decode,perclip,reference,torchcodec,decord",
-                        help="comma-separated: dali, decode (DALI decode-only), perclip, reference, and the peers "
+    parser.add_argument("--loaders", default="dali,dali-torchcodec,dali-pyav,decode,perclip,reference,torchcodec,decord",
+                        help="comma-separated: dali, dali-torchcodec, dali-pyav (tbfast's pipeline with DALI's "
+                             "or a host decoder), decode (DALI decode-only), perclip, reference, and the peers "
                              "torchcodec / decord (full plan, DALI's colour maths) with the suffixes -tv "
                              "(torchvision colour ops), -crop (crop + flip only), -uint8 (crop + flip, uint8 out), "
                              "-decode (decode only); a peer that is not installed is skipped with a note")
@@ -87,17 +88,22 @@ def run(args: argparse.Namespace) -> dict:
     from tbfast_benchmarks.peers import available as peer_available
     from tbfast_benchmarks.peers import make_peer_loader
 
-    bad = [w for w in wanted if w not in ("dali", "decode", "perclip", "reference", *PEER_VARIANTS)]
+    from dali_pipelines.host_decode import HOST_DECODERS
+    from dali_pipelines.host_decode import available as decoder_available
+
+    ours = ("dali", *(f"dali-{d}" for d in HOST_DECODERS))  # tbfast's pipeline with each decoder
+    bad = [w for w in wanted if w not in (*ours, "decode", "perclip", "reference", *PEER_VARIANTS)]
     if bad:
-        raise UserError(f"unknown loader(s) {', '.join(bad)}; choose from dali, decode, perclip, reference, "
-                        + ", ".join(PEER_VARIANTS))
+        raise UserError(f"unknown loader(s) {', '.join(bad)}; choose from {', '.join(ours)}, decode, perclip, "
+                        "reference, " + ", ".join(PEER_VARIANTS))
     results: dict = {}
     skipped: dict = {}
 
-    def dali_loader():
+    def dali_loader(decoder: str = "dali"):
         return build_loader(args.prepared, args.mode, indices=indices, batch_size=args.batch_size,
-                            size=args.size, device="gpu" if args.device == "cuda" else args.device, num_threads=args.workers, seed=args.seed,
-                            augment=augment, records=records, shuffle=False, drop_last=True)
+                            size=args.size, device="gpu" if args.device == "cuda" else args.device,
+                            num_threads=args.workers, seed=args.seed, augment=augment, records=records,
+                            shuffle=False, drop_last=True, decoder=decoder)
 
     frames_per_video = {}
     probe = dali_loader()
@@ -106,8 +112,14 @@ def run(args: argparse.Namespace) -> dict:
     mean_frames = sum(frames_per_video[i] for i in indices) / len(indices)
 
     for name in wanted:
-        if name == "dali":
-            loader = dali_loader()
+        if name in ours:
+            decoder = name.split("-", 1)[1] if "-" in name else "dali"
+            why = decoder_available(decoder)
+            if why:
+                print(f"  {name:<10} skipped: {why}", flush=True)
+                skipped[name] = why
+                continue
+            loader = dali_loader(decoder)
             for _ in loader:  # build and run once outside the timed window (first-run allocations)
                 break
             host0, hv0 = dict(loader.host_seconds), loader.host_videos
@@ -158,17 +170,18 @@ def run(args: argparse.Namespace) -> dict:
                          "frames_per_s": round(vps * mean_frames, 1)}
         print(f"  {name:<10} {vps:8.2f} videos/s  {cpu_ms:7.1f} CPU ms/video  ({n} videos in {sec:.1f} s)",
               flush=True)
-        if name == "dali":
+        if name in ours:
             # Python's work per video outside DALI: reading (+ first-read checksum), planning,
             # feeding DALI, handing the outputs to torch ("total": what every device pays on the
             # host), and apart from it the pixel work at the hand-over (clamp, erase boxes, dropped
             # channels: on the CPU host work, on a GPU device kernels the host only launches)
-            book = round(sum(v for k, v in host.items() if k != "pixels"), 3)
+            apart = ("pixels", "decode")  # pixel work at the hand-over; a host decoder's work
+            book = round(sum(v for k, v in host.items() if k not in apart), 3)
             results[name]["host_ms_per_video"] = {**host, "total": book}
             print("  host (outside DALI), ms/video: " + ", ".join(f"{k} {v:.3f}" for k, v in host.items()
-                                                                 if k != "pixels")
-                  + f"; total {book:.3f}; and pixel work at the hand-over {host.get('pixels', 0):.3f}",
-                  flush=True)
+                                                                 if k not in apart)
+                  + f"; total {book:.3f}; and pixel work at the hand-over {host.get('pixels', 0):.3f}"
+                  + (f"; host decoding {host['decode']:.3f}" if host.get("decode") else ""), flush=True)
     ratios = {}
     # the best peer on the same work as tbfast's loader (the full plan, float out; either colour maths)
     full = [k for k in results if k in PEER_VARIANTS and PEER_VARIANTS[k][1] in ("matrix", "tv")]
@@ -193,7 +206,8 @@ def print_table(report: dict) -> None:
 
     from tbfast_benchmarks.peers import KINDS, PEERS
 
-    labels = {"dali": "DALI pipeline", "decode": "DALI decode only (ceiling)",
+    labels = {"dali": "DALI pipeline", "dali-torchcodec": "DALI pipeline, torchcodec decoder (host)",
+              "dali-pyav": "DALI pipeline, PyAV decoder (host)", "decode": "DALI decode only (ceiling)",
               "perclip": "per-clip PyAV DataLoader", "reference": "reference-style DataLoader",
               **{f"{p}{k}": f"{p} DataLoader: {v}" for p in PEERS for k, v in KINDS.items()}}
     t = Table(title=f"loader, mode {report['mode']}, {report['device']}, {report['workers']} workers/threads, "

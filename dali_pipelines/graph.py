@@ -31,6 +31,7 @@ class GraphLayout:
 
     spec: ClipSpec
     augment: bool
+    decoder: str = "dali"  # "dali": the graph decodes the bytes; else the frames come decoded (host_decode)
 
     @property
     def groups(self) -> list[str]:
@@ -120,11 +121,17 @@ def build_pipeline(layout: GraphLayout, *, size: int, batch_size: int, device: s
                   prefetch_queue_depth=1, exec_dynamic=True,
                   enable_conditionals=layout.per_clip)
     def clip_pipeline():
-        encoded = _src("encoded", types.UINT8, 1)
-        frames = _src("decode", types.INT32, 1)
         params = _src("params", types.FLOAT, 2)  # (view keys, PARAMS)
-        video = fn.decoders.video(encoded, frames=frames, device="mixed" if device == "gpu" else "cpu",
-                                  pad_mode="edge", name="decoder")  # a manifest overcounting frames repeats the last
+        if layout.decoder == "dali":
+            encoded = _src("encoded", types.UINT8, 1)
+            frames = _src("decode", types.INT32, 1)
+            video = fn.decoders.video(encoded, frames=frames, device="mixed" if device == "gpu" else "cpu",
+                                      pad_mode="edge", name="decoder")  # a manifest overcounting frames repeats the last
+        else:  # the plan's decode frames, decoded on the host (dali_pipelines.host_decode)
+            # no_copy: the loader keeps the arrays alive until this iteration's outputs are out
+            video = fn.external_source(name="frames", dtype=types.UINT8, ndim=4, layout="FHWC", no_copy=True)
+            if device == "gpu":
+                video = video.gpu()
         cut = {}  # (group, clip) -> its frames, shared by the views
         for name, keys in layout.order_inputs:
             orders = _src(name, types.INT32, 2 if layout.per_clip else 1)

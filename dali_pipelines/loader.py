@@ -10,6 +10,7 @@ valid while anything references it. On the GPU the output is wrapped through DLP
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import os
 import time
@@ -57,11 +58,18 @@ class ClipLoader:
                  batch_size: int = 8, size: int = 112, device: str = "cpu", device_id: int | None = None,
                  num_threads: int = 2, seed: int = 0, shard_id: int = 0, num_shards: int = 1,
                  augment: bool = True, spec: ClipSpec | None = None, drop_last: bool | None = None,
-                 shuffle: bool | None = None, records: Sequence[VideoRecord] | None = None):
+                 shuffle: bool | None = None, records: Sequence[VideoRecord] | None = None,
+                 decoder: str = "dali"):
         if mode not in MODES:
             raise UserError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if device not in ("cpu", "gpu"):
             raise UserError(f"device must be 'cpu' or 'gpu', not {device!r}")
+        from dali_pipelines.host_decode import available
+
+        why = available(decoder)
+        if why:
+            raise UserError(f"decoder {decoder!r}: {why}")
+        self.decoder = decoder
         self.prepared = Path(prepared)
         self.mode = mode
         self.records = list(records) if records is not None else read_manifest(self.prepared)
@@ -96,16 +104,19 @@ class ClipLoader:
         # host CPU time outside DALI (seconds) per phase, and the videos it served (`tbfast bench loader`)
         # ("pixels": the clamp and erase boxes done on the output buffer at the hand-over; on the
         # GPU they are device kernels and the host only launches them)
-        self.host_seconds = {"read": 0.0, "plan": 0.0, "feed": 0.0, "hand_over": 0.0, "pixels": 0.0}
+        # ("decode": a host decoder's work in the reader threads, decoder="pyav"/"torchcodec")
+        self.host_seconds = {"read": 0.0, "plan": 0.0, "feed": 0.0, "hand_over": 0.0, "pixels": 0.0,
+                             "decode": 0.0}
         self.host_videos = 0
         self._order_cache: tuple[int | None, list[list[int]]] = (None, [])
         if not self.batches():
             raise UserError(f"{len(self.indices)} videos make no full batch of {self.batch_size} on each of "
                             f"{self.num_shards} shard(s); lower --batch-size")
+        self._held: collections.deque = collections.deque()  # fed frames DALI may still read
         self._io = cf.ThreadPoolExecutor(max(1, self.num_threads), thread_name_prefix="tbfast-read")
         from dali_pipelines.graph import GraphLayout
 
-        self.layout = GraphLayout(self.spec, self.augment)
+        self.layout = GraphLayout(self.spec, self.augment, decoder)
 
     # ------------------------------------------------------------------ order
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -195,6 +206,8 @@ class ClipLoader:
         else:
             params = np.array([[p.views[g][v][k].roi for g, v, k in lay.view_keys] for p in plans],
                               dtype=np.float32)
+        if self.decoder != "dali":  # ``encoded`` holds the decoded frames (see _prepare)
+            return {"frames": encoded, "params": params, **feeds}
         decode = [p.decode for p in plans]
         if len({len(d) for d in decode}) == 1:  # the usual case: one (B, F) array, not B arrays
             decode = np.array(decode, dtype=np.int32)
@@ -205,15 +218,33 @@ class ClipLoader:
     def _prepare(self, batch: list[int], epoch: int) -> tuple[list[SamplePlan], dict]:
         """Read the files and compute the plans and feeds of one batch (Python side only)."""
         hs = self.host_seconds  # CPU time of the threads doing the work (waiting is not counted)
-        encoded = list(self._io.map(self.read_encoded, batch))
+        if self.decoder == "dali":
+            encoded = list(self._io.map(self.read_encoded, batch))
         t1 = time.thread_time()
         plans = [self.plan(i, epoch) for i in batch]
         t2 = time.thread_time()
+        if self.decoder != "dali":  # read and decode the planned frames in the reader threads
+            encoded = list(self._io.map(self._host_decoded, batch, plans))
         feeds = self._feeds(plans, encoded)
         hs["plan"] += t2 - t1
         hs["feed"] += time.thread_time() - t2
         self.host_videos += len(batch)
         return plans, feeds
+
+    def _host_decoded(self, index: int, plan: SamplePlan) -> np.ndarray:
+        """(len(plan.decode), H, W, 3) uint8: the planned frames of a checked file, decoded here."""
+        from dali_pipelines.host_decode import HostDecodeError, decode_frames
+
+        data = self.read_encoded(index)
+        t0 = time.thread_time()
+        try:
+            return decode_frames(self.decoder, data, plan.decode, self.records[index].frames)
+        except HostDecodeError as exc:
+            raise CorruptVideoError(f"cannot decode {self.prepared / self.records[index].path} (manifest index "
+                                    f"{index}): {exc}; re-encode it with `tbfast data prep` or remove it from "
+                                    "the manifest/split list") from exc
+        finally:
+            self.host_seconds["decode"] += time.thread_time() - t0
 
     def _submit(self, pipe, feeds: dict) -> None:
         t0 = time.thread_time()
@@ -223,6 +254,9 @@ class ClipLoader:
         feed = getattr(pipe, "_feed_input", None) or pipe.feed_input
         for name, data in feeds.items():
             feed(name, data)
+        # host-decoded frames go in without a copy (``no_copy``): keep them alive until the
+        # pipeline has returned that iteration's outputs (released in __iter__, oldest first)
+        self._held.append(feeds.get("frames"))
         pipe.schedule_run()
         self.host_seconds["feed"] += time.thread_time() - t0
 
@@ -256,8 +290,10 @@ class ClipLoader:
                 try:
                     outs = pipe.outputs(**self._stream())
                     in_flight -= 1
+                    self._held.popleft()
                 except Exception as exc:  # DALI reports decoder failures as RuntimeError/IndexError
                     self._pipe, in_flight = None, 0  # a pipeline with a critical error is not reusable
+                    self._held.clear()
                     raise self._locate_corrupt(batch, plans, exc) from exc
                 current = plans
                 if upcoming is not None:
@@ -275,8 +311,10 @@ class ClipLoader:
                 try:
                     for _ in range(in_flight):
                         pipe.outputs()
+                        self._held.popleft()
                 except Exception:
                     self._pipe = None
+                    self._held.clear()
 
     # ------------------------------------------------------------------ torch hand-over
     def _stream(self) -> dict:
@@ -347,7 +385,8 @@ def build_loader(prepared, mode: str, *, indices: Sequence[int] | None = None, s
     """A DALI clip loader over ``prepared`` for ``mode`` in ssl | train | eval | similarity.
 
     Extra keyword arguments: ``drop_last``, ``shuffle`` (defaults: True for ssl/train, False for
-    eval/similarity) and ``records`` (an already read manifest).
+    eval/similarity), ``records`` (an already read manifest) and ``decoder`` ("dali", or a host
+    decoder whose frames the graph then starts from: "pyav", "torchcodec"; see host_decode).
     """
     return ClipLoader(prepared, mode, indices=indices, split=split, batch_size=batch_size, size=size,
                       device=device, device_id=device_id, num_threads=num_threads, seed=seed,

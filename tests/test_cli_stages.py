@@ -240,3 +240,21 @@ def test_help_shows_defaults_only_where_there_is_one(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in out and "(default: False)" not in out
     assert "(default: 1)" in out  # --seeds
+
+
+def test_host_decoder_trains_and_evaluates_the_same_clips(chain, prepared, tmp_path, capsys):
+    """--decoder pyav: an SSL stage and eval run end to end on the host decoder's frames; the eval
+    sees the same videos and clips as with DALI's decoder, and its config records the decoder."""
+    data = ["--data", str(prepared)]
+    run = tmp_path / "inv_pyav"
+    assert cli(["train", "invariant", *data, "--out", str(run), *TRAIN, "--decoder", "pyav"]) == 0
+    ck = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["config"]["data"]["decoder"] == "pyav" and ck["step"] == 2
+    out = tmp_path / "eval_pyav.json"
+    assert cli(["eval", "--checkpoint", str(chain["root"] / "student" / "checkpoints" / "last.pt"), *data,
+                "--json", str(out), "--clips", "4", "--decoder", "pyav", *TINY]) == 0
+    host, dali = json.loads(out.read_text()), json.loads(chain["eval_json"].read_text())
+    assert (host["videos"], host["clips"]) == (dali["videos"], dali["clips"])
+    capsys.readouterr()
+    assert cli(["train", "invariant", *data, "--out", str(tmp_path / "bad"), *TRAIN, "--decoder", "ffmpeg"]) == 2
+    assert "data.decoder='ffmpeg': choose one of dali, pyav, torchcodec" in capsys.readouterr().err

@@ -120,7 +120,7 @@ def test_cpu_bf16_start_up_check_agrees_with_a_direct_measurement():
     assert res.ok == (not CPU_BF16_FAULT), (res.describe(), _raw_depth2_error())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("stage", ["distinctive", "finetune"])
 def test_gpu_mixed_precision_gradients_match_fp32(stage, dtype):

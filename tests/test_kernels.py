@@ -159,7 +159,7 @@ def test_triton_grouped_lse_in_interpreter():
     assert "TRITON_OK" in res.stdout, res.stderr[-2000:]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 @pytest.mark.parametrize("impl", ["fused", "triton", "auto"])
 def test_cuda_impls_match_reference(impl):
     if impl == "triton" and not triton_available():
@@ -168,7 +168,7 @@ def test_cuda_impls_match_reference(impl):
     compare(get_ssl_objective(impl), ssl_objective, zs, (1.0, 1.0, 1.0), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.skipif(os.environ.get("TBFAST_SLOW_TESTS") != "1", reason="torch.compile takes ~30 s; set TBFAST_SLOW_TESTS=1")
+@pytest.mark.slow  # torch.compile takes ~30 s: pytest -m slow
 def test_compiled_matches_reference():
     compare(get_ssl_objective("compiled"), ssl_objective, inputs(8), (1.0, 1.0, 1.0), rtol=1e-5, atol=1e-6)
 

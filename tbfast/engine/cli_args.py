@@ -17,6 +17,8 @@ OVERRIDES: dict[str, tuple[str, type, str]] = {
     "--batch-size": ("data.batch_size", int, "videos per step per process (student: labeled and unlabeled each)"),
     "--eval-batch-size": ("data.eval_batch_size", int, "videos per evaluation / similarity batch"),
     "--threads": ("data.num_threads", int, "DALI CPU threads per process"),
+    "--decoder": ("data.decoder", str, "video decoder: dali (in the graph) | pyav | torchcodec (on the host: "
+                  "faster on the CPU; see docs/PIPELINES.md)"),
     "--epochs": ("train.epochs", int, "epochs"),
     "--lr": ("optim.lr", float, "base learning rate (Adam)"),
     "--warmup-epochs": ("optim.warmup_epochs", float, "linear warmup epochs (0.01 -> 1 x lr)"),
@@ -83,7 +85,7 @@ def add_common(parser: argparse.ArgumentParser, stage: str, *, training: bool = 
     g.add_argument("--set", dest="set_items", action="append", metavar="SECTION.KEY=VALUE", default=[],
                    help="override any config value, e.g. --set optim.lr=3e-4 (repeatable)")
     add_overrides(g, stage, OVERRIDES if training else {k: OVERRIDES[k] for k in
-                                                        ("--size", "--eval-batch-size", "--threads", "--device")})
+                                                        ("--size", "--eval-batch-size", "--threads", "--decoder", "--device")})
     if training:
         g.add_argument("--compile", dest="ov:train.compile", action="store_const", const=True,
                        default=argparse.SUPPRESS, help="torch.compile the model")

@@ -46,6 +46,10 @@ class ModelConfig:
 class DataConfig:
     size: int = 112  # crop side fed to the model
     num_threads: int = 2  # DALI CPU threads per rank
+    # video decoder: dali (inside the graph: FFmpeg on the CPU, NVDEC on a GPU) | pyav | torchcodec
+    # (on the host, in the loader's reader threads; the graph starts from their frames). Same frames
+    # and plans; pixel values differ by the decoders' colour conversion (docs/PIPELINES.md)
+    decoder: str = "dali"
     batch_size: int = 16  # videos per rank per step (student: labeled and unlabeled each)
     eval_batch_size: int = 8  # videos per eval/similarity batch
     augment: bool = True
@@ -257,6 +261,7 @@ def resolve(stage: str, preset: str | None = None, overrides: dict | None = None
 def validate(cfg: Config) -> None:
     from tbfast.kernels import IMPLS
     from tbfast.losses import REDUCTIONS
+    from dali_pipelines.host_decode import DECODERS
     from tbfast.models import BN_EXECS
 
     choices = {
@@ -269,6 +274,7 @@ def validate(cfg: Config) -> None:
         ("loss", "reduction"): REDUCTIONS,
         ("model", "group_bn_exec"): ("auto",) + BN_EXECS,
         ("model", "sync_bn"): ("auto", "on", "off"),
+        ("data", "decoder"): DECODERS,
     }
     for (section, key), allowed in choices.items():
         value = getattr(getattr(cfg, section), key)

@@ -60,6 +60,8 @@ def fingerprint(cfg, **inputs) -> str:
     for section, keys in _COSMETIC.items():
         for k in keys:
             d.get(section, {}).pop(k, None)
+    if d.get("data", {}).get("decoder") == "dali":  # the default: fingerprints from before the option stay valid
+        d["data"].pop("decoder")
     blob = json.dumps({"config": d, "inputs": inputs}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -63,7 +63,7 @@ def make_loader(prepared, mode: str, cfg: Config, dist: Dist, *, indices=None, s
     settings = dict(indices=indices, split=split,
                     batch_size=batch_size or cfg.data.batch_size, size=cfg.data.size,
                     device="gpu" if gpu else "cpu", device_id=dist.device.index if gpu else None,
-                    num_threads=cfg.data.num_threads, seed=cfg.train.seed,
+                    num_threads=cfg.data.num_threads, decoder=cfg.data.decoder, seed=cfg.train.seed,
                     shard_id=dist.rank if shard else 0, num_shards=dist.world if shard else 1,
                     augment=cfg.data.augment if augment is None else augment, spec=spec, **kw)
     if pool is None:

@@ -1,0 +1,117 @@
+"""Decoders that run on the host and hand DALI decoded frames instead of encoded bytes.
+
+On the CPU, DALI's video decoder costs about 2.5x the CPU time of FFmpeg driven by torchcodec or
+PyAV for the same frames (``benchmarks/RESULTS.md``, "Loaders against torchcodec and decord"). With
+``decoder="pyav"`` or ``"torchcodec"`` the loader decodes each sample's planned frames (the plan's
+``decode``: sorted, clamped to the last frame) in its reader threads from the bytes it has already
+checked against the manifest, and the DALI graph starts from those frames (``GraphLayout.decoder``);
+everything after the decoder (cutting, crops, colour, erase) is the same graph.
+
+Frames are those of FFmpeg's own YUV -> RGB conversion (libswscale); DALI's decoder converts
+differently, by about 1-2 levels of 255 on average (measured: ``tests/test_dali_pipelines.py``), so
+the same plan gives the same frames and crops with slightly different pixel values.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+HOST_DECODERS = ("pyav", "torchcodec")
+DECODERS = ("dali", *HOST_DECODERS)
+
+
+class HostDecodeError(Exception):
+    """A host decoder failed on a video (the loader turns it into a CorruptVideoError naming it)."""
+
+
+def available(decoder: str) -> str | None:
+    """None when ``decoder`` can be used here, else why not (one line, with what to do)."""
+    if decoder == "dali":
+        return None
+    if decoder == "pyav":
+        try:
+            import av  # noqa: F401
+        except ImportError as exc:
+            return f"PyAV is not installed ({exc}); pip install av"
+        return None
+    if decoder == "torchcodec":
+        try:
+            from torchcodec.decoders import VideoDecoder  # noqa: F401
+        except Exception as exc:  # noqa: BLE001 - a missing FFmpeg library raises RuntimeError/OSError
+            return (f"torchcodec cannot be used ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}); "
+                    "pip install torchcodec, and install FFmpeg's shared libraries (Debian/Ubuntu: "
+                    "apt-get install ffmpeg)")
+        return None
+    return f"unknown decoder {decoder!r}; choose from {', '.join(DECODERS)}"
+
+
+def decode_frames(decoder: str, data: np.ndarray, wanted: np.ndarray, num_frames: int) -> np.ndarray:
+    """(len(wanted), H, W, 3) uint8 RGB frames ``wanted`` (sorted, ascending) of the encoded video
+    ``data``; frames past the end of the stream repeat its last frame (as DALI's ``pad_mode="edge"``)."""
+    try:
+        if decoder == "pyav":  # (contiguous: the loader hands the memory to DALI without a copy)
+            return np.ascontiguousarray(_pyav(data, wanted))
+        if decoder == "torchcodec":
+            return np.ascontiguousarray(_torchcodec(data, wanted, num_frames))
+    except HostDecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means "this file is broken"
+        raise HostDecodeError(f"{decoder}: {type(exc).__name__}: {str(exc).strip()[:200]}") from exc
+    raise ValueError(f"unknown host decoder {decoder!r}; choose from {', '.join(HOST_DECODERS)}")
+
+
+def _pad(got: list[np.ndarray], wanted_count: int, decoder: str) -> np.ndarray:
+    if not got:
+        raise HostDecodeError(f"{decoder}: no frame could be decoded")
+    while len(got) < wanted_count:
+        got.append(got[-1])
+    return np.stack(got)
+
+
+def _pyav(data: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Seek to the key frame at or before the first wanted frame, decode to the last one."""
+    import av
+
+    want = wanted.tolist()
+    first, last = want[0], want[-1]
+    with av.open(io.BytesIO(data.tobytes()), mode="r") as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1  # the loader's reader threads are the parallelism
+        rate = stream.average_rate or stream.guessed_rate
+        tb = stream.time_base
+        if rate is None or tb is None:
+            raise HostDecodeError("pyav: the stream has no frame rate or time base")
+        fps, tbf = float(rate), float(tb)
+        start_pts = stream.start_time or 0
+        if first > 0:
+            container.seek(start_pts + int(first / fps / tbf), stream=stream, backward=True, any_frame=False)
+        got: list[np.ndarray] = []
+        j = 0  # next position in ``want``
+        count = None  # frame index of the decoder's position when the stream has no timestamps
+        for frame in container.decode(stream):
+            if frame.pts is not None:
+                i = int(round((frame.pts - start_pts) * tbf * fps))
+            else:
+                if first > 0:
+                    raise HostDecodeError("pyav: frames without timestamps after a seek")
+                count = 0 if count is None else count + 1
+                i = count
+            if i < want[j]:
+                continue
+            rgb = frame.to_ndarray(format="rgb24")
+            while j < len(want) and want[j] <= i:  # a frame missing from the stream repeats the next
+                got.append(rgb)
+                j += 1
+            if j == len(want) or i >= last:
+                break
+    return _pad(got, len(want), "pyav")
+
+
+def _torchcodec(data: np.ndarray, wanted: np.ndarray, num_frames: int) -> np.ndarray:
+    from torchcodec.decoders import VideoDecoder
+
+    dec = VideoDecoder(data.tobytes(), seek_mode="exact", num_ffmpeg_threads=1, dimension_order="NHWC")
+    n = dec.metadata.num_frames or num_frames
+    idx = [min(int(i), n - 1) for i in wanted.tolist()]
+    return dec.get_frames_at(indices=idx).data.numpy()

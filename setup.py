@@ -20,7 +20,7 @@ setup(
         "pyyaml",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "ruff"],
+    extras_require={"test": ["pytest", "ruff", "mypy==2.4.1"],
                     # `tbfast bench loader` peers (torchcodec also needs FFmpeg's shared libraries)
                     "peers": ["torchcodec", "decord"]},
     entry_points={"console_scripts": ["tbfast=tbfast.cli:main"]},

@@ -19,7 +19,7 @@ def decode_only_rate(loader, max_videos: int | None = None, warmup_batches: int 
     gpu = loader.device == "gpu"
 
     @pipeline_def(batch_size=loader.batch_size, num_threads=loader.num_threads,
-                  device_id=loader.device_id if gpu else None, prefetch_queue_depth=1)
+                  device_id=loader.device_id if gpu else None, prefetch_queue_depth=1)  # type: ignore[arg-type]  # None: CPU only
     def decode_only():
         enc = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
         fr = fn.external_source(name="decode", dtype=types.INT32, ndim=1)

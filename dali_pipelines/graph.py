@@ -116,7 +116,8 @@ def build_pipeline(layout: GraphLayout, *, size: int, batch_size: int, device: s
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
 
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads,
+    # (DALI's stubs lack device_id=None and exec_dynamic)
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads,  # type: ignore[call-overload]
                   device_id=device_id if device == "gpu" else None, seed=seed,
                   prefetch_queue_depth=1, exec_dynamic=True,
                   enable_conditionals=layout.per_clip)

@@ -208,11 +208,12 @@ class ClipLoader:
                               dtype=np.float32)
         if self.decoder != "dali":  # ``encoded`` holds the decoded frames (see _prepare)
             return {"frames": encoded, "params": params, **feeds}
-        decode = [p.decode for p in plans]
-        if len({len(d) for d in decode}) == 1:  # the usual case: one (B, F) array, not B arrays
-            decode = np.array(decode, dtype=np.int32)
+        lists = [p.decode for p in plans]
+        decode: np.ndarray | list[np.ndarray]
+        if len({len(d) for d in lists}) == 1:  # the usual case: one (B, F) array, not B arrays
+            decode = np.array(lists, dtype=np.int32)
         else:
-            decode = [d.astype(np.int32) for d in decode]
+            decode = [d.astype(np.int32) for d in lists]
         return {"encoded": encoded, "decode": decode, "params": params, **feeds}
 
     def _prepare(self, batch: list[int], epoch: int) -> tuple[list[SamplePlan], dict]:

@@ -10,7 +10,7 @@ def probe_decode(encoded: np.ndarray, frames: np.ndarray) -> str | None:
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
 
-    @pipeline_def(batch_size=1, num_threads=1, device_id=None, prefetch_queue_depth=1)
+    @pipeline_def(batch_size=1, num_threads=1, device_id=None, prefetch_queue_depth=1)  # type: ignore[call-overload]  # DALI's stubs lack device_id=None (CPU only)
     def one():
         enc = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
         fr = fn.external_source(name="decode", dtype=types.INT32, ndim=1)

@@ -59,7 +59,7 @@ def write_video(path: Path, frames: int, *, width: int = 48, height: int = 32, f
         stream.codec_context.gop_size = 16
         stream.options = {"crf": "10", "b:v": "0", "deadline": "realtime", "cpu-used": "8",
                           "lag-in-frames": "0", "row-mt": "0"}
-        still = static_frame(height, width) if static else None
+        still = static_frame(height, width)
         for i in range(frames):
             img = still if static else code_frame(i, height, width)
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):

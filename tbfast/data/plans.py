@@ -341,12 +341,12 @@ def plan_sample(index: int, num_frames: int, height: int, width: int, *, spec: C
     clips = clip_frames(mode, num_frames, start, spec)
     decode = np.unique(np.concatenate([c.ravel() for c in clips.values()]))
     orders = {k: np.searchsorted(decode, v) for k, v in clips.items()}
-    use_aug = augment and spec.aug is not None
+    aug = spec.aug if augment else None
     views: dict[str, list[list[ClipView]]] = {}
     for name, c in clips.items():
         # eval: view v is crop position v of spec.views (three-crop testing); others: the centre
         crops = spec.views if mode == "eval" else 1
-        views[name] = [[random_view(rng, height, width, size, spec.aug) if use_aug
+        views[name] = [[random_view(rng, height, width, size, aug) if aug is not None
                         else center_view(height, width, spec.center_crop, min(v, crops - 1), crops)
                         for _ in range(c.shape[0])] for v in range(spec.views)]
     return SamplePlan(index=int(index), decode=decode.astype(np.int64), clips=clips, orders=orders,

@@ -91,7 +91,9 @@ def _work(src: str, dst: str, settings: Settings) -> dict:
 def _entry_file(out: Path, e: dict | None) -> str | None:
     """The file (relative to ``out``) holding journal entry ``e``'s output, if it is intact: its
     staged copy or its final place, whichever has the recorded checksum."""
-    rec = (e or {}).get("record", {})
+    if not e:
+        return None
+    rec = e.get("record", {})
     want = rec.get("blake2b")
     if not want:
         return None
@@ -165,7 +167,8 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
     src, out = Path(src), Path(out)
     _check_options(src, out, codec, fps, gop, short_side, workers, crf)
     classes, listed = list_source(fmt, src, Path(splits) if splits else None, split_id, test_fraction, seed)
-    items, seen, duplicates = [], set(), []
+    items, seen = [], set()
+    duplicates: list[dict] = []
     for it in listed:  # a video listed twice (e.g. in both train and test lists) is prepared once
         if it.source in seen:
             duplicates.append({"source": it.source,
@@ -224,11 +227,12 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
         sid = _source_id(src / it.source)
         trusted = bool(e and e.get("key") == key and e.get("src_id") == sid and e.get("record", {}).get("path") == dst)
         where = _entry_file(out, e) if trusted else None
-        if trusted and where is None and not e["record"].get("blake2b"):
+        if e is not None and trusted and where is None and not e["record"].get("blake2b"):
             # journals from before checksums: the size must match; the checksum is recorded now
             where = dst if (out / dst).is_file() and (out / dst).stat().st_size == e.get("size") else None
         trusted = where is not None
-        if trusted:  # _entry_file checked the recorded checksum; only pre-checksum journals are hashed here
+        if e is not None and where is not None:  # trusted: _entry_file checked the recorded checksum;
+            # only pre-checksum journals are hashed here
             digest = e["record"].get("blake2b") or file_checksum(out / where)
             e = {**e, "record": {**e["record"], "bytes": e["size"], "blake2b": digest}}
             e.pop("staged", None)
@@ -259,7 +263,7 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
         """A video this run could not (re-)prepare keeps its earlier prepared file, if that is intact:
         a failed re-run (source unplugged, a decoder crash) never drops work that was done."""
         it, prev = items[i], journal.get(items[i].source)
-        if _entry_file(out, prev) is None:
+        if prev is None or _entry_file(out, prev) is None:
             return
         path = prev["record"]["path"]
         rec = VideoRecord.from_dict(prev["record"])

@@ -247,7 +247,7 @@ def list_folder(src: Path, test_fraction: float = 0.0, seed: int = 0) -> tuple[l
         if r == src.resolve() or r in src.resolve().parents:
             raise UserError(f"class folder {src / cls} links to SRC itself (or above it); remove the link")
         real[r] = cls
-    items = []
+    items: list[SourceItem] = []
     for cls in classes:
         # a broken symlink or unreadable file still counts: prep reports it instead of skipping it silently
         vids = sorted(p.name for p in (src / cls).iterdir()

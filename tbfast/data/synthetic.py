@@ -182,9 +182,9 @@ def render_video(cls: str, n_frames: int, size: tuple[int, int], rng, bg_rng, di
     n_dis = int(rng.integers(round(difficulty), round(3 * difficulty) + 1))
     dis = []
     for _ in range(n_dis):
-        p = np.array([rng.uniform(0, h), rng.uniform(0, w)])
+        pos = np.array([rng.uniform(0, h), rng.uniform(0, w)])
         v = rng.normal(0, 0.6 * s, 2)
-        dis.append((p, v, rng.uniform(1.5, 3.0) * s, _contrast_colour(rng, bg_lum) * rng.uniform(0.6, 1.0)))
+        dis.append((pos, v, rng.uniform(1.5, 3.0) * s, _contrast_colour(rng, bg_lum) * rng.uniform(0.6, 1.0)))
 
     colour = _contrast_colour(rng, bg_lum)
     r0 = rng.uniform(5, 9) * s
@@ -200,7 +200,8 @@ def render_video(cls: str, n_frames: int, size: tuple[int, int], rng, bg_rng, di
     speed_margin = rng.uniform(0.1, 0.2) * w
     for t in range(n_frames):
         p = t / T1
-        alpha, r = 1.0, r0
+        alpha: float = 1.0
+        r = r0
         if cls in APPEARANCE:
             kind = cls
             cy = wy + 0.15 * h * math.sin(2 * math.pi * fy * t + ph)
@@ -264,7 +265,7 @@ def make_synthetic_dataset(out: str | Path, *, force: bool = False, progress: bo
     import numpy as np
 
     opt = SynthOptions(**options)
-    opt.size, opt.frames = tuple(opt.size), tuple(opt.frames)
+    opt.size, opt.frames = tuple(opt.size), tuple(opt.frames)  # type: ignore[assignment]  # lists from YAML/JSON
     opt.validate()
     out = Path(out)
     stamp = out / STAMP
@@ -288,7 +289,8 @@ def make_synthetic_dataset(out: str | Path, *, force: bool = False, progress: bo
     names = class_names(opt)
     vdir, ldir = out / "UCF-101", out / "ucfTrainTestlist"
     ldir.mkdir(parents=True, exist_ok=True)
-    train, test = [], []
+    train: list[str] = []
+    test: list[str] = []
     jobs = []
     for ci, cls in enumerate(names):
         (vdir / cls).mkdir(parents=True, exist_ok=True)

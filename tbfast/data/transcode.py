@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from tbfast.data.manifest import SHORT_FRAMES
 
@@ -186,8 +187,8 @@ def choose_rate(settings: "Settings", stream, probe: StreamProbe) -> tuple[Fract
     if measured and declared and abs(float(declared) / measured - 1) <= 0.01:
         rate = declared
     elif measured:
-        rate = next((r for r in STANDARD_RATES if abs(float(r) / measured - 1) <= 0.005), None)
-        rate = rate or Fraction(round(measured * 100), 100)
+        standard = next((r for r in STANDARD_RATES if abs(float(r) / measured - 1) <= 0.005), None)
+        rate = standard or Fraction(round(measured * 100), 100)
         flags.append("rate_from_timestamps")
         said = f"declares {float(declared):.6g} fps but its timestamps" if declared else "timestamps"
         notes.append(f"the stream {said} average {measured:.4g} fps: prepared at {float(rate):.6g} fps")
@@ -406,7 +407,8 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
         if sar != 1:
             flags.append(f"sar:{sar.numerator}/{sar.denominator}")
 
-        out = ost = None
+        out: Any = None  # the output container and stream, opened at the first frame
+        ost: Any = None
         ops: tuple[str, ...] = ()
         w = h = cw = ch = 0
         n_src = n_out = 0
@@ -470,7 +472,7 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
         # truncation: like with like. A header duration spans the stream's own timeline (an edit
         # list, a start offset or a gap is inside it); only without one, the header's frame count,
         # which counts every stored frame including those an edit list drops.
-        if h_end is not None and t_last is not None:
+        if h_end is not None and t_first is not None and t_last is not None:
             dt = 1.0 / (probe.rate() or float(_declared_rate(ist) or rate))
             start = min(t_first, h_start if h_start is not None else t_first)
             expected, covered = h_end - start, t_last + dt - start
@@ -494,7 +496,7 @@ def _open_output(dst: Path, fmt: str, codec_name: str, rate: Fraction, w: int, h
 
     # bitexact: no random segment UID or encoder string, so identical inputs give identical files
     out = av.open(str(dst), mode="w", format=fmt, options={"fflags": "+bitexact"})
-    ost = out.add_stream(codec_name, rate=rate)
+    ost: Any = out.add_stream(codec_name, rate=rate)  # a video stream (PyAV's stubs: a union)
     ost.width, ost.height, ost.pix_fmt = w, h, "yuv420p"
     cc = ost.codec_context
     cc.gop_size = settings.gop

@@ -123,9 +123,11 @@ def _fused(z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, reduction, ls
         lse_self = lse_s.diagonal(dim1=1, dim2=2).unsqueeze(-1).expand(bsz, ns, ns)  # [i, X, .]
         # pairs X != Y only (a group holding just the anchor itself is -inf when B = 1)
         den = torch.logsumexp(torch.stack([lse_self[:, off], lse_s[:, off]]), dim=0)  # (B, 56)
+        assert per_video is not None
         loss_short = (den - per_video[:, off]).mean() * s_short
         out["L_I"] = loss_long + loss_short
     if w_ll:
+        assert per_video is not None
         eye = torch.eye(ns, dtype=torch.bool, device=per_video.device)
         logits = per_video.masked_fill(eye, float("-inf"))
         partner = (torch.arange(ns, device=logits.device) + nt) % ns

@@ -105,6 +105,12 @@ def global_local_loss(z_long_slices: torch.Tensor, z_short: torch.Tensor, tau: f
     return (rows + cols) * reduction_scales(reduction, bsz, t)[2]
 
 
+def _given(z: torch.Tensor | None) -> torch.Tensor:
+    if z is None:
+        raise ValueError("z_long_slices is needed when w_gl != 0")
+    return z
+
+
 def ssl_objective(
     z_long: torch.Tensor,
     z_long_slices: torch.Tensor | None,
@@ -130,7 +136,7 @@ def ssl_objective(
         z_short,
         w_inv, (lambda: invariant_loss(z_long, z_short, tau, reduction)),
         w_ll, (lambda: local_local_loss(z_short, tau, reduction, bsz_total)),
-        w_gl, (lambda: global_local_loss(z_long_slices, z_short, tau, reduction)),
+        w_gl, (lambda: global_local_loss(_given(z_long_slices), z_short, tau, reduction)),
     )
 
 

@@ -15,5 +15,5 @@ def test_bench_losses_quick_writes_valid_json(tmp_path):
     assert {r["loss"] for r in rows} == {"ssl", "distill-l2", "distill-kl", "distill-js"}
     for r in rows:
         assert r["ms_median"] > 0 and r["batch"] > 0
-        assert r["peak_mib"] is None or r["peak_mib"] >= 0
+        assert (r["peak_mib"] is None) == (r["loss"] != "ssl")  # --quick measures the SSL memory only
         assert r["abs_diff_vs_reference"] < 1e-4  # fused and reference agree on the measured batch

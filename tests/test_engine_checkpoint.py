@@ -134,10 +134,18 @@ def test_cli_rejects_wrong_checkpoints(prepared, prepared_split, ssl_ckpt, tmp_p
 
 def test_presets_resolve_and_overrides_apply():
     assert {"ucf101_r3d18", "ucf101_r50", "hmdb51_r3d18", "k400_r50", "synthetic_tiny"} <= set(list_presets())
+    from tbfast.engine.config import Config, load_preset
+
+    default = Config()
     for p in list_presets():
+        data = load_preset(p)
         for stage in ("invariant", "distinctive", "combined", "finetune", "supervised", "student"):
             cfg = resolve(stage, p)
-            assert cfg.train.epochs >= 1 and cfg.data.batch_size >= 1
+            # each value is the stage's own, else the preset's, else the built-in default
+            for section, key in (("train", "epochs"), ("data", "batch_size"), ("optim", "lr")):
+                own = ((data.get("stages") or {}).get(stage) or {}).get(section, {})
+                want = own.get(key, (data.get(section) or {}).get(key, getattr(getattr(default, section), key)))
+                assert getattr(getattr(cfg, section), key) == want, (p, stage, section, key)
     assert resolve("invariant", "ucf101_r3d18").data.batch_size == 40  # METHOD.md §6
     assert resolve("finetune", "ucf101_r50").model.backbone == "r50"
     inv = resolve("invariant", "synthetic_tiny")

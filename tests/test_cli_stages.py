@@ -255,6 +255,8 @@ def test_host_decoder_trains_and_evaluates_the_same_clips(chain, prepared, tmp_p
                 "--json", str(out), "--clips", "4", "--decoder", "pyav", *TINY]) == 0
     host, dali = json.loads(out.read_text()), json.loads(chain["eval_json"].read_text())
     assert (host["videos"], host["clips"]) == (dali["videos"], dali["clips"])
-    capsys.readouterr()
+    printed = capsys.readouterr().out  # a compact summary, not the JSON
+    assert f"video top-1 {100 * host['video_top1']:.1f} %" in printed and "8 videos, 32 clips" in printed
+    assert "predictions" not in printed and len(printed.strip().splitlines()) <= 8
     assert cli(["train", "invariant", *data, "--out", str(tmp_path / "bad"), *TRAIN, "--decoder", "ffmpeg"]) == 2
     assert "data.decoder='ffmpeg': choose one of dali, pyav, torchcodec" in capsys.readouterr().err

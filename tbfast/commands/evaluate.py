@@ -45,9 +45,26 @@ def main(args: argparse.Namespace) -> int:
                                          log=log_line)
         if args.json:  # the file keeps the per-video predictions; the terminal gets the summary
             atomic_write_bytes(Path(args.json), json.dumps(res, indent=2).encode())
-        print(json.dumps({k: v for k, v in res.items() if k != "predictions"}, indent=2))
+        print(summary_text(res))
     try:
         D.on_main(world, run)
     finally:
         D.cleanup(world)
     return 0
+
+
+def summary_text(res: dict) -> str:
+    """The terminal's one-screen summary of an evaluation (``--json FILE`` keeps everything)."""
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f} %"  # noqa: E731
+    ci = res.get("video_top1_ci95")
+    lines = [f"eval of {res.get('checkpoint', '?')} on {res.get('split', '?')}: {res['videos']} videos, "
+             f"{res['clips']} clips ({res.get('crops', 1)} crop{'s' if res.get('crops', 1) != 1 else ''} each), "
+             f"{res.get('wall_seconds', res.get('seconds', 0)):.1f} s",
+             f"  video top-1 {pct(res['video_top1'])}"
+             + (f" (95 % interval {100 * ci[0]:.1f}-{100 * ci[1]:.1f})" if ci else "")
+             + f"   top-5 {pct(res.get('video_top5'))}",
+             f"  clip top-1  {pct(res.get('clip_top1'))}   top-5 {pct(res.get('clip_top5'))}"]
+    if res.get("class_top1"):
+        lines.append(f"  mean class top-1 {pct(res.get('mean_class_top1'))}; per class: "
+                     + ", ".join(f"{c} {100 * v:.0f}" for c, v in res["class_top1"].items()))
+    return "\n".join(lines)

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                                      "students in one data pass (optionally several seeds)"),
     "similarity": ("tbfast.commands.similarity", "per-video temporal-similarity scores from the SSL teachers"),
     "eval": ("tbfast.commands.evaluate", "clip- and video-level top-1/top-5 of a checkpoint"),
+    "predict": ("tbfast.commands.predict", "top-k classes of video files (any format PyAV reads) with a classifier"),
     "run": ("tbfast.commands.run", "the whole recipe end to end (default: built-in synthetic data on the CPU)"),
     "bench loader": ("tbfast_benchmarks.loader", "DALI loader vs reference-style and per-clip loaders"),
     "bench losses": ("tbfast_benchmarks.losses", "reference vs fused self-supervised and distillation losses"),

@@ -260,3 +260,30 @@ def test_host_decoder_trains_and_evaluates_the_same_clips(chain, prepared, tmp_p
     assert "predictions" not in printed and len(printed.strip().splitlines()) <= 8
     assert cli(["train", "invariant", *data, "--out", str(tmp_path / "bad"), *TRAIN, "--decoder", "ffmpeg"]) == 2
     assert "data.decoder='ffmpeg': choose one of dali, pyav, torchcodec" in capsys.readouterr().err
+
+
+def test_predict_video_files_with_the_class_names_of_the_checkpoint(chain, prepared, synth_src, tmp_path, capsys):
+    """tbfast predict on source videos (AVI, no prepared dataset): top-k classes, sorted, with the
+    checkpoint's class names; a missing or broken file is reported and skipped (exit code 1), the
+    others still predicted."""
+    ck = chain["root"] / "student" / "checkpoints" / "last.pt"
+    state = torch.load(ck, map_location="cpu", weights_only=True)
+    classes = (prepared / "classes.txt").read_text().split()
+    assert state["classes"] == classes
+    videos = sorted((synth_src / "UCF-101").rglob("*.avi"))[:2]
+    capsys.readouterr()
+    assert cli(["predict", str(ck), *map(str, videos), "--json", "--top-k", "3", "--clips", "4",
+                "--device", "cpu", "--threads", "1"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert [r["video"] for r in res] == [str(v.resolve()) for v in videos]
+    for r in res:
+        probs = [t["probability"] for t in r["top"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+        assert all(t["class"] == classes[t["index"]] for t in r["top"])
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    assert cli(["predict", str(ck), str(videos[0]), str(broken), str(tmp_path / "missing.avi"),
+                "--device", "cpu", "--threads", "1"]) == 1
+    out = capsys.readouterr()
+    assert str(videos[0].resolve()) in out.out and "%" in out.out
+    assert "skipped" in out.err and "broken.mp4" in out.err and "missing.avi: no such file" in out.err

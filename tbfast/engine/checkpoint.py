@@ -3,7 +3,8 @@
 Keys (docs/ARCHITECTURE.md): ``format``, ``stage``, ``backbone``, ``num_classes`` (None for SSL),
 ``model``, ``optimizer``, ``scheduler``, ``scaler``, ``epoch``, ``step``, ``rng``, ``config``,
 plus ``batch`` (batches of ``epoch`` already done: the loader position), ``epoch_state``
-(running sums of the epoch in progress), ``best`` (best validation top-1) and ``finished``.
+(running sums of the epoch in progress), ``best`` (best validation top-1) and ``finished``;
+classifiers also ``classes`` (the class names) and, when fine-tuned, ``init_stage``.
 """
 from __future__ import annotations
 

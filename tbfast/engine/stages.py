@@ -252,7 +252,7 @@ def classifier_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=Non
     init_stage = _load_init(model, init, cfg, stages=SSL_STAGES + CLASSIFIER_STAGES, what="--init checkpoint")
     loader = make_loader(prepared, "train", cfg, dist, indices=idx, split="train", records=records, pool=pool)
     task = ClassifyTask(cfg, dist.device, loader)
-    meta = {"backbone": cfg.model.backbone, "num_classes": len(classes)}
+    meta = {"backbone": cfg.model.backbone, "num_classes": len(classes), "classes": list(classes)}
     if cfg.stage == "finetune" and init_stage:
         meta["init_stage"] = init_stage
     trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta=meta, resume=resume,
@@ -357,7 +357,7 @@ def student_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlab
     lab_loader = make_loader(prepared, "train", cfg, dist, indices=lab, records=records, pool=pool)
     unl_loader = make_loader(prepared, "train", cfg, dist, indices=unl, records=records, pool=pool)
     task = StudentTask(cfg, dist.device, lab_loader, unl_loader, t_inv, t_dis, scores)
-    trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta={"backbone": cfg.model.backbone, "num_classes": nc},
+    trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta={"backbone": cfg.model.backbone, "num_classes": nc, "classes": list(classes)},
                       resume=resume, validate=_validator(cfg, prepared, dist, val, records, log), on_log=log,
                       show_progress=pool is None)
 

@@ -108,7 +108,8 @@ class Trainer:
     def __init__(self, cfg: Config, task: Task, model: nn.Module, run_dir: Path, dist: Dist, *,
                  meta: dict, resume: str | None = None, validate: Callable[[nn.Module], dict] | None = None,
                  on_log: Callable[[str], None] | None = None, show_progress: bool = True):
-        """``meta``: checkpoint identity (``backbone``, ``num_classes``); ``validate(model)`` -> dict with
+        """``meta``: checkpoint identity (``backbone``, ``num_classes``; ``classes``: their names, kept
+        for ``tbfast predict``); ``validate(model)`` -> dict with
         ``video_top1`` (rank 0); ``resume``: None, ``"auto"`` (RUN/checkpoints/last.pt if present) or a path;
         ``show_progress=False``: no progress bar of its own (a shared pass draws one for all its models)."""
         self.cfg, self.task, self.dist = cfg, task, dist
@@ -212,6 +213,7 @@ class Trainer:
             "epoch_state": self.epoch_state, "best": self.best, "finished": finished,
             "precision": self.precision, "config": plain(self.cfg.to_dict()),
             **({"init_stage": self.meta["init_stage"]} if self.meta.get("init_stage") else {}),
+            **({"classes": list(self.meta["classes"])} if self.meta.get("classes") else {}),
         }
 
     def save(self, name: str = "last.pt", finished: bool = False) -> Path:

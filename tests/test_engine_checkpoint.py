@@ -39,6 +39,22 @@ def test_save_is_atomic_and_loads_weights_only(tmp_path):
     assert torch.equal(ck.load_checkpoint(path)["model"]["w"], obj["model"]["w"])
 
 
+def test_atomic_files_honour_the_umask(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys; os.umask(0o027); from pathlib import Path; from tbfast.engine import checkpoint as ck; "
+            "ck.atomic_write_bytes(Path(sys.argv[1]), b'x'); print(oct(os.stat(sys.argv[1]).st_mode & 0o777))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.json")], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "0o640"  # 0666 less the umask 027, not mkstemp's 0600
+    ck.atomic_write_bytes(tmp_path / "b.json", b"y")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(tmp_path / "b.json").st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_rng_state_round_trip():
     state = ck.rng_state()
     a = (torch.rand(2), random.random(), np.random.rand())

@@ -28,6 +28,7 @@ def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600: give the file what open() would
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -39,6 +40,15 @@ def _atomic_write(path: Path, write) -> None:
         except OSError:
             pass
         raise
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it back at once (at import, before
+    os.umask(mask)      # any thread of ours creates files)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def remove_stale_temps(folder: Path) -> int:

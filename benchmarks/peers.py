@@ -20,22 +20,19 @@ shared libraries (``apt-get install ffmpeg`` on Debian/Ubuntu); decord bundles i
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tbfast.data.plans import ClipView
+from tbfast.data.plans import ClipView, colour_affine
 from tbfast_benchmarks.baselines import PerClip, _collate, _worker_init, drop_and_erase, tv_colour
 
 PEERS = ("torchcodec", "decord")
 KINDS = {"": "full plan, DALI colour maths", "-tv": "full plan, torchvision colour ops", "-crop": "crop + flip",
          "-uint8": "crop + flip, uint8 out", "-decode": "decode only"}
 # RGB <-> YIQ (NTSC), the colour space in which DALI's color_twist rotates the hue
-_RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
-_YIQ2RGB = np.linalg.inv(_RGB2YIQ)
 
 
 def available(peer: str) -> str | None:
@@ -50,21 +47,6 @@ def available(peer: str) -> str | None:
         hint = " and FFmpeg's shared libraries (apt-get install ffmpeg)" if peer == "torchcodec" else ""
         return f"{peer} is not usable ({type(exc).__name__}: {str(exc)[:120]}); pip install -e '.[peers]'{hint}"
     return None
-
-
-def colour_affine(v: ClipView) -> tuple[np.ndarray, np.ndarray]:
-    """(A, b) with out = A @ rgb + b for input rgb in [0, 1] and DALI's float output of the clip's
-    colour jitter (brightness carries the 1/255 scaling; contrast about mid-grey 128/255; hue a
-    rotation of the chroma plane of YIQ; saturation a scaling of it, 0 = grey)."""
-    sat = 0.0 if v.gray else v.saturation
-    m = np.eye(3)
-    if v.hue != 0.0 or v.gray or v.saturation != 1.0:
-        a = math.radians(v.hue)
-        rot = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(a), math.sin(a)], [0.0, -math.sin(a), math.cos(a)]])
-        m = _YIQ2RGB @ rot @ np.diag([1.0, sat, sat]) @ _RGB2YIQ
-    a_ = v.brightness * v.contrast * m
-    b_ = np.full(3, v.brightness * (1.0 - v.contrast) * 128.0 / 255.0)
-    return a_.astype(np.float32), b_.astype(np.float32)
 
 
 class Peer(PerClip):

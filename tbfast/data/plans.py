@@ -321,6 +321,27 @@ def _entropy(seed: int, epoch: int, index: int, mode: str) -> list[int]:
     return [int(seed), int(epoch), int(index), _MODE_CODE[mode]]
 
 
+_RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
+_YIQ2RGB = np.linalg.inv(_RGB2YIQ)
+
+
+def colour_affine(v: ClipView) -> tuple[np.ndarray, np.ndarray]:
+    """(A, b) with out = A @ rgb + b for input rgb in [0, 1]: the clip view's colour jitter as DALI's
+    ``color_twist`` / ``brightness_contrast`` compute it (brightness a gain; contrast about mid-grey
+    128/255; hue a rotation of the chroma plane of YIQ; saturation a scaling of it, 0 = grey), to
+    about 1e-5 (tests/test_bench_peers.py compares them). Used where the colour is applied outside
+    the graph (the host-decoder path's hand-over, the benchmark peers)."""
+    sat = 0.0 if v.gray else v.saturation
+    m = np.eye(3)
+    if v.hue != 0.0 or v.gray or v.saturation != 1.0:
+        a = math.radians(v.hue)
+        rot = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(a), math.sin(a)], [0.0, -math.sin(a), math.cos(a)]])
+        m = _YIQ2RGB @ rot @ np.diag([1.0, sat, sat]) @ _RGB2YIQ
+    a_ = v.brightness * v.contrast * m
+    b_ = np.full(3, v.brightness * (1.0 - v.contrast) * 128.0 / 255.0)
+    return a_.astype(np.float32), b_.astype(np.float32)
+
+
 def sample_rng(seed: int, epoch: int, index: int, mode: str) -> np.random.Generator:
     """The numpy generator of one sample in one epoch: independent of batch, shard and order.
     The plans draw from it through :class:`Draws` (:func:`sample_draws`), which gives the same numbers."""

@@ -270,3 +270,33 @@ def test_os_errors_are_one_line_not_a_traceback(prepared, tmp_path, capsys):
 
     msg = _os_error(OSError(errno.ENOSPC, "No space left on device", "/data/run/checkpoints/last.pt"))
     assert "No space left" in msg and "last.pt" in msg and "run the same command again" in msg
+
+
+def test_init_from_torchvision_r3d18_weights(tmp_path, capsys):
+    """--init accepts a torchvision r3d_18 state dict (e.g. Kinetics weights a user downloaded):
+    every backbone tensor is loaded by name and shape, the fc head is skipped and reported; a
+    state dict of another architecture is refused with a clear error."""
+    from torchvision.models.video import r3d_18
+
+    from tbfast.engine.config import resolve
+    from tbfast.engine.nets import ClassNet
+    from tbfast.engine.stages import CLASSIFIER_STAGES, SSL_STAGES, _load_init
+
+    cfg = resolve("finetune", "ucf101_r3d18")
+    torch.manual_seed(1)
+    tv = r3d_18(weights=None).state_dict()
+    path = tmp_path / "r3d_18_kinetics.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in tv.items()}}, path)  # DDP-style, wrapped
+    net = ClassNet(cfg.model, 5)
+    got = _load_init(net, str(path), cfg, stages=SSL_STAGES + CLASSIFIER_STAGES, what="--init")
+    assert got == "external"
+    own = net.backbone.state_dict()
+    for k, v in own.items():
+        assert torch.equal(v, tv[k]), k  # tclr keeps layer4's conv shapes: everything fits
+    report = capsys.readouterr().err  # the log goes to stderr
+    assert f"loaded {sum(not k.endswith('num_batches_tracked') for k in own)} of the backbone" in report
+    assert "2 of the file's tensors skipped (fc.weight, fc.bias)" in report
+    other = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(8, 3, 3, 3, 3), "fc.weight": torch.zeros(5, 8)}, other)
+    with pytest.raises(UserError, match="only 0 of the backbone's .* tensors match"):
+        _load_init(ClassNet(cfg.model, 5), str(other), cfg, stages=SSL_STAGES, what="--init")

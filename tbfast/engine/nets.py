@@ -108,3 +108,47 @@ def load_backbone(net: nn.Module, ckpt: dict, path) -> None:
         raise UserError(f"{path}: backbone weights do not fit ({len(missing)} missing, {len(unexpected)} "
                         f"unexpected, e.g. {(missing or unexpected)[:3]}); was it trained with another "
                         "backbone or --set model.tclr=...?")
+
+
+def load_external_backbone(net: nn.Module, path) -> str:
+    """Load a state dict that is not a tbfast checkpoint (torchvision's ``r3d_18``, pytorchvideo's
+    ``slow_r50``, or such a dict under ``state_dict``/``model``, with or without DDP's ``module.``)
+    into ``net.backbone``, key by key: a tensor is loaded where the name and shape match; the
+    classification head and anything else of another shape or name is skipped; backbone tensors the
+    file lacks keep their initialisation. Returns a one-line report; refuses a file that fits less
+    than half of the backbone."""
+    from tbfast.errors import UserError
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - not a torch file, truncated, unsafe pickle
+        raise UserError(f"cannot read {path} as a checkpoint or state dict ({type(exc).__name__}: "
+                        f"{str(exc).strip().splitlines()[0][:160]})") from None
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
+        raise UserError(f"{path} is neither a tbfast checkpoint nor a state dict of tensors")
+    src = {}
+    for k, v in obj.items():
+        for prefix in ("module.", "backbone."):
+            k = k[len(prefix):] if k.startswith(prefix) else k
+        src[k] = v
+    own = net.backbone.state_dict()
+    fit = {k: v for k, v in src.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    weights = [k for k in own if not k.endswith("num_batches_tracked")]
+    loaded = [k for k in weights if k in fit]
+    if len(loaded) < len(weights) / 2:
+        bad = [k for k in src if k in own and k not in fit][:3]
+        raise UserError(f"{path}: only {len(loaded)} of the backbone's {len(weights)} tensors match it by name "
+                        f"and shape{f' (other shapes: {bad})' if bad else ''}; is it a state dict of the same "
+                        "architecture (torchvision r3d_18 for r3d18, pytorchvideo slow_r50 for r50)?")
+    net.backbone.load_state_dict({**own, **fit})
+    new = [k for k in weights if k not in fit]
+    skipped = [k for k in src if k not in fit]
+    return (f"{path}: loaded {len(loaded)} of the backbone's {len(weights)} tensors"
+            + (f"; {len(new)} kept their initialisation ({', '.join(new[:3])}{', ...' if len(new) > 3 else ''})"
+               if new else "")
+            + (f"; {len(skipped)} of the file's tensors skipped ({', '.join(skipped[:3])}"
+               f"{', ...' if len(skipped) > 3 else ''})" if skipped else ""))

@@ -99,7 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    from tbfast import provenance
     from tbfast.errors import UserError
+
+    provenance.COMMAND = ["tbfast", *argv]  # what provenance.json records (also when called in-process)
 
     try:
         return int(args._module.main(args) or 0)

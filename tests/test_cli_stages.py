@@ -287,3 +287,22 @@ def test_predict_video_files_with_the_class_names_of_the_checkpoint(chain, prepa
     out = capsys.readouterr()
     assert str(videos[0].resolve()) in out.out and "%" in out.out
     assert "skipped" in out.err and "broken.mp4" in out.err and "missing.avi: no such file" in out.err
+
+
+def test_run_directories_record_provenance(chain, prepared, prepared_split):
+    """provenance.json: the command, tbfast's version, and every input with its checksum (the
+    student: manifest, both splits, both teachers, the scores and the init checkpoint)."""
+    import hashlib
+
+    p = json.loads((chain["root"] / "student" / "provenance.json").read_text())
+    assert p["command"][1:3] == ["train", "student"] and p["tbfast"]
+    ins = p["inputs"]
+    assert set(ins) >= {"data_manifest", "labeled", "unlabeled", "teacher_invariant", "teacher_distinctive",
+                        "similarity", "init"}
+    want = {"data_manifest": prepared / "manifest.jsonl", "labeled": prepared_split[0],
+            "similarity": chain["sim"], "init": chain["ck"]["combined"], "teacher_invariant": chain["ft"]["invariant"]}
+    for name, path in want.items():
+        assert ins[name]["path"] == str(path.resolve())
+        assert ins[name]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), name
+    ssl = json.loads((chain["root"] / "invariant" / "provenance.json").read_text())
+    assert set(ssl["inputs"]) == {"data_manifest"}

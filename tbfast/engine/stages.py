@@ -94,6 +94,23 @@ def _check_prepared(prepared) -> tuple[list, list[str]]:
     return read_manifest(p), read_classes(p)
 
 
+def _inputs(prepared, **files) -> dict:
+    """A run's input files for provenance.json: the prepared data's manifest and the given files
+    (split lists resolved as ``split_list_indices`` resolves them)."""
+    from tbfast.data.manifest import MANIFEST
+
+    out: dict = {"data_manifest": Path(prepared) / MANIFEST}
+    for name, f in files.items():
+        if f is None or str(f) in ("", "scratch"):
+            out[name] = None
+            continue
+        p = Path(str(f))
+        if name in ("labeled", "unlabeled") and not p.is_file():
+            p = next((c for c in (Path(prepared) / "splits" / p, Path(prepared) / p) if c.is_file()), p)
+        out[name] = p
+    return out
+
+
 def _seed(cfg: Config, dist: Dist) -> None:
     torch.manual_seed(cfg.train.seed + dist.rank)
 
@@ -191,7 +208,8 @@ def ssl_member(cfg: Config, prepared, run_dir, *, dist: Dist, resume: str | None
     model = _sync(SSLNet(cfg.model), cfg, dist, log)
     loader = make_loader(prepared, "ssl", cfg, dist, indices=indices, split="train", records=records, pool=pool)
     task = SSLTask(cfg, dist.device, loader, dist=dist)
-    trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta={"backbone": cfg.model.backbone, "num_classes": None},
+    trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta={"backbone": cfg.model.backbone, "num_classes": None,
+                                                                   "inputs": _inputs(prepared)},
                       resume=resume, on_log=log, show_progress=pool is None)
 
     def summarize(res):
@@ -267,7 +285,8 @@ def classifier_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=Non
     init_stage = _load_init(model, init, cfg, stages=SSL_STAGES + CLASSIFIER_STAGES, what="--init checkpoint")
     loader = make_loader(prepared, "train", cfg, dist, indices=idx, split="train", records=records, pool=pool)
     task = ClassifyTask(cfg, dist.device, loader)
-    meta = {"backbone": cfg.model.backbone, "num_classes": len(classes), "classes": list(classes)}
+    meta = {"backbone": cfg.model.backbone, "num_classes": len(classes), "classes": list(classes),
+            "inputs": _inputs(prepared, labeled=labeled, init=init)}
     if cfg.stage == "finetune" and init_stage:
         meta["init_stage"] = init_stage
     trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta=meta, resume=resume,
@@ -372,7 +391,10 @@ def student_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlab
     lab_loader = make_loader(prepared, "train", cfg, dist, indices=lab, records=records, pool=pool)
     unl_loader = make_loader(prepared, "train", cfg, dist, indices=unl, records=records, pool=pool)
     task = StudentTask(cfg, dist.device, lab_loader, unl_loader, t_inv, t_dis, scores)
-    trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta={"backbone": cfg.model.backbone, "num_classes": nc, "classes": list(classes)},
+    inputs = _inputs(prepared, labeled=labeled, unlabeled=unlabeled, teacher_invariant=teacher_inv,
+                     teacher_distinctive=teacher_dis, similarity=similarity, init=init)
+    trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta={"backbone": cfg.model.backbone, "num_classes": nc,
+                                                                   "classes": list(classes), "inputs": inputs},
                       resume=resume, validate=_validator(cfg, prepared, dist, val, records, log), on_log=log,
                       show_progress=pool is None)
 

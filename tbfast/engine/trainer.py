@@ -8,6 +8,7 @@ several trainers through it from one decoded data stream.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -109,7 +110,7 @@ class Trainer:
                  meta: dict, resume: str | None = None, validate: Callable[[nn.Module], dict] | None = None,
                  on_log: Callable[[str], None] | None = None, show_progress: bool = True):
         """``meta``: checkpoint identity (``backbone``, ``num_classes``; ``classes``: their names, kept
-        for ``tbfast predict``); ``validate(model)`` -> dict with
+        for ``tbfast predict``; ``inputs``: name -> input file, recorded in provenance.json); ``validate(model)`` -> dict with
         ``video_top1`` (rank 0); ``resume``: None, ``"auto"`` (RUN/checkpoints/last.pt if present) or a path;
         ``show_progress=False``: no progress bar of its own (a shared pass draws one for all its models)."""
         self.cfg, self.task, self.dist = cfg, task, dist
@@ -138,6 +139,10 @@ class Trainer:
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
+            from tbfast.provenance import provenance
+
+            ck.atomic_write_bytes(self.run_dir / "provenance.json",
+                                  json.dumps(provenance(self.meta.get("inputs")), indent=2).encode())
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl" if self.main else None)
 
         tc = cfg.train

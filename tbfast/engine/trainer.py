@@ -104,6 +104,30 @@ def make_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch
     return torch.optim.Adam(params, foreach=device.type == "cuda", **kw)
 
 
+@dataclass
+class EpochState:
+    """The epoch in progress: what a mid-epoch checkpoint stores (as a dict, ``epoch_state``) so
+    that a resumed epoch reports the same means as an uninterrupted one."""
+
+    sums: dict[str, float] = field(default_factory=dict)  # per loss term, over the epoch's steps so far
+    count: int = 0  # steps
+    clips: int = 0  # clips trained on (all ranks)
+    seconds: float = 0.0  # training time of the logged windows
+    seen: list[int] = field(default_factory=list)  # manifest indices trained on (several processes only)
+
+    def to_dict(self) -> dict:
+        d = {"sums": dict(self.sums), "count": self.count, "clips": self.clips, "seconds": self.seconds}
+        return {**d, "seen": list(self.seen)} if self.seen else d
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "EpochState | None":
+        if not d:
+            return None
+        return cls(sums={k: float(v) for k, v in d.get("sums", {}).items()}, count=int(d.get("count", 0)),
+                   clips=int(d.get("clips", 0)), seconds=float(d.get("seconds", 0.0)),
+                   seen=[int(i) for i in d.get("seen", [])])
+
+
 # ---------------------------------------------------------------- trainer
 class Trainer:
     def __init__(self, cfg: Config, task: Task, model: nn.Module, run_dir: Path, dist: Dist, *,
@@ -167,8 +191,12 @@ class Trainer:
         self._ckpt_steps: dict[str, int | None] = {}  # step of last.pt / prev.pt written or resumed here
         self._verified_step = 0  # every loss up to this step was seen finite
         self.best = -1.0
-        self.epoch_state: dict | None = None
+        self.epoch_state: EpochState | None = None
         self.finished = False
+        # the non-finite guard: steps with a non-finite loss since the last check (a device tensor, read
+        # only at checks), and the last loss terms seen (for the message)
+        self._nonfinite = torch.zeros((), dtype=torch.int32, device=self.device)
+        self._last_terms: dict[str, float] | str = {}
         if resume:
             self._resume(resume)
         self.train_model = self.model
@@ -215,7 +243,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "epoch": self.epoch, "batch": self.batch, "step": self.step,
             "rng": all_gather_object(ck.rng_state(), self.dist), "world": self.dist.world,
-            "epoch_state": self.epoch_state, "best": self.best, "finished": finished,
+            "epoch_state": self.epoch_state.to_dict() if self.epoch_state else None, "best": self.best,
+            "finished": finished,
             "precision": self.precision, "config": plain(self.cfg.to_dict()),
             **({"init_stage": self.meta["init_stage"]} if self.meta.get("init_stage") else {}),
             **({"classes": list(self.meta["classes"])} if self.meta.get("classes") else {}),
@@ -228,7 +257,7 @@ class Trainer:
         self._check_finite()
         bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
         if bad:
-            self._nonfinite = getattr(self, "_nonfinite", torch.zeros((), dtype=torch.int32, device=self.device)) + 1
+            self._nonfinite = self._nonfinite + 1
             self._last_terms = f"non-finite weights in {bad[:3]}"
             self._check_finite()
         state = self._state(finished)  # collective (RNG gather): every rank
@@ -290,7 +319,7 @@ class Trainer:
         self.epoch, self.batch, self.step = int(state["epoch"]), int(state["batch"]), int(state["step"])
         self._ckpt_steps = {"last.pt": self.step} if path == self.ckpt_dir / "last.pt" else {}
         self._verified_step = self.step
-        self.epoch_state = state.get("epoch_state")
+        self.epoch_state = EpochState.from_dict(state.get("epoch_state"))
         self.best = float(state.get("best", -1.0))
         self.finished = bool(state.get("finished"))
         rng = state.get("rng") or []
@@ -319,7 +348,7 @@ class Trainer:
 
     # ------------------------------------------------------------ non-finite guard
     def _check_finite(self) -> None:
-        flag = self._nonfinite.clone() if hasattr(self, "_nonfinite") else torch.zeros((), device=self.device)
+        flag = self._nonfinite.clone()
         flag = all_reduce_sum(flag.float(), self.dist)
         if flag.item() == 0:
             self._verified_step = self.step
@@ -337,10 +366,10 @@ class Trainer:
         tc, task = self.cfg.train, self.task
         task.set_epoch(self.epoch, self.batch)
         self.train_model.train()
-        es = self.epoch_state or {"sums": {}, "count": 0, "clips": 0, "seconds": 0.0}
+        es = self.epoch_state or EpochState()
         self.epoch_state = es
         sums: dict[str, torch.Tensor] = {k: torch.tensor(v, dtype=torch.float64, device=self.device)
-                                         for k, v in es["sums"].items()}
+                                         for k, v in es.sums.items()}
         win = {"t0": time.perf_counter(), "data": 0.0, "clips": 0, "steps": 0}
         win_sums: dict[str, torch.Tensor] = {}
         check_every = 1 if self.device.type == "cpu" else max(1, tc.log_every)
@@ -367,17 +396,18 @@ class Trainer:
             self.scheduler.step()
             det = {k: v.detach().double() for k, v in out.items()}
             self._nonfinite = self._nonfinite + (~torch.isfinite(det["loss"])).int()
-            self._last_terms = {k: round(float(v), 5) for k, v in det.items()} if self.device.type == "cpu" else "?"
+            if self.device.type == "cpu":  # on a GPU reading them would synchronise every step
+                self._last_terms = {k: round(float(v), 5) for k, v in det.items()}
             for k, v in det.items():
                 sums[k] = sums.get(k, torch.zeros((), dtype=torch.float64, device=self.device)) + v
                 win_sums[k] = win_sums.get(k, torch.zeros((), dtype=torch.float64, device=self.device)) + v
             if self.dist.enabled:
-                es.setdefault("seen", []).extend(task.indices(batch))
+                es.seen.extend(task.indices(batch))
             if _STEP_DELAY:
                 time.sleep(_STEP_DELAY)
             n_clips = task.clips(batch) * self.dist.world
-            es["count"] += 1
-            es["clips"] += n_clips
+            es.count += 1
+            es.clips += n_clips
             win["clips"] += n_clips
             win["steps"] += 1
             self.step += 1
@@ -389,13 +419,13 @@ class Trainer:
                 win = {"t0": time.perf_counter(), "data": 0.0, "clips": 0, "steps": 0}
                 win_sums = {}
             if tc.ckpt_every and self.step % tc.ckpt_every == 0 and self.batch < self.steps_per_epoch:
-                es["sums"] = {k: float(v) for k, v in sums.items()}
+                es.sums = {k: float(v) for k, v in sums.items()}
                 self.save("last.pt")
             if tc.max_steps and self.step >= tc.max_steps and self.batch < self.steps_per_epoch:
-                es["sums"] = {k: float(v) for k, v in sums.items()}
+                es.sums = {k: float(v) for k, v in sums.items()}
                 return False
             yield
-        es["sums"] = {k: float(v) for k, v in sums.items()}
+        es.sums = {k: float(v) for k, v in sums.items()}
         return True
 
     def _log_window(self, win: dict, win_sums: dict, progress: ProgressView) -> None:
@@ -409,7 +439,8 @@ class Trainer:
         rec = {"kind": "step", "epoch": self.epoch + 1, "step": self.step, "batch": self.batch, **terms,
                "lr": lr, "clips_per_s": win["clips"] / dt, "data_share": win["data"] / dt}
         self.metrics.write(rec)
-        self.epoch_state["seconds"] += dt
+        if self.epoch_state is not None:
+            self.epoch_state.seconds += dt
         info = f"{fmt_terms(terms, list(self.task.terms))} lr={lr:.2e} {rec['clips_per_s']:.1f} clips/s data {100 * rec['data_share']:.0f}%"
         progress.update(self.batch, info)
 
@@ -447,10 +478,10 @@ class Trainer:
                 self.log(f"{self.cfg.stage}: already at --max-steps {tc.max_steps}; nothing to do")
                 stopped = True
             while self.epoch < tc.epochs and not self.finished and not stopped:
-                clips_start = (self.epoch_state or {}).get("clips", 0)
+                clips_start = self.epoch_state.clips if self.epoch_state else 0
                 complete = yield from self.epoch_steps(progress)
                 es = self.epoch_state
-                total_clips += es["clips"] - clips_start
+                total_clips += es.clips - clips_start
                 if not complete:
                     stopped = True
                     break
@@ -483,20 +514,20 @@ class Trainer:
         return FitResult(self.run_dir, self.ckpt_dir / "last.pt", best if best.exists() else None, self.epoch,
                          self.step, train_seconds, total_clips, last_loss, history)
 
-    def _end_epoch(self, es: dict) -> dict:
+    def _end_epoch(self, es: EpochState) -> dict:
         tc = self.cfg.train
         self._check_finite()
-        names = list(es["sums"])
-        vals = torch.tensor([es["sums"][k] for k in names] + [es["count"]], dtype=torch.float64)
+        names = list(es.sums)
+        vals = torch.tensor([es.sums[k] for k in names] + [es.count], dtype=torch.float64)
         vals = all_reduce_sum(vals.to(self.device), self.dist).cpu()
         count = max(float(vals[-1]), 1.0)
         means = {k: float(v) / count for k, v in zip(names, vals[:-1])}
         reduced = self.scheduler.epoch_end(means.get("loss", float("nan")))
         rec = {"kind": "epoch", "epoch": self.epoch + 1, "step": self.step, **means,
-               "lr": self.optimizer.param_groups[0]["lr"], "clips": es["clips"], "seconds": es["seconds"],
-               "clips_per_s": es["clips"] / es["seconds"] if es["seconds"] > 0 else None}
+               "lr": self.optimizer.param_groups[0]["lr"], "clips": es.clips, "seconds": es.seconds,
+               "clips_per_s": es.clips / es.seconds if es.seconds > 0 else None}
         if self.dist.enabled:  # which videos each rank trained on: shards must be disjoint
-            seen = all_gather_object(sorted(es.get("seen", [])), self.dist)
+            seen = all_gather_object(sorted(es.seen), self.dist)
             sets = [set(x) for x in seen]
             overlap = sum(len(x) for x in sets) - len(set().union(*sets))
             rec.update({"world": self.dist.world, "shard_videos": [len(x) for x in sets],

@@ -300,3 +300,16 @@ def test_init_from_torchvision_r3d18_weights(tmp_path, capsys):
     torch.save({"conv.weight": torch.zeros(8, 3, 3, 3, 3), "fc.weight": torch.zeros(5, 8)}, other)
     with pytest.raises(UserError, match="only 0 of the backbone's .* tensors match"):
         _load_init(ClassNet(cfg.model, 5), str(other), cfg, stages=SSL_STAGES, what="--init")
+
+
+def test_malformed_yaml_preset_or_override_is_one_line(tmp_path, prepared, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {backbone: tiny\ntrain: [\n")
+    base = ["train", "invariant", "--data", str(prepared), "--out", str(tmp_path / "run"), "--no-progress"]
+    assert cli([*base, "--preset", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not valid YAML" in err[0] and "line 2, column 6" in err[0]
+    assert cli([*base, "--preset", "synthetic_tiny", "--set", "data.ssl_aug={gray_p: 0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.ssl_aug: '{gray_p: 0.5' is not a valid YAML value" in err[0]
+    assert not (tmp_path / "run").exists()  # refused before anything was written

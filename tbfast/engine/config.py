@@ -174,17 +174,30 @@ def load_preset(name: str) -> dict:
     import yaml
 
     with open(preset_path(name)) as f:
-        data = yaml.safe_load(f) or {}
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"preset {name!r} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise UserError(f"preset {name!r} is not a YAML mapping")
     return data
+
+
+def _yaml_problem(exc) -> str:
+    """One line from a YAML error: what went wrong and where (line, column)."""
+    mark = getattr(exc, "problem_mark", None)
+    what = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    return f"{what} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else what
 
 
 def _coerce(value: Any, current: Any, where: str) -> Any:
     if isinstance(value, str) and not isinstance(current, str):
         import yaml
 
-        value = yaml.safe_load(value)
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise UserError(f"{where}: {value!r} is not a valid YAML value ({_yaml_problem(exc)})") from None
     if isinstance(current, bool):
         if not isinstance(value, bool):
             raise UserError(f"{where}: expected true/false, got {value!r}")

@@ -93,16 +93,7 @@ class ReferenceStyle(_PlannedDataset):
             img = Image.fromarray(f).resize((self.size, self.size), Image.BILINEAR, box=box)
             if v.flip:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
-            if v.brightness != 1.0:
-                img = TF.adjust_brightness(img, v.brightness)
-            if v.contrast != 1.0:
-                img = TF.adjust_contrast(img, v.contrast)
-            if v.hue != 0.0:
-                img = TF.adjust_hue(img, v.hue / 360.0)
-            if v.gray:
-                img = TF.rgb_to_grayscale(img, num_output_channels=3)
-            elif v.saturation != 1.0:
-                img = TF.adjust_saturation(img, v.saturation)
+            img = tv_colour(img, v, TF)  # PIL ops, as the reference code
             t = TF.to_tensor(img)
             if v.drop_channel >= 0:
                 t[v.drop_channel] = 0
@@ -145,18 +136,20 @@ class PerClip(_PlannedDataset):
         return drop_and_erase(tv_colour(t, v), v).permute(1, 0, 2, 3)  # (3, T, S, S)
 
 
-def tv_colour(t: torch.Tensor, v: ClipView) -> torch.Tensor:
-    """The view's colour jitter with torchvision's ops, one after the other, on float (T, 3, S, S)."""
+def tv_colour(t, v: ClipView, ops=TF2):
+    """The view's colour jitter with torchvision's ops, one after the other: ``ops`` = the v2
+    functionals on float (T, 3, S, S) tensors (default), or the v1 functionals on a PIL image."""
     if v.brightness != 1.0:
-        t = TF2.adjust_brightness(t, v.brightness)
+        t = ops.adjust_brightness(t, v.brightness)
     if v.contrast != 1.0:
-        t = TF2.adjust_contrast(t, v.contrast)
+        t = ops.adjust_contrast(t, v.contrast)
     if v.hue != 0.0:
-        t = TF2.adjust_hue(t, v.hue / 360.0)
+        t = ops.adjust_hue(t, v.hue / 360.0)
     if v.gray:
-        t = TF2.rgb_to_grayscale(t, num_output_channels=3).contiguous()
+        t = ops.rgb_to_grayscale(t, num_output_channels=3)
+        t = t.contiguous() if isinstance(t, torch.Tensor) else t
     elif v.saturation != 1.0:
-        t = TF2.adjust_saturation(t, v.saturation)
+        t = ops.adjust_saturation(t, v.saturation)
     return t
 
 

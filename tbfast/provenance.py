@@ -5,22 +5,12 @@ that a result can be traced to the exact data, split, scores and checkpoints it 
 """
 from __future__ import annotations
 
-import hashlib
 import platform
 import sys
 from pathlib import Path
 
 
 COMMAND: list[str] | None = None  # the tbfast command line being run (set by tbfast.cli.main)
-
-
-def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's content (read in chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def git_commit(start: Path | None = None) -> str | None:
@@ -59,8 +49,9 @@ def _common_dir(git: Path) -> Path:
 
 def provenance(inputs: dict[str, str | Path | None] | None = None) -> dict:
     """The command line, tbfast's version and commit, the main packages' versions, and for every
-    named input that is a file its absolute path, size and sha256 (a folder: the path only)."""
+    named input that is a file its absolute path, size and checksum (the manifest's BLAKE2b) (a folder: the path only)."""
     import tbfast
+    from tbfast.data.manifest import file_checksum
 
     versions = {"python": platform.python_version()}
     for mod in ("torch", "nvidia.dali", "numpy"):
@@ -74,7 +65,7 @@ def provenance(inputs: dict[str, str | Path | None] | None = None) -> dict:
             continue
         path = Path(p).resolve()
         if path.is_file():
-            files[name] = {"path": str(path), "bytes": path.stat().st_size, "sha256": file_digest(path)}
+            files[name] = {"path": str(path), "bytes": path.stat().st_size, "blake2b": file_checksum(path)}
         else:
             files[name] = {"path": str(path)}
     command = COMMAND if COMMAND is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]

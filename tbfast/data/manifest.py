@@ -51,8 +51,14 @@ def content_checksum(data: bytes) -> str:
 
 
 def file_checksum(path: Path) -> str:
+    """``content_checksum`` of a file, read in 1 MiB blocks (checkpoints can be large)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
-        return content_checksum(f.read())
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_text(path: Path, text: str) -> None:

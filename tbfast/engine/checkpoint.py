@@ -71,7 +71,9 @@ def save_checkpoint(obj: dict, path: Path) -> None:
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def load_checkpoint(path: str | Path, *, foreign_ok: bool = False) -> dict:
+    """A tbfast checkpoint (else a UserError); ``foreign_ok``: also return any other readable torch
+    file's content (e.g. torchvision weights for ``--init``), for the caller to check."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
@@ -81,7 +83,7 @@ def load_checkpoint(path: str | Path) -> dict:
         first = str(exc).strip().split("\n")[0].split(". ")[0][:160]  # torch's first sentence, not its essay
         raise UserError(f"cannot read checkpoint {path} ({exc.__class__.__name__}: {first}); "
                         "is it a tbfast checkpoint (checkpoints/last.pt or best.pt)?") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    if not foreign_ok and (not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT):
         raise UserError(f"{path} is not a tbfast checkpoint (format {FORMAT!r} expected)")
     return ckpt
 

@@ -110,20 +110,15 @@ def load_backbone(net: nn.Module, ckpt: dict, path) -> None:
                         "backbone or --set model.tclr=...?")
 
 
-def load_external_backbone(net: nn.Module, path) -> str:
+def load_external_backbone(net: nn.Module, obj, path) -> str:
     """Load a state dict that is not a tbfast checkpoint (torchvision's ``r3d_18``, pytorchvideo's
     ``slow_r50``, or such a dict under ``state_dict``/``model``, with or without DDP's ``module.``)
-    into ``net.backbone``, key by key: a tensor is loaded where the name and shape match; the
+    (``obj``, read from ``path``) into ``net.backbone``, key by key: a tensor is loaded where the name and shape match; the
     classification head and anything else of another shape or name is skipped; backbone tensors the
     file lacks keep their initialisation. Returns a one-line report; refuses a file that fits less
     than half of the backbone."""
     from tbfast.errors import UserError
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - not a torch file, truncated, unsafe pickle
-        raise UserError(f"cannot read {path} as a checkpoint or state dict ({type(exc).__name__}: "
-                        f"{str(exc).strip().splitlines()[0][:160]})") from None
     for key in ("state_dict", "model", "model_state"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

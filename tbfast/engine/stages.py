@@ -235,26 +235,16 @@ def _sync(model, cfg: Config, dist: Dist, log):
 
 
 # ------------------------------------------------------------------ fine-tuning / supervised
-def _is_tbfast_checkpoint(path) -> bool:
-    """True unless ``path`` is a readable torch file that is not a tbfast checkpoint (errors about
-    unreadable files are left to ``checkpoint.load_checkpoint``)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - let load_checkpoint name the problem
-        return True
-    return isinstance(obj, dict) and obj.get("format") == ck.FORMAT
-
-
 def _load_init(net, init, cfg: Config, *, stages, what: str) -> str | None:
     """Load ``init``'s backbone into ``net``; return the stage it came from (None for scratch)."""
     if init in (None, "", "scratch"):
         return None
-    if not _is_tbfast_checkpoint(init):  # torchvision / pytorchvideo weights of the same architecture
-        from tbfast.engine.nets import load_external_backbone
+    state = ck.load_checkpoint(init, foreign_ok=True)  # read once, whatever it is
+    if not (isinstance(state, dict) and state.get("format") == ck.FORMAT):
+        from tbfast.engine.nets import load_external_backbone  # torchvision / pytorchvideo weights
 
-        _log_default(load_external_backbone(net, init))
+        _log_default(load_external_backbone(net, state, init))
         return "external"
-    state = ck.load_checkpoint(init)
     ck.expect(state, init, stages=stages, backbone=cfg.model.backbone, what=what)
     load_backbone(net, state, init)
     return state.get("init_stage") if state.get("stage") == "finetune" else state.get("stage")

@@ -110,11 +110,12 @@ def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
     shutil.copytree(prepared, data)
     out = tmp_path / "recipe"
     args = ["run", "--data", str(data), "--preset", "synthetic_tiny", "--out", str(out), "--fraction", "0.5",
-            "--no-progress", "--device", "cpu", "--threads", "1", "--set", "train.max_steps=1",
+            "--no-progress", "--device", "cpu", "--threads", "1", "--set", "train.max_steps=1", "--seeds", "1",
             "--set", "data.size=16", "--set", "data.batch_size=2", "--set", "eval.clips=2"]
     assert cli(args) == 0
     res = json.loads((out / "results.json").read_text())
     assert set(res["top1"]) == {"supervised", "student_invariant", "student_distinctive", "timebalance"}
+    assert res["seeds_trained"] == 1 and "seeds" not in res
     assert {"invariant", "distinctive", "finetune_invariant", "finetune_distinctive", "similarity", "supervised",
             "student_invariant", "student_distinctive", "timebalance"} <= set(res["clips_per_s"])
     report = (out / "report.md").read_text()
@@ -131,6 +132,17 @@ def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
         assert v["only_timebalance"] - v["only_other"] == round((res["top1_all"]["timebalance"]
                                                                  - res["top1_all"][k]) * res["test_videos"] / 100)
     assert "McNemar" in report and res["checks"]["timebalance_significantly_better_than_supervised"] is not None
+    assert "**One seed**" in report  # no verdict from one seed
+    # every pair of the six models, each once, on the same videos
+    assert len(res["paired_all"]) == 15 and all(v["videos"] == res["test_videos"] for v in res["paired_all"].values())
+    # the mechanism: the test videos' s against the teachers' test predictions, probabilities kept
+    mech = res["mechanism"]
+    assert mech["videos"] == res["test_videos"] and set(mech["classes"]) == set(res["class_top1_all"]["timebalance"])
+    for c, v in mech["classes"].items():
+        assert v["teacher_invariant"] == res["class_top1_all"]["teacher_invariant"][c]
+        assert 0 <= v["mean_s"] <= 1
+    assert "mixture_top1" in mech and mech["mixture_top1"]["1 (T_I only)"] == res["top1_all"]["teacher_invariant"]
+    assert "## Does s route videos" in report and (out / "similarity_test.csv").is_file()
     # per-class table: one row per class with a mean score and the six models' accuracies
     classes = res["class_top1_all"]["timebalance"]
     assert len(classes) == 4 and set(res["class_top1_all"]) == {"teacher_invariant", "teacher_distinctive",
@@ -143,6 +155,7 @@ def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
     assert cli(args) == 0
     err = capsys.readouterr().err
     assert err.count("nothing to do") == 8 and "== similarity" not in err
+    assert json.loads((out / "results.json").read_text())["mechanism"] == mech
     # other settings in the same OUT: refused, nothing overwritten (models trained at 0.5 are never
     # reported as trained at 0.34, nor with another objective)
     before = (out / "invariant" / "checkpoints" / "last.pt").read_bytes()
@@ -229,6 +242,16 @@ def test_recipe_with_two_seeds_reports_means_and_paired_wins(prepared, tmp_path,
     assert pw["wins"] + pw["ties"] + pw["losses"] == 2
     report = (out / "report.md").read_text()
     assert "Over 2 seeds" in report and "mean ± std" in report and (out / "seeds.png").is_file()
+    # the comparisons the method is about, each over both seeds and the same test videos
+    assert set(sd["tests"]) == {"timebalance vs student_invariant", "timebalance vs student_distinctive",
+                                "timebalance vs supervised", "student_invariant vs supervised",
+                                "student_distinctive vs supervised"}
+    for key, t in sd["tests"].items():
+        a, b = key.split(" vs ")
+        assert t["seeds"] == 2 and t["videos"] == res["test_videos"] and len(t["per_seed_mcnemar_p"]) == 2
+        assert t["diff"] == pytest.approx(sd["mean"][a] - sd["mean"][b], abs=0.02)
+        assert t["ci95"][0] <= t["diff"] <= t["ci95"][1]
+    assert sd["verdict"].startswith("Over 2 seeds and 8 test videos") and f"**Verdict.** {sd['verdict']}" in report
     capsys.readouterr()
     assert cli(args) == 0  # a second call reuses every seed's stages
     assert "== similarity" not in capsys.readouterr().err

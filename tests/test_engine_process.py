@@ -125,7 +125,7 @@ def test_torchrun_recipe_then_similarity_and_eval_match_one_process(prepared, tm
     shutil.copytree(prepared, data)
     out = tmp_path / "recipe"
     recipe = ["--data", str(data), "--preset", "synthetic_tiny", "--out", str(out), "--fraction", "0.5",
-              "--no-progress", "--device", "cpu", "--threads", "1", "--set", "train.max_steps=1",
+              "--no-progress", "--device", "cpu", "--threads", "1", "--set", "train.max_steps=1", "--seeds", "1",
               "--set", "data.size=16", "--set", "data.batch_size=2", "--set", "eval.clips=2"]
     tr = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
           "-m", "tbfast"]

@@ -27,10 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                              "[default: synthetic_tiny without --data, ucf101_r3d18 with it]")
     parser.add_argument("--fraction", type=float, default=None,
                         help="labeled fraction of the train split [default: the preset's recipe.fraction]")
-    parser.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+    parser.add_argument("--seeds", type=positive_int, default=None, metavar="N",
                         help="train the supervised-only baseline and the three students for N seeds "
-                             "(train.seed, +1, ...) and report each model's mean ± std and TimeBalance's "
-                             "paired wins (default: 1)")
+                             "(train.seed, +1, ...); the verdict comes from their means and a bootstrap over "
+                             "seeds and test videos [default: the preset's recipe.seeds, 3]; --seeds 1 is "
+                             "quicker but one seed is not evidence")
     parser.add_argument("--set", dest="set_items", action="append", metavar="SECTION.KEY=VALUE", default=[],
                         help="override a config value for every stage, e.g. --set train.device=cpu (repeatable)")
     g = parser.add_argument_group("overrides for every stage")

@@ -133,6 +133,9 @@ class RecipeConfig:
     # train models that read the same data in one pass (SSL pair, fine-tuning pair, baseline + students
     # of a seed; tbfast/engine/shared.py): the same results, each video decoded once per pass
     shared_passes: bool = True
+    # the supervised-only baseline and the students are trained for this many seeds (train.seed,
+    # +1, ...) and the report's verdict comes from their means and a seeds-and-videos bootstrap
+    seeds: int = 3
     synthetic: dict = field(default_factory=dict)  # kwargs for make_synthetic_dataset
     prep: dict = field(default_factory=dict)  # kwargs for the prep step (short side, fps, ...)
 
@@ -330,6 +333,7 @@ def validate(cfg: Config) -> None:
         ("eval", "chunk"): (1, inf, True, True, "at least 1"),
         ("recipe", "fraction"): (0, 1, False, True, "in (0, 1]"),
         ("recipe", "split_seed"): (0, inf, True, True, "0 or more"),
+        ("recipe", "seeds"): (1, inf, True, True, "1 or more"),
     }
     for (section, key), (lo, hi, lo_inc, hi_inc, allowed) in ranges.items():
         v = getattr(getattr(cfg, section), key)

@@ -34,15 +34,17 @@ def crop_keys(batch: dict) -> list[str]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, *, clips: int = 10, chunk: int = 40,
-             progress: bool = False, title: str = "eval") -> dict:
+             progress: bool = False, title: str = "eval", keep_probs: bool = False) -> dict:
     """Top-1/top-5 of ``model`` (logits) over an ``eval`` loader: per clip and per video (softmax
     averaged over the ``clips`` clips of a video). With several spatial crops (batch keys ``clip0``,
     ``clip1``, ...) a clip's softmax is the mean over its crops. Views go through the model
-    ``chunk`` at a time."""
+    ``chunk`` at a time. ``keep_probs``: also return every video's averaged softmax (``probs``,
+    in the order of ``predictions``)."""
     was_training = model.training
     model.eval()
     n_vid = clip1 = clip5 = vid1 = vid5 = n_clip = num_classes = n_crops = 0
     per_video = []
+    video_probs: list[list[float]] = []
     t0 = time.perf_counter()
     view = ProgressView(progress, title)
     view.start_epoch(0, 1, len(loader), 0)
@@ -69,6 +71,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips: int = 10,
         vid1 += int(_topk(pv, labels, 1).sum())
         vid5 += int(_topk(pv, labels, 5).sum())
         per_video.extend(zip(batch["index"].tolist(), labels.tolist(), pv.argmax(1).tolist()))
+        if keep_probs:
+            video_probs.extend(pv.double().tolist())
         n_vid += b
         n_clip += b * k
         view.update(bi + 1, f"{n_vid} videos, top-1 {100 * vid1 / max(n_vid, 1):.1f}%")
@@ -81,7 +85,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips: int = 10,
             "clip_top5": clip5 / max(n_clip, 1), "video_top1": vid1 / max(n_vid, 1),
             "video_top1_ci95": list(wilson_interval(vid1, n_vid)),  # over test videos (Wilson)
             "video_top5": vid5 / max(n_vid, 1), "crops": n_crops, **per_class(per_video, num_classes),
-            "seconds": dt, "clips_per_s": n_clip / dt if dt else None, "predictions": per_video}
+            "seconds": dt, "clips_per_s": n_clip / dt if dt else None, "predictions": per_video,
+            **({"probs": video_probs} if keep_probs else {})}
 
 
 def per_class(predictions: list[tuple[int, int, int]], num_classes: int) -> dict:

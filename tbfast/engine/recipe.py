@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from tbfast.engine import stages
+from tbfast.engine import analysis, stages
 from tbfast.engine.checkpoint import atomic_write_bytes
 from tbfast.engine.config import resolve
 from tbfast.engine.distributed import Dist, on_main
@@ -107,7 +107,8 @@ def _stages_together(group: list[tuple], log, timings: dict, summaries: dict, di
         if prev is not None:
             log(f"== {name}: already done ({run_dir}), reusing")
             summaries[name] = prev
-            timings[name] = prev.get("wall_seconds", 0.0)
+            # a stage of a shared pass records the pass's wall time: count the pass once
+            timings[" + ".join(prev.get("shared_pass") or [name])] = prev.get("wall_seconds", 0.0)
         else:
             todo.append((name, run_dir, build, fp))
     if not todo:
@@ -166,14 +167,14 @@ def prepare_synthetic(out: Path, cfg, log) -> Path:
 
 
 def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | None = None,
-               overrides: dict | None = None, log=print, seeds: int = 1) -> dict:
+               overrides: dict | None = None, log=print, seeds: int | None = None) -> dict:
     from tbfast.data.splits import parse_fraction
 
     t_start = time.perf_counter()
     out = Path(out)
     if fraction is not None:  # before any work: a wrong --fraction is found in a second, not after prep
         fraction = parse_fraction(fraction)
-    if int(seeds) < 1:
+    if seeds is not None and int(seeds) < 1:
         raise UserError(f"--seeds {seeds}: give 1 or more")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder (created if missing)")
@@ -188,6 +189,8 @@ def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | N
         return resolve(stage, preset, merged)
 
     base = cfg_of("run")
+    if seeds is None:
+        seeds = base.recipe.seeds
     from tbfast.engine.distributed import cleanup, setup
 
     # under torchrun: the training stages run on every rank (DDP); data, splits, similarity,
@@ -286,6 +289,30 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
                 teachers=teachers, name=name), fps[name]))
         _stages_together(group, log, timings, summaries, dist, shared)
 
+    def mechanism_report(evals: dict) -> dict | None:
+        """s of the test videos (normalised with the training set's range) against the fine-tuned
+        teachers' test predictions (tbfast/engine/analysis.py)."""
+        sim_test = out / "similarity_test.csv"
+        meta = out / "similarity_test.json"
+        prev = json.loads(meta.read_text()) if meta.is_file() else None
+        if not (sim_test.is_file() and prev is not None and prev.get("fingerprint") == fps["similarity"]):
+            scfg = cfg_of("similarity")
+            scfg.train.progress = False
+            summary = stages.compute_similarity(scfg, prepared, sim_test, invariant=ck["invariant"],
+                                                distinctive=ck["distinctive"], dist=local, log=log, split="test",
+                                                reference=sim_file)
+            summary["fingerprint"] = fps["similarity"]
+            atomic_write_bytes(meta, json.dumps(summary, indent=2).encode())
+        import csv
+
+        with open(sim_test, newline="") as f:
+            scores = {int(r["index"]): float(r["score"]) for r in csv.DictReader(f)}
+        try:
+            return analysis.mechanism(scores, evals["teacher_invariant"], evals["teacher_distinctive"])
+        except ValueError as exc:
+            log(f"(mechanism report skipped: {exc})")
+            return None
+
     def evaluate_and_report():
         evals = {}
         t0 = time.perf_counter()
@@ -296,17 +323,24 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
             res_file = d[src] / "eval.json"
             ecfg = cfg_of("eval")
             efp = fingerprint(ecfg, **data_id, model=fps[src])
+            probs = name.startswith("teacher_")  # the mechanism report mixes the teachers' probabilities
             if res_file.is_file():
                 prev = json.loads(res_file.read_text())
-                if prev.get("fingerprint") == efp and "predictions" in prev:  # older files lack them: redo
+                # older files lack predictions (or the teachers' probabilities): redo
+                if prev.get("fingerprint") == efp and "predictions" in prev and (not probs or "probs" in prev):
                     evals[name] = prev
                     continue
             ecfg.train.progress = False
-            evals[name] = stages.evaluate_checkpoint(ecfg, prepared, ck[src], dist=local, split="test", log=log)
+            evals[name] = stages.evaluate_checkpoint(ecfg, prepared, ck[src], dist=local, split="test", log=log,
+                                                     keep_probs=probs)
             evals[name]["fingerprint"] = efp
             atomic_write_bytes(res_file, json.dumps(evals[name], indent=2).encode())
+        mech = mechanism_report(evals)
         timings["eval"] = round(time.perf_counter() - t0, 2)
-        total = round(time.perf_counter() - t_start, 2)
+        call = round(time.perf_counter() - t_start, 2)
+        # the recipe's time: every stage's recorded wall time (a reused stage counts the time it took when
+        # it ran), so a second call that reuses everything reports the recipe's time, not its own
+        total = round(sum(timings.values()), 2)
         per_seed = {k: v for k, v in evals.items() if "_seed" in k}
         results = build_results(out, prepared, preset, frac, summaries,
                                 {k: v for k, v in evals.items() if k not in per_seed}, timings, total)
@@ -314,8 +348,12 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
         ecfg = cfg_of("eval")
         results["eval"] = {"clips": ecfg.eval.clips, "crops": ecfg.eval.crops}
         results["world"] = dist.world
+        results["seeds_trained"] = seeds
+        results["call_seconds"] = call
+        if mech is not None:
+            results["mechanism"] = mech
         if seeds > 1:
-            results["seeds"] = seed_summary(seed_names, evals, [base.train.seed + k for k in range(seeds)])
+            results["seeds"] = analysis.seed_summary(seed_names, evals, [base.train.seed + k for k in range(seeds)])
             try:
                 from tbfast.engine.plots import plot_seeds
 
@@ -329,46 +367,6 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
     return on_main(dist, evaluate_and_report)
 
 
-def seed_summary(seed_names: dict[str, list[str]], evals: dict, seeds: list[int]) -> dict:
-    """Video top-1 of every model for each seed, their mean and standard deviation (over seeds,
-    n-1), and TimeBalance's paired wins, ties and losses against each other model (same seed)."""
-    import statistics
-
-    top1 = {m: [round(100 * evals[n]["video_top1"], 2) for n in names] for m, names in seed_names.items()}
-    mean = {m: round(statistics.fmean(v), 2) for m, v in top1.items()}
-    std = {m: round(statistics.stdev(v), 2) if len(v) > 1 else 0.0 for m, v in top1.items()}
-    tb = top1["timebalance"]
-    wins = {}
-    for m, v in top1.items():
-        if m != "timebalance":
-            wins[m] = {"wins": sum(a > b for a, b in zip(tb, v)), "ties": sum(a == b for a, b in zip(tb, v)),
-                       "losses": sum(a < b for a, b in zip(tb, v))}
-    return {"seeds": seeds, "top1": top1, "mean": mean, "std": std, "timebalance_paired": wins,
-            "checks": {"timebalance_mean_ge_single_teacher": bool(mean["timebalance"] >= mean["student_invariant"]
-                                                                  and mean["timebalance"] >= mean["student_distinctive"]),
-                       "timebalance_mean_gt_supervised": bool(mean["timebalance"] > mean["supervised"])}}
-
-
-def _uncertainty(evals: dict) -> tuple[dict, dict]:
-    """95 % interval of every model's video top-1 over the test videos (Wilson), and TimeBalance
-    against every other model on the same videos (exact McNemar)."""
-    from tbfast.stats import paired_comparison, wilson_interval
-
-    ci, paired = {}, {}
-    for k, v in evals.items():
-        n = int(v.get("videos") or 0)
-        lo, hi = wilson_interval(int(round(v["video_top1"] * n)), n)
-        ci[k] = [round(100 * lo, 2), round(100 * hi, 2)]
-    tb = (evals.get("timebalance") or {}).get("predictions")
-    for k, v in evals.items():
-        if k != "timebalance" and tb and v.get("predictions"):
-            r = paired_comparison(tb, v["predictions"])
-            verdict = {"A better": "TimeBalance better", "B better": "TimeBalance worse"}.get(r["verdict"], r["verdict"])
-            paired[k] = {"videos": r["videos"], "only_timebalance": r["only_a"], "only_other": r["only_b"],
-                         "p": round(r["p"], 4), "verdict": verdict}
-    return ci, paired
-
-
 def build_results(out, prepared, preset, frac, summaries, evals, timings, total) -> dict:
     acc = {k: round(100 * v["video_top1"], 2) for k, v in evals.items()}
     acc5 = {k: round(100 * v["video_top5"], 2) for k, v in evals.items()}
@@ -376,7 +374,7 @@ def build_results(out, prepared, preset, frac, summaries, evals, timings, total)
     cps = {k: v.get("clips_per_s") for k, v in summaries.items()}
     cps["eval"] = round(sum(v["clips"] for v in evals.values()) / max(sum(v["seconds"] for v in evals.values()), 1e-9), 2)
     tb, si, sd, sup = (acc.get(k) for k in ("timebalance", "student_invariant", "student_distinctive", "supervised"))
-    ci, paired = _uncertainty(evals)
+    ci, paired, pairs = analysis.single_run(evals)
     sig = {m: v["verdict"] == "TimeBalance better" for m, v in paired.items()}
     return {
         "preset": preset, "prepared": str(prepared), "fraction": frac,
@@ -386,7 +384,7 @@ def build_results(out, prepared, preset, frac, summaries, evals, timings, total)
         "class_top1_all": {k: {c: round(100 * a, 2) if a is not None else None for c, a in v["class_top1"].items()}
                            for k, v in evals.items() if isinstance(v.get("class_top1"), dict)},
         "clips_per_s": cps, "seconds": timings, "total_seconds": total,
-        "top1_ci95": ci, "timebalance_paired": paired,
+        "top1_ci95": ci, "timebalance_paired": paired, "paired_all": pairs,
         "checks": {"timebalance_ge_single_teacher": None if None in (tb, si, sd) else bool(tb >= si and tb >= sd),
                    "timebalance_gt_supervised": None if None in (tb, sup) else bool(tb > sup),
                    # the same claims where they hold beyond the test set's noise (McNemar, p < 0.05)
@@ -399,6 +397,16 @@ def build_results(out, prepared, preset, frac, summaries, evals, timings, total)
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
     }
+
+
+def _short_pair(key: str) -> str:
+    a, b = key.split(" vs ")
+    return f"{analysis.SHORT.get(a, a)} vs {analysis.SHORT.get(b, b)}"
+
+
+def _short_verdict(verdict: str) -> str:
+    head = verdict.removesuffix(" better")
+    return f"{analysis.SHORT.get(head, head)} better" if verdict.endswith(" better") else verdict
 
 
 def _eval_text(e: dict | None) -> str:
@@ -414,6 +422,9 @@ def render_report(r: dict) -> str:
              f"Students initialised from: {r.get('student_init', 'scratch')} (supervised-only baseline: scratch).",
              f"Total wall time: {r['total_seconds']:.0f} s on {r['machine']['cpus']} CPU(s)"
              + (f", GPU {r['machine']['cuda']}" if r['machine']['cuda'] else "") + ".", "",
+             (f"**Verdict.** {r['seeds']['verdict']}" if r.get("seeds") else
+              "**One seed** (`--seeds 1`): the figures below are one training run; their intervals cover the test "
+              "set's noise, not the training's. Run with `--seeds 3` (the default) for a verdict."), "",
              "| model | video top-1 % | 95 % interval (test videos) | video top-5 % | clip top-1 % |",
              "|---|---|---|---|---|"]
     ci = r.get("top1_ci95") or {}
@@ -431,25 +442,51 @@ def render_report(r: dict) -> str:
         for k, v in pw.items():
             lines.append(f"| {LABELS.get(k, k)} | {v['only_timebalance']} | {v['only_other']} | {v['p']:.3f} | "
                          f"{v['verdict']} |")
+    allp = r.get("paired_all") or {}
+    if allp:
+        sig = [(k, v) for k, v in allp.items() if v["verdict"] != "no significant difference"]
+        lines += ["", f"Every pair of models on the same test videos (exact McNemar): {len(sig)} of {len(allp)} pairs "
+                  "differ significantly" + (": " + "; ".join(
+                      f"{_short_pair(k)}: {_short_verdict(v['verdict'])} ({v['only_a']} vs {v['only_b']} videos, "
+                      f"p = {v['p']:.3f})" for k, v in sig) if sig else "") + " (results.json: paired_all)."]
     c = r["checks"]
     sd = r.get("seeds")
     if sd:
         n = len(sd["seeds"])
-        lines += ["", f"Over {n} seeds (train.seed {', '.join(map(str, sd['seeds']))}; the table above is the "
-                  f"first seed), video top-1 %:", "",
-                  "| model | " + " | ".join(f"seed {x}" for x in sd["seeds"]) + " | mean ± std |",
+        lines += ["", f"## Over {n} seeds", "",
+                  f"train.seed {', '.join(map(str, sd['seeds']))} (the tables above are the first seed), video top-1 %:",
+                  "", "| model | " + " | ".join(f"seed {x}" for x in sd["seeds"]) + " | mean ± std |",
                   "|---|" + "---|" * (n + 1)]
         for k in ("supervised", "student_invariant", "student_distinctive", "timebalance"):
             lines.append(f"| {LABELS[k]} | " + " | ".join(f"{v:.2f}" for v in sd["top1"][k])
                          + f" | {sd['mean'][k]:.2f} ± {sd['std'][k]:.2f} |")
         pw = sd["timebalance_paired"]
         lines += ["", "TimeBalance against each model on the same seed (wins / ties / losses): "
-                  + "; ".join(f"{LABELS[m]} {w['wins']}/{w['ties']}/{w['losses']}" for m, w in pw.items()) + ".",
-                  "", f"- TimeBalance's mean ≥ both single-teacher students' means: "
+                  + "; ".join(f"{LABELS[m]} {w['wins']}/{w['ties']}/{w['losses']}" for m, w in pw.items()) + "."]
+        tests = sd.get("tests") or {}
+        if tests:
+            t0_ = next(iter(tests.values()))
+            lines += ["", f"Paired bootstrap over seeds and test videos ({t0_['resamples']} resamples: seeds drawn with "
+                      "replacement, then test videos; the interval holds both the training noise and the test "
+                      "set's; \"better\" only where it excludes 0):", "",
+                      "| comparison | mean difference (points) | 95 % interval | p | McNemar p per seed | verdict |",
+                      "|---|---|---|---|---|---|"]
+            for k, t in tests.items():
+                lines.append(f"| {_short_pair(k)} | {t['diff']:+.2f} | {t['ci95'][0]:+.2f} to {t['ci95'][1]:+.2f} | "
+                             f"{t['p']:.3f} | {', '.join(f'{p:.3f}' for p in t['per_seed_mcnemar_p'])} | "
+                             f"{t['verdict']} |")
+        lines += ["", f"**Verdict.** {sd['verdict']}", "",
+                  f"- TimeBalance's mean ≥ both single-teacher students' means: "
                   f"**{sd['checks']['timebalance_mean_ge_single_teacher']}**",
                   f"- TimeBalance's mean > the supervised-only baseline's mean: "
-                  f"**{sd['checks']['timebalance_mean_gt_supervised']}**",
-                  "- (first seed only, below; one seed is not evidence: the seeds' spread above is the noise)"]
+                  f"**{sd['checks']['timebalance_mean_gt_supervised']}**"]
+        for key, text in (("timebalance_significantly_better_than_both_single_teachers",
+                           "TimeBalance significantly better than both single-teacher students"),
+                          ("both_single_teachers_significantly_better_than_supervised",
+                           "both single-teacher students significantly better than supervised-only")):
+            if key in sd["checks"]:
+                lines.append(f"- {text} (seeds and videos): **{sd['checks'][key]}**")
+        lines += ["", "First seed only (one seed is not evidence: the seeds' spread above is the noise):"]
     lines += ["", f"- TimeBalance ≥ both single-teacher students: **{c['timebalance_ge_single_teacher']}**"
               + (f" (significantly better than both: **{c['timebalance_significantly_better_than_both_single_teachers']}**)"
                  if c.get("timebalance_significantly_better_than_both_single_teachers") is not None else ""),
@@ -476,6 +513,9 @@ def render_report(r: dict) -> str:
             cells = [f"{per[m][c_]:.1f}" if per[m].get(c_) is not None else "-" for m in models]
             s_ = f"{sim[c_]:.3f}" if c_ in sim else "-"
             lines.append(f"| {c_} | {s_} | " + " | ".join(cells) + " |")
+    if r.get("mechanism"):
+        lines += ["", "## Does s route videos to the teacher that is right on them?", ""]
+        lines += analysis.mechanism_text(r["mechanism"])
     lines += ["", "Each stage's run directory holds config.yaml, metrics.jsonl, loss.png, checkpoints/ "
               "and summary.json; results.json has every figure of this page.", ""]
     return "\n".join(lines)

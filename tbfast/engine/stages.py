@@ -400,7 +400,14 @@ def student_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlab
 
 # ------------------------------------------------------------------ similarity
 def compute_similarity(cfg: Config, prepared, out, *, invariant, distinctive, dist: Dist, indices=None,
-                       size: int | None = None, log=_log_default) -> dict:
+                       size: int | None = None, log=_log_default, split: str = "train",
+                       reference: Path | None = None) -> dict:
+    """s for every video of ``split`` (METHOD.md §5), written to ``out`` (CSV) with a histogram.
+
+    The raw scores are min-max normalised over the scored videos, or, with ``reference`` (the
+    training set's similarity file), over the reference's raw range (clamped to [0, 1]): what s
+    would be for these videos had they been in the training set (the recipe's mechanism report
+    scores the test videos this way)."""
     from tbfast.data.plans import default_spec
     from tbfast.engine.evaluation import similarity_scores, write_scores
     from tbfast.engine.plots import plot_histogram
@@ -415,11 +422,16 @@ def compute_similarity(cfg: Config, prepared, out, *, invariant, distinctive, di
     net_d = load_ssl(distinctive, dist.device, "--distinctive checkpoint", stages=("distinctive", "combined"))
     if size is None:
         cfg.data.size = icfg.data.size  # the resolution the teachers were trained at
-    loader = make_loader(prepared, "similarity", cfg, dist, indices=indices, split="train", shard=False,
+    loader = make_loader(prepared, "similarity", cfg, dist, indices=indices, split=split, shard=False,
                          batch_size=cfg.data.eval_batch_size, records=records, spec=default_spec("similarity"),
                          augment=False)
     idx, raw, timing = similarity_scores(net_i, net_d, loader, dist.device, progress=cfg.train.progress)
-    scores = normalize_scores(raw.float()).double()
+    if reference is None:
+        scores = normalize_scores(raw.float()).double()
+    else:
+        ref_raw = reference_raw_range(Path(reference))
+        span = ref_raw[1] - ref_raw[0]
+        scores = ((raw - ref_raw[0]) / span).clamp(0.0, 1.0) if span > 0 else torch.full_like(raw, 0.5)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_scores(out, idx, [records[i].path for i in idx], raw, scores)
     hist = out.with_suffix(".png")
@@ -439,9 +451,20 @@ def compute_similarity(cfg: Config, prepared, out, *, invariant, distinctive, di
     return summary
 
 
+def reference_raw_range(path: Path) -> tuple[float, float]:
+    """(min, max) of the raw column of a similarity file."""
+    import csv
+
+    with open(path, newline="") as f:
+        raw = [float(r["raw"]) for r in csv.DictReader(f)]
+    if not raw:
+        raise UserError(f"{path}: similarity file without scores")
+    return min(raw), max(raw)
+
+
 # ------------------------------------------------------------------ evaluation
 def evaluate_checkpoint(cfg: Config, prepared, checkpoint, *, dist: Dist, split: str = "test", indices_file=None,
-                        size: int | None = None, log=_log_default) -> dict:
+                        size: int | None = None, log=_log_default, keep_probs: bool = False) -> dict:
     from tbfast.data.plans import default_spec
     from tbfast.engine.evaluation import evaluate
 
@@ -457,7 +480,7 @@ def evaluate_checkpoint(cfg: Config, prepared, checkpoint, *, dist: Dist, split:
                          batch_size=cfg.data.eval_batch_size, records=records, spec=spec, augment=False)
     t0 = time.perf_counter()
     res = evaluate(net, loader, dist.device, clips=cfg.eval.clips, chunk=cfg.eval.chunk,
-                   progress=cfg.train.progress)
+                   progress=cfg.train.progress, keep_probs=keep_probs)
     # per video [manifest index, label, predicted class]: paired tests between models need them
     res["predictions"] = [list(map(int, t)) for t in res["predictions"]]
     res["class_top1"] = {name: acc for name, acc in zip(classes, res["class_top1"])}

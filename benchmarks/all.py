@@ -251,9 +251,22 @@ def render_markdown(res: dict[str, Any]) -> str:
                   f"{rec.get('test_videos')} test videos)", ""]
         if res.get("recipe_note"):  # set by hand when the recipe part comes from a later run
             lines += [res["recipe_note"], ""]
-        lines += ["| model | video top-1 % |", "|---|---|"]
+        ci = rec.get("top1_ci95") or {}
+        lines += ["| model | video top-1 % | 95 % interval (test videos) |", "|---|---|---|"]
         for k, v in (rec.get("top1_all") or rec.get("top1", {})).items():
-            lines.append(f"| {k} | {_f(v)} |")
+            iv = f"{ci[k][0]:.1f}–{ci[k][1]:.1f}" if k in ci else "-"
+            lines.append(f"| {k} | {_f(v)} | {iv} |")
+        pw = rec.get("timebalance_paired") or {}
+        if pw:
+            lines += ["", "TimeBalance against each model on the same test videos (exact McNemar): "
+                      + "; ".join(f"{k} {v['only_timebalance']} vs {v['only_other']} videos, p = {v['p']:.3f} "
+                                  f"({v['verdict']})" for k, v in pw.items()) + "."]
+        sd = rec.get("seeds")
+        if sd:
+            lines += ["", f"Over {len(sd['seeds'])} seeds, mean ± std: "
+                      + "; ".join(f"{k} {sd['mean'][k]:.2f} ± {sd['std'][k]:.2f}" for k in sd["mean"]) + "."]
+            if sd.get("verdict"):
+                lines += ["", f"**Verdict.** {sd['verdict']}"]
         checks = rec.get("checks") or {}
         if checks:
             lines.append("")

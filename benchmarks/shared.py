@@ -57,7 +57,8 @@ def _cfg(stage: str, steps: int, **extra):
     return resolve(stage, "synthetic_tiny", ov)
 
 
-def _data(work: Path) -> Path:
+def demo_data(work: Path) -> Path:
+    """The built-in demo's prepared data (generated in WORK once) with its labeled split."""
     from tbfast.data.splits import write_label_split
     from tbfast.engine.config import resolve
     from tbfast.engine.recipe import prepare_synthetic
@@ -202,7 +203,7 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        prepared = Path(args.data) if args.data else _data(work / "demo")
+        prepared = Path(args.data) if args.data else demo_data(work / "demo")
         if not (prepared / "manifest.jsonl").is_file():
             raise UserError(f"{prepared} is not a prepared dataset (no manifest.jsonl); run `tbfast data prep`")
         lab_name, unl_name = split_names(0.5, 0)

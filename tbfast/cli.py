@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench objectives": ("tbfast_benchmarks.objectives", "the recipe under each loss reduction x BatchNorm mode"),
     "bench dist": ("tbfast_benchmarks.dist", "cost of cross-rank negatives and synchronised BatchNorm per step"),
     "bench shared": ("tbfast_benchmarks.shared", "one data pass for several models vs one pass per model"),
+    "bench machines": ("tbfast_benchmarks.machines", "what is bit-identical across CPU kinds and thread counts"),
     "bench all": ("tbfast_benchmarks.all", "every benchmark plus the recipe; writes RESULTS.md"),
 }
 

@@ -201,6 +201,32 @@ def test_eval_three_crops(chain, prepared, tmp_path):
                 "--data", str(prepared), "--crops", "2", *TINY]) == 2  # 1 or 3 only
 
 
+def test_eval_compare_is_a_mcnemar_test_on_the_same_videos(chain, prepared, tmp_path, capsys):
+    from tbfast.stats import paired_comparison
+
+    other = tmp_path / "ft.json"
+    base = ["--data", str(prepared), "--clips", "4", *TINY]
+    assert cli(["eval", "--checkpoint", str(chain["ft"]["invariant"]), "--json", str(other), *base]) == 0
+    capsys.readouterr()
+    assert cli(["eval", "--checkpoint", str(chain["root"] / "student" / "checkpoints" / "last.pt"), "--compare",
+                str(other), *base]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("vs "))
+    r = paired_comparison(json.loads(chain["eval_json"].read_text())["predictions"],
+                          json.loads(other.read_text())["predictions"])
+    assert f"only this model right on {r['only_a']}, only the other on {r['only_b']}" in line
+    assert f"p = {r['p']:.3f}" in line
+    # a file of other videos, or one without predictions: a one-line error
+    sub = json.loads(other.read_text())
+    sub["predictions"] = sub["predictions"][:-1]
+    (tmp_path / "fewer.json").write_text(json.dumps(sub))
+    (tmp_path / "bare.json").write_text(json.dumps({"video_top1": 0.5}))
+    for bad, why in (("fewer.json", "other videos"), ("bare.json", "no per-video predictions"),
+                     ("missing.json", "no such file")):
+        assert cli(["eval", "--checkpoint", str(chain["root"] / "student" / "checkpoints" / "last.pt"), "--compare",
+                    str(tmp_path / bad), *base]) == 2
+        assert why in capsys.readouterr().err
+
+
 def test_teachers_and_similarity_models_in_the_wrong_role_are_refused(chain, prepared, prepared_split, tmp_path,
                                                                       capsys):
     """A swapped pair would silently turn every TimeBalance weight around (s <-> 1 - s)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from tbfast.argtypes import output_file
 
@@ -21,12 +22,20 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--split", default="test", choices=("test", "train"), help="manifest split to evaluate")
     parser.add_argument("--videos", default=None, metavar="SPLIT", help="evaluate only the videos of this split list")
     parser.add_argument("--json", default=None, metavar="FILE", type=output_file, help="also write the results as JSON")
+    parser.add_argument("--compare", action="append", default=[], metavar="EVAL_JSON",
+                        help="another model's `tbfast eval --json` file on the same videos: an exact McNemar "
+                             "test of the two (repeatable)")
     add_common(parser, "eval", training=False)
     add_overrides(parser.add_argument_group("evaluation"), "eval", EVAL_OVERRIDES)
 
 
 def main(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from tbfast.errors import UserError
+
+    for other in args.compare:  # before the evaluation: a wrong path is found at once
+        if not Path(other).is_file():
+            raise UserError(f"--compare {other}: no such file")
+        _read_predictions(Path(other))
 
     from tbfast.engine import distributed as D
     from tbfast.engine import stages
@@ -46,6 +55,8 @@ def main(args: argparse.Namespace) -> int:
         if args.json:  # the file keeps the per-video predictions; the terminal gets the summary
             atomic_write_bytes(Path(args.json), json.dumps(res, indent=2).encode())
         print(summary_text(res))
+        for other in args.compare:
+            print(compare_text(res, Path(other)))
     try:
         D.on_main(world, run)
     finally:
@@ -68,3 +79,30 @@ def summary_text(res: dict) -> str:
         lines.append(f"  mean class top-1 {pct(res.get('mean_class_top1'))}; per class: "
                      + ", ".join(f"{c} {100 * v:.0f}" for c, v in res["class_top1"].items()))
     return "\n".join(lines)
+
+
+def _read_predictions(path: Path) -> list:
+    from tbfast.errors import UserError
+
+    try:
+        preds = json.loads(path.read_text()).get("predictions")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UserError(f"--compare {path}: not a `tbfast eval --json` file ({exc})") from None
+    if not preds:
+        raise UserError(f"--compare {path}: no per-video predictions in it; write it with `tbfast eval --json`")
+    return preds
+
+
+def compare_text(res: dict, other: Path) -> str:
+    """This evaluation against another model's on the same videos (exact McNemar, tbfast.stats)."""
+    from tbfast.errors import UserError
+    from tbfast.stats import paired_comparison
+
+    try:
+        r = paired_comparison(res["predictions"], _read_predictions(other))
+    except ValueError:
+        raise UserError(f"--compare {other}: evaluated on other videos; compare evaluations of the same "
+                        "--data, --split and --videos") from None
+    verdict = {"A better": "this model better", "B better": "the other model better"}.get(r["verdict"], r["verdict"])
+    return (f"  vs {other}: {r['videos']} videos, only this model right on {r['only_a']}, only the other on "
+            f"{r['only_b']}; McNemar p = {r['p']:.3f}: {verdict}")

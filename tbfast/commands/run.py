@@ -51,8 +51,9 @@ def main(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 reports
         return 0
     print(render_report(results))
-    print(json.dumps({"top1": results["top1"], **({"top1_mean": results["seeds"]["mean"]} if "seeds" in results
-                                                   else {}),
+    sd = results.get("seeds")
+    print(json.dumps({"top1": results["top1"], **({"top1_mean": sd["mean"], "top1_std": sd["std"],
+                                                   "verdict": sd["verdict"]} if sd else {}),
                       "total_seconds": results["total_seconds"],
                       "report": f"{args.out}/report.md"}))
     return 0

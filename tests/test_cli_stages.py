@@ -113,6 +113,9 @@ def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
             "--no-progress", "--device", "cpu", "--threads", "1", "--set", "train.max_steps=1", "--seeds", "1",
             "--set", "data.size=16", "--set", "data.batch_size=2", "--set", "eval.clips=2"]
     assert cli(args) == 0
+    err = capsys.readouterr().err
+    # the stages as numbered steps of the whole recipe: data, SSL, fine-tuning, similarity, one seed, evaluation
+    assert "== [1/6] data" in err and "== [5/6] supervised-only baseline" in err and "== [6/6] evaluation" in err
     res = json.loads((out / "results.json").read_text())
     assert set(res["top1"]) == {"supervised", "student_invariant", "student_distinctive", "timebalance"}
     assert res["seeds_trained"] == 1 and "seeds" not in res
@@ -268,6 +271,9 @@ def test_recipe_with_two_seeds_reports_means_and_paired_wins(prepared, tmp_path,
     assert pw["wins"] + pw["ties"] + pw["losses"] == 2
     report = (out / "report.md").read_text()
     assert "Over 2 seeds" in report and "mean ± std" in report and (out / "seeds.png").is_file()
+    err = capsys.readouterr().err
+    assert "[5/7] supervised-only baseline and the three students, seed 5 (1 of 2)" in err
+    assert "more for the 1 remaining seed, then the evaluation" in err
     # the comparisons the method is about, each over both seeds and the same test videos
     assert set(sd["tests"]) == {"timebalance vs student_invariant", "timebalance vs student_distinctive",
                                 "timebalance vs supervised", "student_invariant vs supervised",

@@ -203,12 +203,36 @@ def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | N
         cleanup(dist)
 
 
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+class _Steps:
+    """The recipe's "[k/n] what" lines, with the time so far; once a seed's student pass has run, the
+    time the remaining passes will take at its pace."""
+
+    def __init__(self, total: int, log, t_start: float):
+        self.k, self.total, self.log, self.t_start = 0, total, log, t_start
+
+    def next(self, what: str) -> None:
+        self.k += 1
+        self.log(f"== [{self.k}/{self.total}] {what} ({_clock(time.perf_counter() - self.t_start)} so far)")
+
+    def pass_done(self, seconds: float, left: int) -> None:
+        if left and seconds > 1:
+            self.log(f"   that pass took {_clock(seconds)}: about {_clock(seconds * left)} more for the "
+                     f"{left} remaining seed{'s' if left != 1 else ''}, then the evaluation")
+
+
 def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, seeds: int = 1) -> dict:
     from tbfast.data.splits import write_label_split
 
     local = Dist(device=dist.device)  # one-process work on rank 0
     timings: dict[str, float] = {}
     summaries: dict[str, dict] = {}
+    steps = _Steps(5 + seeds, log, t_start)
+    steps.next("data" + (" (the built-in synthetic videos)" if data is None else f" ({data})"))
     t0 = time.perf_counter()
     prepared = Path(on_main(dist, lambda: str(Path(data) if data is not None else prepare_synthetic(out, base, log))))
     timings["data"] = round(time.perf_counter() - t0, 2)
@@ -231,6 +255,7 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
         return lambda line: log(f"[{name}] {line}")
 
     fps = {n: fingerprint(cfg_of(n), **data_id) for n in ("invariant", "distinctive")}
+    steps.next("self-supervised pretraining: invariant and distinctive teachers")
     _stages_together([(kind, d[kind], lambda pool, _t, kind=kind: stages.ssl_member(
         cfg_of(kind), prepared, d[kind], dist=dist, resume="auto", log=tagged(kind), pool=pool, name=kind),
         fps[kind]) for kind in ("invariant", "distinctive")], log, timings, summaries, dist, shared)
@@ -241,6 +266,7 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
         group.append((name, d[name], lambda pool, _t, kind=kind, name=name: stages.classifier_member(
             cfg_of("finetune"), prepared, d[name], dist=dist, labeled=labeled, init=ck[kind], resume="auto",
             log=tagged(name), pool=pool, name=name), fps[name]))
+    steps.next("fine-tuning both teachers on the labeled videos")
     _stages_together(group, log, timings, summaries, dist, shared)
     sim_file = out / "similarity.csv"
     fps["similarity"] = fingerprint(cfg_of("similarity"), **data_id, ssl=[fps["invariant"], fps["distinctive"]])
@@ -258,6 +284,7 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
         atomic_write_bytes(out / "similarity.json", json.dumps(summary, indent=2).encode())
         return summary, round(time.perf_counter() - t0, 2)
 
+    steps.next("temporal-similarity scores")
     summaries["similarity"], timings["similarity"] = on_main(dist, similarity)
     init_id = fps.get(base.recipe.student_init, str(student_init))
     # the supervised-only baseline and the three students, for each seed (seed k: train.seed + k;
@@ -287,7 +314,11 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
                 unlabeled=unlabeled, teacher_inv=ck["finetune_invariant"], teacher_dis=ck["finetune_distinctive"],
                 similarity=sim_file, init=student_init, resume="auto", log=tagged(name), pool=pool,
                 teachers=teachers, name=name), fps[name]))
+        steps.next(f"supervised-only baseline and the three students, seed {base.train.seed + k}"
+                   + (f" ({k + 1} of {seeds})" if seeds > 1 else ""))
+        t0 = time.perf_counter()
         _stages_together(group, log, timings, summaries, dist, shared)
+        steps.pass_done(time.perf_counter() - t0, seeds - k - 1)
 
     def mechanism_report(evals: dict) -> dict | None:
         """s of the test videos (normalised with the training set's range) against the fine-tuned
@@ -314,6 +345,7 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
             return None
 
     def evaluate_and_report():
+        steps.next("evaluation on the test videos and the report")
         evals = {}
         t0 = time.perf_counter()
         extra_seeds = [(n, n) for names in seed_names.values() for n in names[1:]]

@@ -22,6 +22,8 @@ setup(
     ],
     extras_require={"test": ["pytest", "ruff", "mypy==2.4.1"],
                     # `tbfast bench loader` peers (torchcodec also needs FFmpeg's shared libraries)
-                    "peers": ["torchcodec", "decord"]},
+                    "peers": ["torchcodec", "decord"],
+                    # TensorBoard event files in every run directory (RUN/tensorboard/)
+                    "tensorboard": ["tensorboard"]},
     entry_points={"console_scripts": ["tbfast=tbfast.cli:main"]},
 )

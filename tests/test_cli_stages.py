@@ -47,6 +47,9 @@ def test_ssl_stages_leave_a_run_directory(chain):
         d = chain["root"] / stage
         assert (d / "config.yaml").is_file() and (d / "loss.png").is_file()
         recs = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        # the epoch records again as CSV (max_steps 2 may end inside the first epoch: a header only)
+        rows = (d / "metrics.csv").read_text().splitlines()
+        assert rows[0].startswith("epoch,step") and len(rows) == 1 + sum(r["kind"] == "epoch" for r in recs)
         steps = [r for r in recs if r["kind"] == "step"]
         assert [r["step"] for r in steps] == [1, 2]
         terms = {"invariant": {"L_I"}, "distinctive": {"L_D1", "L_D2"}, "combined": {"L_I", "L_D1", "L_D2"}}[stage]

@@ -508,6 +508,7 @@ class Trainer:
                 plot_run(self.run_dir)
             except Exception as exc:  # plots are a convenience, never a failure
                 self.log(f"(plots skipped: {exc})")
+        self.metrics.close()
         lock.release(self._lock)
         best = self.ckpt_dir / "best.pt"
         last_loss = history[-1]["loss"] if history else None

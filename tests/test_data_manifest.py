@@ -26,3 +26,24 @@ def test_missing_and_broken(tmp_path):
     (tmp_path / "manifest.jsonl").write_text('{"path": "x"}\n')
     with pytest.raises(UserError, match=":1:"):
         read_manifest(tmp_path)
+
+
+def test_one_rule_finds_a_split_list_for_every_command(tmp_path, monkeypatch):
+    from tbfast.data.manifest import resolve_split_list
+
+    prepared = tmp_path / "prep"
+    (prepared / "splits").mkdir(parents=True)
+    (prepared / "splits" / "lab.txt").write_text("a\n")
+    (prepared / "own.txt").write_text("a\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "lab.txt").write_text("b\n")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_split_list(prepared, "lab.txt") == prepared / "splits" / "lab.txt"
+    assert resolve_split_list(prepared, "own.txt") == prepared / "own.txt"
+    # a path as given wins (absolute or relative to the working directory)
+    assert resolve_split_list(prepared, "elsewhere/lab.txt") == __import__("pathlib").Path("elsewhere/lab.txt")
+    assert resolve_split_list(prepared, elsewhere / "lab.txt") == elsewhere / "lab.txt"
+    # a path that is not there, whose name is in PREPARED/splits: that one
+    assert resolve_split_list(prepared, tmp_path / "gone" / "lab.txt") == prepared / "splits" / "lab.txt"
+    assert resolve_split_list(prepared, "missing.txt") is None

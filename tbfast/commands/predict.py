@@ -97,7 +97,7 @@ def main(args: argparse.Namespace) -> int:
     ck.expect(state, args.checkpoint, stages=CLASSIFIER_STAGES, what="checkpoint")
     n_classes = int(state["num_classes"])
     names = _class_names(args.classes, state, n_classes)
-    net, tcfg = load_classifier(args.checkpoint, device, n_classes, "checkpoint", with_config=True)
+    net, tcfg = load_classifier(args.checkpoint, device, n_classes, "checkpoint", with_config=True, state=state)
     net.eval()
     records: list = []
     problems: list[tuple[str, str]] = []  # (video, why it was skipped)

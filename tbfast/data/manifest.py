@@ -148,17 +148,25 @@ def read_classes(prepared: str | Path) -> list[str]:
     return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
 
-def read_split_list(prepared: str | Path, file: str | Path) -> list[int]:
-    """Manifest indices of the paths listed in ``file`` (absolute, or relative to PREPARED/splits or PREPARED)."""
+def resolve_split_list(prepared: str | Path, file: str | Path) -> Path | None:
+    """Where a split list named on the command line is: the path as given (absolute or relative to
+    the working directory), else PREPARED/splits/FILE, PREPARED/FILE, or PREPARED/splits/<its name>;
+    None if none of them is a file. The one rule for every command and for provenance.json."""
     prepared = Path(prepared)
     file = Path(file)
-    if not file.is_absolute():
-        for cand in (prepared / SPLITS_DIR / file, prepared / file, file):
-            if cand.is_file():
-                file = cand
-                break
-    if not file.is_file():
-        raise UserError(f"split list {file} not found; write one with `tbfast data splits {prepared} --fraction F --seed S`")
+    cands = [file] if file.is_absolute() else [file, prepared / SPLITS_DIR / file, prepared / file]
+    cands.append(prepared / SPLITS_DIR / file.name)
+    return next((c for c in cands if c.is_file()), None)
+
+
+def read_split_list(prepared: str | Path, file: str | Path, what: str = "") -> list[int]:
+    """Manifest indices of the paths listed in ``file`` (found by :func:`resolve_split_list`)."""
+    prepared = Path(prepared)
+    found = resolve_split_list(prepared, file)
+    if found is None:
+        raise UserError(f"{what + ' ' if what else ''}split list {file} does not exist; make one with "
+                        f"`tbfast data splits {prepared} --fraction F --seed S`")
+    file = found
     index = {r.path: i for i, r in enumerate(read_manifest(prepared))}
     out, unknown = [], []
     for ln in file.read_text(encoding="utf-8").splitlines():

@@ -73,16 +73,10 @@ def make_loader(prepared, mode: str, cfg: Config, dist: Dist, *, indices=None, s
 
 
 def split_list_indices(prepared, split_file, records, what: str):
+    """Manifest indices of a split list (None for none); ``what`` names it in the error."""
     from tbfast.data.manifest import read_split_list
 
-    if split_file is None:
-        return None
-    path = Path(split_file)
-    if not path.exists() and (Path(prepared) / "splits" / path.name).exists():
-        path = Path(prepared) / "splits" / path.name
-    if not path.exists():
-        raise UserError(f"{what} split list {split_file} does not exist; make one with `tbfast data splits`")
-    return read_split_list(prepared, path)
+    return None if split_file is None else read_split_list(prepared, split_file, what)
 
 
 def _check_prepared(prepared) -> tuple[list, list[str]]:
@@ -96,8 +90,8 @@ def _check_prepared(prepared) -> tuple[list, list[str]]:
 
 def _inputs(prepared, **files) -> dict:
     """A run's input files for provenance.json: the prepared data's manifest and the given files
-    (split lists resolved as ``split_list_indices`` resolves them)."""
-    from tbfast.data.manifest import MANIFEST
+    (split lists found as every command finds them: ``manifest.resolve_split_list``)."""
+    from tbfast.data.manifest import MANIFEST, resolve_split_list
 
     out: dict = {"data_manifest": Path(prepared) / MANIFEST}
     for name, f in files.items():
@@ -105,8 +99,8 @@ def _inputs(prepared, **files) -> dict:
             out[name] = None
             continue
         p = Path(str(f))
-        if name in ("labeled", "unlabeled") and not p.is_file():
-            p = next((c for c in (Path(prepared) / "splits" / p, Path(prepared) / p) if c.is_file()), p)
+        if name in ("labeled", "unlabeled"):
+            p = resolve_split_list(prepared, p) or p
         out[name] = p
     return out
 
@@ -294,10 +288,11 @@ def classifier_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=Non
 
 # ------------------------------------------------------------------ student
 def load_classifier(path, device: torch.device, num_classes: int, what: str, with_config: bool = False,
-                    not_from: str | None = None):
+                    not_from: str | None = None, state: dict | None = None):
     """``not_from``: refuse a fine-tuned model whose SSL initialisation was that stage (a teacher given
-    in the other role: an invariant teacher fine-tuned from the distinctive model, or the reverse)."""
-    state = ck.load_checkpoint(path)
+    in the other role: an invariant teacher fine-tuned from the distinctive model, or the reverse).
+    ``state``: the checkpoint already loaded from ``path`` (read once)."""
+    state = ck.load_checkpoint(path) if state is None else state
     ck.expect(state, path, stages=CLASSIFIER_STAGES, num_classes=num_classes, what=what)
     if not_from and state.get("init_stage") == not_from:
         raise UserError(f"{what} {path} was fine-tuned from the {not_from} self-supervised model; "

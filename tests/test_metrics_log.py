@@ -47,3 +47,24 @@ def test_tensorboard_events_hold_the_scalars_once_per_step_after_a_resume(tmp_pa
     loss = acc.Scalars("step/loss")
     assert [e.step for e in loss] == list(range(1, 9)) and [e.value for e in loss] == [10.0 - s for s in range(1, 9)]
     assert [e.step for e in acc.Scalars("epoch/loss")] == [2, 4, 6, 8]
+
+
+def test_progress_bar_keeps_step_count_and_times_at_80_columns(monkeypatch):
+    """A narrow terminal cuts the description and the loss terms, never the step count or the times;
+    a "[model]" prefix is shown as text, not taken for a style tag."""
+    import io
+
+    from rich.console import Console
+
+    from tbfast.engine import metrics
+
+    view = metrics.ProgressView(True, "student")
+    view.progress.stop()
+    view.start("[student_invariant_seed1] student epoch 3/120", total=14, done=5)
+    view.update(5, "loss=1.234 ce=0.55 distill_u=0.33 distill_l=0.22 lr=1.00e-03 20.1 clips/s [data 3%]")
+    out = io.StringIO()
+    Console(file=out, width=80, force_terminal=True, color_system=None).print(
+        view.progress.make_tasks_table(view.progress.tasks))
+    line = out.getvalue().splitlines()[0]
+    assert len(line) <= 80 and "5/14" in line and "0:00:" in line and "-:--:--" in line
+    assert line.startswith("[student_inv") and "loss=1.234" in line

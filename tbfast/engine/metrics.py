@@ -122,12 +122,21 @@ class ProgressView:
             return
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.table import Column
+
+        def fixed(width: int) -> Column:  # never squeezed: step count, elapsed and remaining time stay readable
+            return Column(no_wrap=True, min_width=width)
+
+        def elastic(ratio: int) -> Column:  # shares what is left; cut with an ellipsis on narrow terminals
+            return Column(no_wrap=True, overflow="ellipsis", ratio=ratio, min_width=10)
 
         self.console = Console(file=sys.stderr)
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-            console=self.console, transient=False, refresh_per_second=4,
+            TextColumn("[bold]{task.description}", table_column=elastic(1)),
+            BarColumn(bar_width=16, table_column=fixed(16)), MofNCompleteColumn(table_column=fixed(7)),
+            TimeElapsedColumn(table_column=fixed(7)), TimeRemainingColumn(table_column=fixed(7)),
+            TextColumn("{task.fields[info]}", table_column=elastic(1)),
+            console=self.console, transient=False, refresh_per_second=4, expand=True,
             disable=not self.console.is_terminal,
         )
         self.progress.start()
@@ -138,13 +147,18 @@ class ProgressView:
     def start(self, description: str, total: int, done: int) -> None:
         if not self.progress:
             return
+        from rich.markup import escape
+
         if self.task is not None:
             self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(description, total=total, completed=done, info="")
+        # escaped: a "[model name]" prefix is text, not a rich style tag
+        self.task = self.progress.add_task(escape(description), total=total, completed=done, info="")
 
     def update(self, done: int, info: str) -> None:
         if self.progress and self.task is not None:
-            self.progress.update(self.task, completed=done, info=info)
+            from rich.markup import escape
+
+            self.progress.update(self.task, completed=done, info=escape(info))
 
     def close(self) -> None:
         if self.progress:

@@ -392,6 +392,18 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
                 plot_seeds(results["seeds"], out / "seeds.png")
             except Exception as exc:  # a plot is a convenience, never a failure
                 log(f"(seed plot skipped: {exc})")
+        try:  # pictures are a convenience, never a failure
+            from tbfast.engine.plots import plot_confusion, plot_mechanism, plot_models
+
+            plot_models(results, out / "models.png")
+            if mech is not None:
+                plot_mechanism(mech, out / "mechanism.png")
+            tb = evals.get("timebalance") or {}
+            if tb.get("confusion"):
+                plot_confusion(tb["confusion"], tb.get("classes") or [str(i) for i in range(len(tb["confusion"]))],
+                               out / "confusion_timebalance.png", "TimeBalance student (first seed): test videos")
+        except Exception as exc:
+            log(f"(pictures skipped: {exc})")
         atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
         atomic_write_bytes(out / "report.md", render_report(results).encode())
         return results
@@ -459,12 +471,15 @@ def render_report(r: dict) -> str:
               "set's noise, not the training's. Run with `--seeds 3` (the default) for a verdict."), "",
              "| model | video top-1 % | 95 % interval (test videos) | video top-5 % | clip top-1 % |",
              "|---|---|---|---|---|"]
+    n_classes = len(next(iter((r.get("class_top1_all") or {"": {}}).values())) or {})
     ci = r.get("top1_ci95") or {}
     for k, label in LABELS.items():
         if k in r["top1_all"]:
             iv = f"{ci[k][0]:.1f}–{ci[k][1]:.1f}" if k in ci else "-"
             lines.append(f"| {label} | {r['top1_all'][k]:.2f} | {iv} | {r['top5_all'][k]:.2f} | "
                          f"{r['clip_top1_all'][k]:.2f} |")
+    if n_classes:
+        lines += ["", f"Chance level: {100 / n_classes:.1f} % ({n_classes} classes)."]
     pw = r.get("timebalance_paired") or {}
     if pw:
         lines += ["", "TimeBalance against each model on the same test videos (exact McNemar test: videos only "
@@ -548,6 +563,9 @@ def render_report(r: dict) -> str:
     if r.get("mechanism"):
         lines += ["", "## Does s route videos to the teacher that is right on them?", ""]
         lines += analysis.mechanism_text(r["mechanism"])
+    lines += ["", "Pictures: `models.png` (every model's top-1 with its interval, the seed means, chance level), "
+              "`mechanism.png` (per class: mean s against T_I − T_D), `confusion_timebalance.png`, `seeds.png`, "
+              "`similarity.png`."]
     lines += ["", "Each stage's run directory holds config.yaml, metrics.jsonl, loss.png, checkpoints/ "
               "and summary.json; results.json has every figure of this page.", ""]
     return "\n".join(lines)

@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench dist": ("tbfast_benchmarks.dist", "cost of cross-rank negatives and synchronised BatchNorm per step"),
     "bench shared": ("tbfast_benchmarks.shared", "one data pass for several models vs one pass per model"),
     "bench machines": ("tbfast_benchmarks.machines", "what is bit-identical across CPU kinds and thread counts"),
+    "bench teachers": ("tbfast_benchmarks.teachers", "the teachers' s-weighted mixture against each teacher (calibration)"),
     "bench all": ("tbfast_benchmarks.all", "every benchmark plus the recipe; writes RESULTS.md"),
 }
 

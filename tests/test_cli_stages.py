@@ -71,6 +71,13 @@ def test_finetune_supervised_student_eval(chain):
     recs = [json.loads(x) for x in (sup / "metrics.jsonl").read_text().splitlines()]
     epoch = [r for r in recs if r["kind"] == "epoch"][-1]
     assert "val_top1" in epoch and (sup / "checkpoints" / "best.pt").is_file() and (sup / "accuracy.png").is_file()
+    # summary.json: the last validation's top-1 and the best; training clips/s without validation time
+    summ = json.loads((sup / "summary.json").read_text())
+    assert summ["val_top1"] == epoch["val_top1"] and summ["val_epoch"] == epoch["epoch"] == 1
+    assert summ["best_val_top1"] == epoch["val_top1"]  # one validation: it is the best
+    assert 0 < summ["train_seconds"] < summ["seconds_with_validation"]
+    assert summ["clips_per_s"] == pytest.approx(summ["clips"] / summ["train_seconds"], rel=0.05)  # 2-digit rounding
+    assert "val_top1" not in json.loads((chain["root"] / "student" / "summary.json").read_text())  # no --val
     st = torch.load(chain["root"] / "student" / "checkpoints" / "last.pt", weights_only=True)
     assert st["stage"] == "student" and st["config"]["loss"]["distill"] == "kl"
     recs = (chain["root"] / "student" / "metrics.jsonl").read_text()

@@ -158,10 +158,30 @@ def train_pass(builds: list, *, log=_log_default) -> tuple[dict[str, dict], dict
 def _fit_summary(res, cfg: Config, trainer) -> dict:
     return {"stage": cfg.stage, "run_dir": str(res.run_dir), "checkpoint": str(res.last),
             "best": str(res.best) if res.best else None, "epochs": res.epochs, "steps": res.steps,
-            "train_seconds": round(res.seconds, 2), "clips": res.clips,
+            "train_seconds": round(res.seconds, 2), "seconds_with_validation": round(res.wall_seconds, 2), "clips": res.clips,
             "clips_per_s": round(res.clips_per_s, 2) if res.clips else None,
             "final_loss": res.final_loss, "precision": trainer.precision,
-            "finished": res.epochs >= cfg.train.epochs}
+            "finished": res.epochs >= cfg.train.epochs, **_validation_summary(trainer)}
+
+
+def _validation_summary(trainer) -> dict:
+    """The run's last and best validation video top-1 (``--val``), from its metrics.jsonl, so a
+    resumed run reports the epochs validated before the interruption too; nothing without --val."""
+    path = trainer.metrics.path
+    if trainer.validate is None or path is None or not Path(path).is_file():
+        return {}
+    last = None
+    for line in Path(path).read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("val_top1") is not None:
+            last = rec
+    if last is None:
+        return {}
+    return {"val_top1": last["val_top1"], "val_epoch": last.get("epoch"),
+            "best_val_top1": trainer.best if trainer.best >= 0 else None}
 
 
 def _validator(cfg: Config, prepared, dist: Dist, val, records, log) -> Callable | None:

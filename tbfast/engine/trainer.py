@@ -44,10 +44,11 @@ class FitResult:
     best: Path | None
     epochs: int
     steps: int
-    seconds: float  # training time of this invocation (excludes validation)
+    seconds: float  # training steps' time in this invocation (no validation, checkpoints or plots)
     clips: int  # clips trained on in this invocation (all ranks)
     final_loss: float
     history: list = field(default_factory=list)
+    wall_seconds: float = 0.0  # the whole invocation, validation and checkpoints included
 
     @property
     def clips_per_s(self) -> float:
@@ -462,6 +463,7 @@ class Trainer:
         t_start = time.perf_counter()
         clips_start = 0
         total_clips = 0
+        step_seconds = 0.0  # the logged windows' time (as the epoch lines' clips/s): no validation or saving
         steps0 = self.step
         stopped = False
         history = []
@@ -479,9 +481,11 @@ class Trainer:
                 stopped = True
             while self.epoch < tc.epochs and not self.finished and not stopped:
                 clips_start = self.epoch_state.clips if self.epoch_state else 0
+                secs_start = self.epoch_state.seconds if self.epoch_state else 0.0
                 complete = yield from self.epoch_steps(progress)
                 es = self.epoch_state
                 total_clips += es.clips - clips_start
+                step_seconds += es.seconds - secs_start
                 if not complete:
                     stopped = True
                     break
@@ -495,7 +499,7 @@ class Trainer:
             raise
         finally:
             progress.close()
-        train_seconds = time.perf_counter() - t_start
+        wall_seconds = time.perf_counter() - t_start
         finished = self.epoch >= tc.epochs
         if stopped and not finished:
             self.log(f"{self.cfg.stage}: stopped after --max-steps {tc.max_steps} (step {self.step})")
@@ -513,7 +517,7 @@ class Trainer:
         best = self.ckpt_dir / "best.pt"
         last_loss = history[-1]["loss"] if history else None
         return FitResult(self.run_dir, self.ckpt_dir / "last.pt", best if best.exists() else None, self.epoch,
-                         self.step, train_seconds, total_clips, last_loss, history)
+                         self.step, step_seconds, total_clips, last_loss, history, wall_seconds)
 
     def _end_epoch(self, es: EpochState) -> dict:
         tc = self.cfg.train

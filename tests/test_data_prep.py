@@ -171,6 +171,10 @@ def test_bad_inputs_reported_rest_proceeds_and_rerun_skips(tmp_path, synth_src, 
     assert reasons["unreadable.avi"].startswith("unreadable")
     for name in reasons:
         assert name in err
+    # notes of one kind: the first three in full, one line each however narrow the console, then a count
+    shorts = [line for line in err.splitlines() if line.startswith("note ") and ": short: " in line]
+    assert len(shorts) == 3 and all(line.endswith("(kept; loaders pad it)") for line in shorts)
+    assert "note 4 videos in all with 'short' (1 not shown above" in err
     recs = {Path(r.source).name: r for r in read_manifest(out)}
     assert set(recs) == {good.name for good in (src / "good").iterdir()} | {"odd.avi", "tiny.avi"}
     assert recs["tiny.avi"].frames == 3 and "short" in recs["tiny.avi"].flags

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from multiprocessing import get_context
@@ -132,6 +134,42 @@ def prepare(src: str | Path, out: str | Path, fmt: str, *, console=None, **kw) -
         return _prepare(src, out, fmt, console=console, **kw)
 
 
+class _VideoNotes:
+    """The per-video notes of a prep run on the console: the first few of each kind in full, one line
+    each (not wrapped: a log file greps), then only counted; every note is in prep_report.json."""
+
+    SHOWN = 3
+
+    def __init__(self, console) -> None:
+        self.console = console
+        self.counts: Counter[str] = Counter()
+
+    @staticmethod
+    def kind(text: str) -> str:
+        """'short: 53 frames < 64 (...)' -> 'short'; numbers do not make a new kind."""
+        return re.sub(r"\d+(\.\d+)?", "N", text.split(":", 1)[0]).strip()[:60]
+
+    def __call__(self, source: str, text: str) -> None:
+        from rich.text import Text
+
+        kind = self.kind(text)
+        self.counts[kind] += 1
+        if self.counts[kind] <= self.SHOWN:
+            self.console.print(Text.assemble(("note", "yellow"), f" {source}: {text}"), soft_wrap=True)
+        if self.counts[kind] == self.SHOWN:
+            self.console.print(Text(f"     (more '{kind}' notes are counted at the end; all are in {REPORT})",
+                                    style="dim"), soft_wrap=True)
+
+    def summary(self) -> None:
+        from rich.text import Text
+
+        for kind, n in self.counts.items():
+            if n > self.SHOWN:
+                self.console.print(Text.assemble(("note", "yellow"), f" {n} videos in all with '{kind}' "
+                                                 f"({n - self.SHOWN} not shown above; every one is in {REPORT})"),
+                                   soft_wrap=True)
+
+
 def _check_options(src: Path, out: Path, codec, fps, gop, short_side, workers, crf) -> None:
     if not src.is_dir():
         raise UserError(f"source folder {src} does not exist or is not a folder")
@@ -163,6 +201,7 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
              console=None, show_progress: bool = True) -> dict:
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
+    from rich.text import Text
 
     src, out = Path(src), Path(out)
     _check_options(src, out, codec, fps, gop, short_side, workers, crf)
@@ -282,6 +321,8 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
     def target(i: int) -> str:
         return str(out / staged.get(i, dsts[i]))
 
+    video_notes = _VideoNotes(console)
+
     def done(i: int, res: dict) -> None:
         it, dst = items[i], dsts[i]
         if res.get("fatal"):  # e.g. the disk is full: stop; the journal keeps every finished video
@@ -289,7 +330,7 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
         if not res["ok"]:
             failures.append({"source": it.source, "class_name": it.class_name, "split": it.split,
                              "reason": res["reason"]})
-            console.print(f"[red]FAILED[/red] {it.source}: {res['reason']}")
+            console.print(Text.assemble(("FAILED", "red"), f" {it.source}: {res['reason']}"), soft_wrap=True)
             _keep_earlier(i)
             return
         flags = ["short"] if res["frames"] < SHORT_FRAMES else []
@@ -303,7 +344,7 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
         records[i] = rec
         for n in res["notes"]:
             warnings.append({"source": it.source, "reason": n})
-            console.print(f"[yellow]note[/yellow] {it.source}: {n}")
+            video_notes(it.source, n)
         entry = {"source": it.source, "key": key, "src_id": _source_id(src / it.source),
                  "size": res["size"], "record": asdict(rec), "notes": res["notes"]}
         if i in staged:
@@ -339,6 +380,7 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
                         raise
     finally:
         jf.close()
+    video_notes.summary()
 
     # the run finished: move staged outputs into place (each move is atomic; a kill in between is
     # resumed: the journal still names the staged file, or the moved one has the recorded checksum)

@@ -252,7 +252,11 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
     shared = base.recipe.shared_passes
 
     def tagged(name):
-        return lambda line: log(f"[{name}] {line}")
+        def emit(line: str) -> None:
+            if line.startswith("no checkpoint in "):  # every fresh stage of a recipe starts so; a resumed one says so
+                return
+            log(f"[{name}] {line}")
+        return emit
 
     fps = {n: fingerprint(cfg_of(n), **data_id) for n in ("invariant", "distinctive")}
     steps.next("self-supervised pretraining: invariant and distinctive teachers")

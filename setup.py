@@ -20,10 +20,12 @@ setup(
         "pyyaml",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "ruff", "mypy==2.4.1"],
-                    # `tbfast bench loader` peers (torchcodec also needs FFmpeg's shared libraries)
-                    "peers": ["torchcodec", "decord"],
-                    # TensorBoard event files in every run directory (RUN/tensorboard/)
-                    "tensorboard": ["tensorboard"]},
+    extras_require={
+        "test": ["pytest", "ruff==0.17.6", "mypy==2.4.1"],
+        # `tbfast bench loader` peers (torchcodec also needs FFmpeg's shared libraries)
+        "peers": ["torchcodec", "decord"],
+        # TensorBoard event files in every run directory (RUN/tensorboard/)
+        "tensorboard": ["tensorboard"],
+    },
     entry_points={"console_scripts": ["tbfast=tbfast.cli:main"]},
 )

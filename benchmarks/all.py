@@ -5,6 +5,7 @@ disturb another's figures); their JSON files are gathered into OUT/results.json,
 (tables: clips/s per stage and configuration, speed-ups, the recipe's four accuracies, the
 machine) and OUT/speedups.png. A part that fails is reported as failed, the others still run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,14 +24,23 @@ PARTS = ("loader", "losses", "step", "shared", "recipe")
 
 def add_arguments(p: argparse.ArgumentParser, command: str = "bench all") -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for every part's JSON and the summary")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny sizes everywhere (checks that every part runs; figures mean little)")
+    p.add_argument(
+        "--quick", action="store_true", help="tiny sizes everywhere (checks that every part runs; figures mean little)"
+    )
     p.add_argument("--skip", nargs="+", choices=PARTS, default=[], help="parts to leave out")
-    p.add_argument("--data", default=None, metavar="PREPARED",
-                   help="prepared dataset for the loader benchmark (default: a synthetic one at 128 px, made in DIR)")
-    p.add_argument("--step-backbone", choices=["tiny", "r3d18", "r50"], default="r3d18",
-                   help="backbone of the step benchmark (quick: tiny)")
-    p.add_argument("--recipe-args", default="", help="extra arguments for `tbfast run`, e.g. \"--set train.epochs=1\"")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="PREPARED",
+        help="prepared dataset for the loader benchmark (default: a synthetic one at 128 px, made in DIR)",
+    )
+    p.add_argument(
+        "--step-backbone",
+        choices=["tiny", "r3d18", "r50"],
+        default="r3d18",
+        help="backbone of the step benchmark (quick: tiny)",
+    )
+    p.add_argument("--recipe-args", default="", help='extra arguments for `tbfast run`, e.g. "--set train.epochs=1"')
 
 
 def _tbfast(args: list[str], log: Path) -> tuple[int, float]:
@@ -40,8 +50,13 @@ def _tbfast(args: list[str], log: Path) -> tuple[int, float]:
     t0 = time.perf_counter()
     with open(log, "a") as fh:
         fh.write("$ tbfast " + " ".join(args) + "\n")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             sys.stdout.write(line)
@@ -63,8 +78,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log = out / "bench_all.log"
     log.write_text("")
     status: dict[str, Any] = {}
-    res: dict[str, Any] = {"benchmark": "all", "quick": args.quick, "machine": machine_info(),
-                           "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "status": status}
+    res: dict[str, Any] = {
+        "benchmark": "all",
+        "quick": args.quick,
+        "machine": machine_info(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "status": status,
+    }
 
     if "loader" not in args.skip:
         data = args.data
@@ -75,14 +95,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # mean length (7.2 s at 25 fps = 180 frames): how long a video is decides what the
             # reference-style loader, which decodes all of it, pays
             size, n, lengths = ("64x48", "2", ("80", "120")) if args.quick else ("170x128", "6", ("150", "230"))
-            rc1, _ = _tbfast(["data", "synth", str(src), "--classes", "4", "--videos-per-class", n,
-                              "--size", size, "--frames", *lengths, "--force"], log)
-            rc2, _ = _tbfast(["data", "prep", str(src), str(data), "--format", "ucf101",
-                              "--short-side", "48" if args.quick else "128", "--no-progress"], log)
+            rc1, _ = _tbfast(
+                [
+                    "data",
+                    "synth",
+                    str(src),
+                    "--classes",
+                    "4",
+                    "--videos-per-class",
+                    n,
+                    "--size",
+                    size,
+                    "--frames",
+                    *lengths,
+                    "--force",
+                ],
+                log,
+            )
+            rc2, _ = _tbfast(
+                [
+                    "data",
+                    "prep",
+                    str(src),
+                    str(data),
+                    "--format",
+                    "ucf101",
+                    "--short-side",
+                    "48" if args.quick else "128",
+                    "--no-progress",
+                ],
+                log,
+            )
             ok = rc1 == 0 and rc2 == 0
-            res["loader_data"] = (f"24 synthetic videos (`tbfast data synth`, 4 classes x 6) of {size} px and "
-                                  f"{lengths[0]}-{lengths[1]} frames, prepared as VP9 (GOP 16) by `tbfast data prep`"
-                                  if not args.quick else "quick: 8 tiny synthetic videos")
+            res["loader_data"] = (
+                f"24 synthetic videos (`tbfast data synth`, 4 classes x 6) of {size} px and "
+                f"{lengths[0]}-{lengths[1]} frames, prepared as VP9 (GOP 16) by `tbfast data prep`"
+                if not args.quick
+                else "quick: 8 tiny synthetic videos"
+            )
         else:
             res["loader_data"] = f"`{data}`"
         if ok:
@@ -91,10 +141,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for mode in modes:
                 extra = ["--videos", "8", "--batch-size", "2", "--size", "32"] if args.quick else ["--videos", "96"]
                 f = out / f"loader_{mode}.json"
-                peers = ["--loaders", "dali,dali-torchcodec,dali-pyav,decode,perclip,reference,torchcodec,torchcodec-tv,torchcodec-decode,"
-                         "decord,decord-tv,decord-decode"] if not args.quick else []
-                rc, sec = _tbfast(["bench", "loader", str(data), "--mode", mode, *extra, *peers, "--json", str(f)],
-                                  log)
+                peers = (
+                    [
+                        "--loaders",
+                        "dali,dali-torchcodec,dali-pyav,decode,perclip,reference,torchcodec,torchcodec-tv,torchcodec-decode,"
+                        "decord,decord-tv,decord-decode",
+                    ]
+                    if not args.quick
+                    else []
+                )
+                rc, sec = _tbfast(["bench", "loader", str(data), "--mode", mode, *extra, *peers, "--json", str(f)], log)
                 status[f"loader_{mode}"] = {"rc": rc, "seconds": round(sec, 1)}
                 res["loader"][mode] = _read(f)
         else:
@@ -118,8 +174,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if "shared" not in args.skip:
         f = out / "shared.json"
-        rc, sec = _tbfast(["bench", "shared", "--work", str(out / "shared"), "--json", str(f),
-                           *(["--steps", "2", "--repeats", "1"] if args.quick else [])], log)
+        rc, sec = _tbfast(
+            [
+                "bench",
+                "shared",
+                "--work",
+                str(out / "shared"),
+                "--json",
+                str(f),
+                *(["--steps", "2", "--repeats", "1"] if args.quick else []),
+            ],
+            log,
+        )
         status["shared"] = {"rc": rc, "seconds": round(sec, 1)}
         res["shared"] = _read(f)
 
@@ -139,6 +205,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- report
+
 
 def _f(v: Any, nd: int = 2) -> str:
     if v is None:
@@ -169,40 +236,63 @@ def render_markdown(res: dict[str, Any]) -> str:
             lines += [f"> part `{name}` FAILED (exit {st.get('rc')}): {st.get('error', 'see bench_all.log')}", ""]
 
     if res.get("loader"):
-        lines += [f"Loader data: {res.get('loader_data', '?')}. Same plans (frames, crops, flips, colour, erase) in all loaders.", ""]
+        lines += [
+            f"Loader data: {res.get('loader_data', '?')}. Same plans (frames, crops, flips, colour, erase) in all loaders.",
+            "",
+        ]
     for mode, r in (res.get("loader") or {}).items():
         if not r:
             continue
-        lines += [f"## Data loading, mode `{mode}` ({r['device']}, {r['workers']} workers/threads, "
-                  f"{r['size']} px, batch {r['batch_size']}, {r['videos_timed']} videos, "
-                  f"{r['planned_frames_per_video']} decoded frames per video)", "",
-                  "| loader | videos/s | clips/s | frames/s | DALI pipeline × |", "|---|---|---|---|---|"]
+        lines += [
+            f"## Data loading, mode `{mode}` ({r['device']}, {r['workers']} workers/threads, "
+            f"{r['size']} px, batch {r['batch_size']}, {r['videos_timed']} videos, "
+            f"{r['planned_frames_per_video']} decoded frames per video)",
+            "",
+            "| loader | videos/s | clips/s | frames/s | DALI pipeline × |",
+            "|---|---|---|---|---|",
+        ]
         from tbfast_benchmarks.peers import KINDS, PEERS
 
-        labels = {"dali": "DALI pipeline (tbfast)", "dali-torchcodec": "DALI pipeline (tbfast), torchcodec decoder",
-                  "dali-pyav": "DALI pipeline (tbfast), PyAV decoder", "decode": "DALI decode only (ceiling)",
-                  "perclip": "per-clip PyAV DataLoader", "reference": "reference-style DataLoader",
-                  **{f"{p}{k}": f"{p} DataLoader: {v}" for p in PEERS for k, v in KINDS.items()}}
+        labels = {
+            "dali": "DALI pipeline (tbfast)",
+            "dali-torchcodec": "DALI pipeline (tbfast), torchcodec decoder",
+            "dali-pyav": "DALI pipeline (tbfast), PyAV decoder",
+            "decode": "DALI decode only (ceiling)",
+            "perclip": "per-clip PyAV DataLoader",
+            "reference": "reference-style DataLoader",
+            **{f"{p}{k}": f"{p} DataLoader: {v}" for p in PEERS for k, v in KINDS.items()},
+        }
         d = r["results"].get("dali", {}).get("videos_per_s")
         for name, x in r["results"].items():
             ratio = d / x["videos_per_s"] if d and x["videos_per_s"] else None
-            lines.append(f"| {labels.get(name, name)} | {_f(x['videos_per_s'])} | {_f(x['clips_per_s'], 1) if x['clips_per_s'] else '-'} "
-                         f"| {_f(x['frames_per_s'], 0)} | {_f(ratio)} |")
+            lines.append(
+                f"| {labels.get(name, name)} | {_f(x['videos_per_s'])} | {_f(x['clips_per_s'], 1) if x['clips_per_s'] else '-'} "
+                f"| {_f(x['frames_per_s'], 0)} | {_f(ratio)} |"
+            )
         if r.get("best_peer"):
             bp = r["best_peer"]
-            lines += ["", f"Best peer on the full plan: {labels.get(bp, bp)}; tbfast / best peer = "
-                      f"{_f(r['ratios'].get(f'dali_over_{bp}'))} (videos/s), "
-                      f"{_f(r['ratios'].get(f'dali_over_{bp}_cpu'))} (CPU)."]
+            lines += [
+                "",
+                f"Best peer on the full plan: {labels.get(bp, bp)}; tbfast / best peer = "
+                f"{_f(r['ratios'].get(f'dali_over_{bp}'))} (videos/s), "
+                f"{_f(r['ratios'].get(f'dali_over_{bp}_cpu'))} (CPU).",
+            ]
         for name, why in (r.get("skipped") or {}).items():
             lines.append(f"- skipped {name}: {why}")
         lines.append("")
 
     losses = res.get("losses")
     if losses:
-        lines += [f"## Losses ({losses['device']}, forward + backward, median of {losses['iters']} calls, d={losses['dim']})", "",
-                  "| loss | B | implementation | ms | peak MiB | speed-up vs reference |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"## Losses ({losses['device']}, forward + backward, median of {losses['iters']} calls, d={losses['dim']})",
+            "",
+            "| loss | B | implementation | ms | peak MiB | speed-up vs reference |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in losses["results"]:
-            lines.append(f"| {r['loss']} | {r['batch']} | {r['impl']} | {_f(r['ms_median'])} | {_f(r.get('peak_mib'), 1)} | {_f(r.get('speedup'))} |")
+            lines.append(
+                f"| {r['loss']} | {r['batch']} | {r['impl']} | {_f(r['ms_median'])} | {_f(r.get('peak_mib'), 1)} | {_f(r.get('speedup'))} |"
+            )
         lines.append("")
 
     for bb, r in (res.get("step") or {}).items():
@@ -210,45 +300,70 @@ def render_markdown(res: dict[str, Any]) -> str:
             continue
         shape = "x".join(map(str, r["clip_shape"][1:]))
         variant = f" ({r['variant']})" if r.get("variant") else ""
-        lines += [f"## Training step: {bb}{variant}, clips {shape}, batch {r['batch']}, {r['device']}", "",
-                  "| configuration | clips/s | speed-up vs fp32 | peak MiB | gradients match fp32 | max rel. error |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"## Training step: {bb}{variant}, clips {shape}, batch {r['batch']}, {r['device']}",
+            "",
+            "| configuration | clips/s | speed-up vs fp32 | peak MiB | gradients match fp32 | max rel. error |",
+            "|---|---|---|---|---|---|",
+        ]
         for c in r["configs"]:
             sp = c["counted_speedup"]
-            lines.append(f"| {c['config']} | {_f(c['clips_per_s'])} | {_f(sp) + 'x' if sp else '- (wrong gradients)' if not c['grad_ok'] else '-'} "
-                         f"| {_f(c['peak_mem_mb'], 0)} | {_f(c['grad_ok'])} | {_f(c['grad_rel_err'])} |")
+            lines.append(
+                f"| {c['config']} | {_f(c['clips_per_s'])} | {_f(sp) + 'x' if sp else '- (wrong gradients)' if not c['grad_ok'] else '-'} "
+                f"| {_f(c['peak_mem_mb'], 0)} | {_f(c['grad_ok'])} | {_f(c['grad_rel_err'])} |"
+            )
         if r.get("best_correct"):
-            lines += ["", f"Fastest configuration with correct gradients: **{r['best_correct']}**, "
-                          f"{_f(r['best_correct_speedup'])}x fp32 contiguous."]
+            lines += [
+                "",
+                f"Fastest configuration with correct gradients: **{r['best_correct']}**, "
+                f"{_f(r['best_correct_speedup'])}x fp32 contiguous.",
+            ]
         st = r.get("student")
         if st:
-            lines += ["", f"Student step ({st['labeled']} labeled + {st['unlabeled']} unlabeled clips of {st['frames']} frames, "
-                          "two frozen teachers):", "", "| teachers | clips/s | teachers' share of step time |", "|---|---|---|"]
+            lines += [
+                "",
+                f"Student step ({st['labeled']} labeled + {st['unlabeled']} unlabeled clips of {st['frames']} frames, "
+                "two frozen teachers):",
+                "",
+                "| teachers | clips/s | teachers' share of step time |",
+                "|---|---|---|",
+            ]
             for k, v in st.items():
                 if k.startswith("teachers_"):
-                    lines.append(f"| {k.split('_', 1)[1]} inference | {_f(v['clips_per_s'])} | {100 * v['teacher_share']:.0f}% |")
+                    lines.append(
+                        f"| {k.split('_', 1)[1]} inference | {_f(v['clips_per_s'])} | {100 * v['teacher_share']:.0f}% |"
+                    )
         lines.append("")
 
     sh = (res.get("shared") or {}).get("results")
     if sh:
         steps = next(iter(sh.values()))["steps_per_model"]
-        lines += [f"## One data pass for several models (`tbfast bench shared`, synthetic_tiny, {steps} steps per model)",
-                  "", "| group | separate s | one pass s | speed-up | videos decoded | teacher forwards | "
-                  "decode share | if compute 10x faster* | decode-bound* |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## One data pass for several models (`tbfast bench shared`, synthetic_tiny, {steps} steps per model)",
+            "",
+            "| group | separate s | one pass s | speed-up | videos decoded | teacher forwards | "
+            "decode share | if compute 10x faster* | decode-bound* |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for g, r in sh.items():
             tf = r.get("teacher_forwards")
             forwards = f"{tf['separate']} -> {tf['shared']}" if tf else "-"
             gpu = r["computed_speedup_if_compute_faster"]
-            lines.append(f"| {g} ({', '.join(r['models'])}) | {_f(r['separate_seconds'], 1)} | "
-                         f"{_f(r['shared_seconds'], 1)} | {r['speedup']:.2f}x | {r['videos_decoded']['separate']} -> "
-                         f"{r['videos_decoded']['shared']} | {forwards} | {100 * r['decode_share_separate']:.0f}% | "
-                         f"{gpu['10x']:.2f}x | {gpu['decode-bound']:.2f}x |")
+            lines.append(
+                f"| {g} ({', '.join(r['models'])}) | {_f(r['separate_seconds'], 1)} | "
+                f"{_f(r['shared_seconds'], 1)} | {r['speedup']:.2f}x | {r['videos_decoded']['separate']} -> "
+                f"{r['videos_decoded']['shared']} | {forwards} | {100 * r['decode_share_separate']:.0f}% | "
+                f"{gpu['10x']:.2f}x | {gpu['decode-bound']:.2f}x |"
+            )
         lines += ["", "\\* computed from the measured decode time (not measured on a GPU).", ""]
 
     rec = res.get("recipe")
     if rec:
-        lines += [f"## The recipe (`tbfast run`, preset {rec.get('preset')}, {rec.get('fraction')} labeled, "
-                  f"{rec.get('test_videos')} test videos)", ""]
+        lines += [
+            f"## The recipe (`tbfast run`, preset {rec.get('preset')}, {rec.get('fraction')} labeled, "
+            f"{rec.get('test_videos')} test videos)",
+            "",
+        ]
         if res.get("recipe_note"):  # set by hand when the recipe part comes from a later run
             lines += [res["recipe_note"], ""]
         ci = rec.get("top1_ci95") or {}
@@ -258,13 +373,23 @@ def render_markdown(res: dict[str, Any]) -> str:
             lines.append(f"| {k} | {_f(v)} | {iv} |")
         pw = rec.get("timebalance_paired") or {}
         if pw:
-            lines += ["", "TimeBalance against each model on the same test videos (exact McNemar): "
-                      + "; ".join(f"{k} {v['only_timebalance']} vs {v['only_other']} videos, p = {v['p']:.3f} "
-                                  f"({v['verdict']})" for k, v in pw.items()) + "."]
+            lines += [
+                "",
+                "TimeBalance against each model on the same test videos (exact McNemar): "
+                + "; ".join(
+                    f"{k} {v['only_timebalance']} vs {v['only_other']} videos, p = {v['p']:.3f} ({v['verdict']})"
+                    for k, v in pw.items()
+                )
+                + ".",
+            ]
         sd = rec.get("seeds")
         if sd:
-            lines += ["", f"Over {len(sd['seeds'])} seeds, mean ± std: "
-                      + "; ".join(f"{k} {sd['mean'][k]:.2f} ± {sd['std'][k]:.2f}" for k in sd["mean"]) + "."]
+            lines += [
+                "",
+                f"Over {len(sd['seeds'])} seeds, mean ± std: "
+                + "; ".join(f"{k} {sd['mean'][k]:.2f} ± {sd['std'][k]:.2f}" for k in sd["mean"])
+                + ".",
+            ]
             if sd.get("verdict"):
                 lines += ["", f"**Verdict.** {sd['verdict']}"]
         checks = rec.get("checks") or {}

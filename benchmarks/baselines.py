@@ -9,6 +9,7 @@ same augmentation work and differ only in how they decode and where they augment
 * ``PerClip``: a good Python loader: seek to the key frame before the span, decode only up to the
   last needed frame, then augment each clip as one (T, 3, H, W) tensor.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,8 +36,17 @@ def _fields(mode: str) -> list[tuple[str, str, int]]:
 
 
 class _PlannedDataset(torch.utils.data.Dataset):
-    def __init__(self, prepared, records: Sequence[VideoRecord], indices: Sequence[int], spec: ClipSpec,
-                 size: int, seed: int = 0, epoch: int = 0, augment: bool = True):
+    def __init__(
+        self,
+        prepared,
+        records: Sequence[VideoRecord],
+        indices: Sequence[int],
+        spec: ClipSpec,
+        size: int,
+        seed: int = 0,
+        epoch: int = 0,
+        augment: bool = True,
+    ):
         self.prepared, self.records, self.indices = Path(prepared), list(records), list(indices)
         self.spec, self.size, self.seed, self.epoch, self.augment = spec, size, seed, epoch, augment
 
@@ -53,16 +63,27 @@ class _PlannedDataset(torch.utils.data.Dataset):
         """(manifest index, record, plan, the plan's decoded frames) of sample ``i``."""
         idx = self.indices[i]
         r = self.records[idx]
-        plan = plan_sample(idx, r.frames, r.height, r.width, spec=self.spec, size=self.size,
-                           seed=self.seed, epoch=self.epoch, augment=self.augment)
+        plan = plan_sample(
+            idx,
+            r.frames,
+            r.height,
+            r.width,
+            spec=self.spec,
+            size=self.size,
+            seed=self.seed,
+            epoch=self.epoch,
+            augment=self.augment,
+        )
         return idx, r, plan, self.decode(self.prepared / r.path, plan.decode, r)
 
     def _item(self, i: int) -> dict:
         idx, r, plan, frames = self._decoded(i)  # frames: (len(decode), ...) uint8, numpy or torch
         out = {"index": idx, "label": r.label}
         for name, group, view in _fields(self.spec.mode):
-            clips = [self.augment_clip(frames[plan.orders[group][k]], plan.views[group][view][k])
-                     for k in range(plan.orders[group].shape[0])]
+            clips = [
+                self.augment_clip(frames[plan.orders[group][k]], plan.views[group][view][k])
+                for k in range(plan.orders[group].shape[0])
+            ]
             out[name] = clips[0] if len(clips) == 1 else torch.stack(clips)
         return out
 
@@ -129,8 +150,11 @@ class PerClip(_PlannedDataset):
         xa, xb = sorted((x0, x1))
         t = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
         t = t[:, :, int(round(y0)) : int(round(y1)), int(round(xa)) : int(round(xb))].float()
-        t = F.interpolate(t, size=(self.size, self.size), mode="bilinear", antialias=True,
-                          align_corners=False).div_(255).clamp_(0, 1)
+        t = (
+            F.interpolate(t, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+            .div_(255)
+            .clamp_(0, 1)
+        )
         if v.flip:
             t = t.flip(-1)
         return drop_and_erase(tv_colour(t, v), v).permute(1, 0, 2, 3)  # (3, T, S, S)
@@ -175,10 +199,28 @@ def _collate(items: list[dict]) -> dict:
     return batch
 
 
-def make_loader(kind: str, prepared, records, indices, spec: ClipSpec, *, size: int, batch_size: int,
-                workers: int, seed: int = 0, augment: bool = True) -> torch.utils.data.DataLoader:
+def make_loader(
+    kind: str,
+    prepared,
+    records,
+    indices,
+    spec: ClipSpec,
+    *,
+    size: int,
+    batch_size: int,
+    workers: int,
+    seed: int = 0,
+    augment: bool = True,
+) -> torch.utils.data.DataLoader:
     cls = {"reference": ReferenceStyle, "perclip": PerClip}[kind]
     ds = cls(prepared, records, indices, spec, size, seed=seed, augment=augment)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
-                                       worker_init_fn=_worker_init, drop_last=False, collate_fn=_collate,
-                                       persistent_workers=False, prefetch_factor=2 if workers else None)
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch_size,
+        num_workers=workers,
+        worker_init_fn=_worker_init,
+        drop_last=False,
+        collate_fn=_collate,
+        persistent_workers=False,
+        prefetch_factor=2 if workers else None,
+    )

@@ -1,4 +1,5 @@
 """Shared helpers of the benchmarks: machine description, timing, tables, JSON."""
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,7 @@ L_I's negatives gathered from every rank or not (``loss.cross_rank``) and BatchN
 synchronised per clip group or not (``model.sync_bn``). Prints the median step time per
 configuration and the overhead against neither; writes JSON with ``--json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,18 +56,25 @@ def _worker(rank: int, opts: dict, init: str, out: str) -> None:
     dev = torch.device("cuda", rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(dev)
-    tdist.init_process_group("nccl" if cuda else "gloo", init_method=f"file://{init}", rank=rank,
-                             world_size=args.world)
+    tdist.init_process_group("nccl" if cuda else "gloo", init_method=f"file://{init}", rank=rank, world_size=args.world)
     d = Dist(rank=rank, world=args.world, device=dev)
     b, s = args.batch_size, args.size
     gen = torch.Generator().manual_seed(rank)
-    batch = {k: torch.rand(n, 3, 16, s, s, generator=gen).to(dev)
-             for k, n in (("long0", b), ("long1", b), ("short0", 4 * b), ("short1", 4 * b))}
+    batch = {
+        k: torch.rand(n, 3, 16, s, s, generator=gen).to(dev)
+        for k, n in (("long0", b), ("long1", b), ("short0", 4 * b), ("short1", 4 * b))
+    }
     times = {}
     for label, cross, sync in CONFIGS:
-        cfg = resolve("combined", "synthetic_tiny", {"model": {"backbone": args.backbone, "sync_bn": sync},
-                                                     "data": {"batch_size": b, "size": s},
-                                                     "loss": {"cross_rank": cross}})
+        cfg = resolve(
+            "combined",
+            "synthetic_tiny",
+            {
+                "model": {"backbone": args.backbone, "sync_bn": sync},
+                "data": {"batch_size": b, "size": s},
+                "loss": {"cross_rank": cross},
+            },
+        )
         torch.manual_seed(0)
         model = set_sync_bn(SSLNet(cfg.model), sync_bn(cfg, args.world)).to(dev).train()
         net = nn.parallel.DistributedDataParallel(model, device_ids=[rank] if cuda else None)
@@ -120,12 +128,29 @@ def main(args: argparse.Namespace) -> int:
     for label, cross, sync in CONFIGS:
         m = median(times[label])
         rows.append([label, f"{m * 1e3:.1f}", f"{(m / base - 1) * 100:+.1f}%"])
-        res.append({"config": label, "cross_rank": cross, "sync_bn": sync, "step_ms": round(m * 1e3, 2),
-                    "overhead_vs_none": round(m / base - 1, 4), "samples_ms": [round(x * 1e3, 2) for x in times[label]]})
-    print_table(f"combined SSL step, {args.world} x {args.batch_size} videos at {args.size}px, {args.backbone}, "
-                f"{args.device} ({'NCCL' if args.device == 'cuda' else 'gloo'}), median of {args.steps}",
-                ["configuration", "ms/step", "vs per-rank"], rows)
+        res.append(
+            {
+                "config": label,
+                "cross_rank": cross,
+                "sync_bn": sync,
+                "step_ms": round(m * 1e3, 2),
+                "overhead_vs_none": round(m / base - 1, 4),
+                "samples_ms": [round(x * 1e3, 2) for x in times[label]],
+            }
+        )
+    print_table(
+        f"combined SSL step, {args.world} x {args.batch_size} videos at {args.size}px, {args.backbone}, "
+        f"{args.device} ({'NCCL' if args.device == 'cuda' else 'gloo'}), median of {args.steps}",
+        ["configuration", "ms/step", "vs per-rank"],
+        rows,
+    )
     if args.json:
-        write_json(args.json, {"machine": machine_info(), "args": {k: v for k, v in vars(args).items()
-                                                                   if not k.startswith("_")}, "results": res})
+        write_json(
+            args.json,
+            {
+                "machine": machine_info(),
+                "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+                "results": res,
+            },
+        )
     return 0

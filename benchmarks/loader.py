@@ -7,6 +7,7 @@ clips/s (clip views: ssl 10 per video, train 1, eval 10) and frames/s (planned s
 delivered per second: the same numerator for all loaders; the reference-style loader decodes the
 whole video to deliver them). The DALI decode-only rate on the same frames is the ceiling.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,21 +20,36 @@ from tbfast.argtypes import output_file, positive_int
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("prepared", metavar="PREPARED", help="prepared dataset folder (tbfast data prep)")
     parser.add_argument("--mode", choices=["ssl", "train", "eval"], default="ssl", help="pipeline to measure")
-    parser.add_argument("--device", choices=["cpu", "cuda", "gpu"], default="cpu",
-                        help="DALI backend: cpu, or cuda (= gpu: NVDEC and GPU operators), as in `tbfast train`")
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "gpu"],
+        default="cpu",
+        help="DALI backend: cpu, or cuda (= gpu: NVDEC and GPU operators), as in `tbfast train`",
+    )
     parser.add_argument("--json", default=None, metavar="FILE", type=output_file, help="write the results as JSON")
-    parser.add_argument("--videos", type=positive_int, default=64,
-                        help="videos timed per loader (from creating its iterator; the DALI pipeline is built before)")
+    parser.add_argument(
+        "--videos",
+        type=positive_int,
+        default=64,
+        help="videos timed per loader (from creating its iterator; the DALI pipeline is built before)",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=8, help="videos per batch")
     parser.add_argument("--size", type=positive_int, default=112, help="output side in pixels")
-    parser.add_argument("--workers", type=positive_int, default=min(os.cpu_count() or 1, 2),
-                        help="DALI threads = DataLoader workers of the baselines")
-    parser.add_argument("--loaders", default="dali,dali-torchcodec,dali-pyav,decode,perclip,reference,torchcodec,decord",
-                        help="comma-separated: dali, dali-torchcodec, dali-pyav (tbfast's pipeline with DALI's "
-                             "or a host decoder), decode (DALI decode-only), perclip, reference, and the peers "
-                             "torchcodec / decord (full plan, DALI's colour maths) with the suffixes -tv "
-                             "(torchvision colour ops), -crop (crop + flip only), -uint8 (crop + flip, uint8 out), "
-                             "-decode (decode only); a peer that is not installed is skipped with a note")
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=min(os.cpu_count() or 1, 2),
+        help="DALI threads = DataLoader workers of the baselines",
+    )
+    parser.add_argument(
+        "--loaders",
+        default="dali,dali-torchcodec,dali-pyav,decode,perclip,reference,torchcodec,decord",
+        help="comma-separated: dali, dali-torchcodec, dali-pyav (tbfast's pipeline with DALI's "
+        "or a host decoder), decode (DALI decode-only), perclip, reference, and the peers "
+        "torchcodec / decord (full plan, DALI's colour maths) with the suffixes -tv "
+        "(torchvision colour ops), -crop (crop + flip only), -uint8 (crop + flip, uint8 out), "
+        "-decode (decode only); a peer that is not installed is skipped with a note",
+    )
     parser.add_argument("--no-augment", action="store_true", help="centre crops only, in all loaders")
     parser.add_argument("--seed", type=int, default=0, help="seed of the plans")
 
@@ -94,16 +110,29 @@ def run(args: argparse.Namespace) -> dict:
     ours = ("dali", *(f"dali-{d}" for d in HOST_DECODERS))  # tbfast's pipeline with each decoder
     bad = [w for w in wanted if w not in (*ours, "decode", "perclip", "reference", *PEER_VARIANTS)]
     if bad:
-        raise UserError(f"unknown loader(s) {', '.join(bad)}; choose from {', '.join(ours)}, decode, perclip, "
-                        "reference, " + ", ".join(PEER_VARIANTS))
+        raise UserError(
+            f"unknown loader(s) {', '.join(bad)}; choose from {', '.join(ours)}, decode, perclip, "
+            "reference, " + ", ".join(PEER_VARIANTS)
+        )
     results: dict = {}
     skipped: dict = {}
 
     def dali_loader(decoder: str = "dali"):
-        return build_loader(args.prepared, args.mode, indices=indices, batch_size=args.batch_size,
-                            size=args.size, device="gpu" if args.device == "cuda" else args.device,
-                            num_threads=args.workers, seed=args.seed, augment=augment, records=records,
-                            shuffle=False, drop_last=True, decoder=decoder)
+        return build_loader(
+            args.prepared,
+            args.mode,
+            indices=indices,
+            batch_size=args.batch_size,
+            size=args.size,
+            device="gpu" if args.device == "cuda" else args.device,
+            num_threads=args.workers,
+            seed=args.seed,
+            augment=augment,
+            records=records,
+            shuffle=False,
+            drop_last=True,
+            decoder=decoder,
+        )
 
     frames_per_video = {}
     probe = dali_loader()
@@ -138,14 +167,25 @@ def run(args: argparse.Namespace) -> dict:
                 skipped[name] = why
                 continue
             torch.set_num_threads(1)
-            loader = make_peer_loader(name, args.prepared, records, indices, spec, size=args.size,
-                                      batch_size=args.batch_size, workers=args.workers, seed=args.seed,
-                                      augment=augment)
+            loader = make_peer_loader(
+                name,
+                args.prepared,
+                records,
+                indices,
+                spec,
+                size=args.size,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                seed=args.seed,
+                augment=augment,
+            )
             try:
                 n, sec, cpu = _time_iter(lambda loader=loader: iter(loader), args.videos)
             except Exception as exc:  # noqa: BLE001 - a peer that fails on these files is reported, not fatal
-                why = f"{PEER_VARIANTS[name][0]} failed on these videos: {type(exc).__name__}: " + \
-                    str(exc).strip().splitlines()[-1][:200]
+                why = (
+                    f"{PEER_VARIANTS[name][0]} failed on these videos: {type(exc).__name__}: "
+                    + str(exc).strip().splitlines()[-1][:200]
+                )
                 print(f"  {name:<10} skipped: {why}", flush=True)
                 skipped[name] = why
                 continue
@@ -153,23 +193,35 @@ def run(args: argparse.Namespace) -> dict:
             from tbfast_benchmarks.baselines import make_loader
 
             torch.set_num_threads(1)
-            loader = make_loader(name, args.prepared, records, indices, spec, size=args.size,
-                                 batch_size=args.batch_size, workers=args.workers, seed=args.seed,
-                                 augment=augment)
+            loader = make_loader(
+                name,
+                args.prepared,
+                records,
+                indices,
+                spec,
+                size=args.size,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                seed=args.seed,
+                augment=augment,
+            )
             n, sec, cpu = _time_iter(lambda loader=loader: iter(loader), args.videos)
         else:
-            raise UserError(f"unknown loader {name!r}; choose from dali, decode, perclip, reference, "
-                            + ", ".join(PEER_VARIANTS))
+            raise UserError(
+                f"unknown loader {name!r}; choose from dali, decode, perclip, reference, " + ", ".join(PEER_VARIANTS)
+            )
         vps = n / sec if sec > 0 else float("nan")
         cpu_ms = 1000 * cpu / n if n else float("nan")
-        results[name] = {"videos": n, "seconds": round(sec, 3), "videos_per_s": round(vps, 2),
-                         "cpu_ms_per_video": round(cpu_ms, 1),
-                         "videos_per_s_per_core": round(1000 / cpu_ms, 2) if cpu_ms > 0 else None,
-                         "clips_per_s": round(vps * (_clips_per_video(args.mode) if not name.endswith("decode")
-                                                     else 0), 1),
-                         "frames_per_s": round(vps * mean_frames, 1)}
-        print(f"  {name:<10} {vps:8.2f} videos/s  {cpu_ms:7.1f} CPU ms/video  ({n} videos in {sec:.1f} s)",
-              flush=True)
+        results[name] = {
+            "videos": n,
+            "seconds": round(sec, 3),
+            "videos_per_s": round(vps, 2),
+            "cpu_ms_per_video": round(cpu_ms, 1),
+            "videos_per_s_per_core": round(1000 / cpu_ms, 2) if cpu_ms > 0 else None,
+            "clips_per_s": round(vps * (_clips_per_video(args.mode) if not name.endswith("decode") else 0), 1),
+            "frames_per_s": round(vps * mean_frames, 1),
+        }
+        print(f"  {name:<10} {vps:8.2f} videos/s  {cpu_ms:7.1f} CPU ms/video  ({n} videos in {sec:.1f} s)", flush=True)
         if name in ours:
             # Python's work per video outside DALI: reading (+ first-read checksum), planning,
             # feeding DALI, handing the outputs to torch ("total": what every device pays on the
@@ -178,10 +230,13 @@ def run(args: argparse.Namespace) -> dict:
             apart = ("pixels", "decode")  # pixel work at the hand-over; a host decoder's work
             book = round(sum(v for k, v in host.items() if k not in apart), 3)
             results[name]["host_ms_per_video"] = {**host, "total": book}
-            print("  host (outside DALI), ms/video: " + ", ".join(f"{k} {v:.3f}" for k, v in host.items()
-                                                                 if k not in apart)
-                  + f"; total {book:.3f}; and pixel work at the hand-over {host.get('pixels', 0):.3f}"
-                  + (f"; host decoding {host['decode']:.3f}" if host.get("decode") else ""), flush=True)
+            print(
+                "  host (outside DALI), ms/video: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in host.items() if k not in apart)
+                + f"; total {book:.3f}; and pixel work at the hand-over {host.get('pixels', 0):.3f}"
+                + (f"; host decoding {host['decode']:.3f}" if host.get("decode") else ""),
+                flush=True,
+            )
     ratios = {}
     # the best peer on the same work as tbfast's loader (the full plan, float out; either colour maths)
     full = [k for k in results if k in PEER_VARIANTS and PEER_VARIANTS[k][1] in ("matrix", "tv")]
@@ -192,12 +247,23 @@ def run(args: argparse.Namespace) -> dict:
             if other in results and results[other]["videos_per_s"] > 0:
                 ratios[f"dali_over_{other}"] = round(d / results[other]["videos_per_s"], 2)
                 ratios[f"dali_over_{other}_cpu"] = round(results[other]["cpu_ms_per_video"] / dc, 2)
-    return {"mode": args.mode, "device": args.device, "batch_size": args.batch_size, "size": args.size,
-            "workers": args.workers, "augment": augment, "videos_timed": args.videos,
-            "planned_frames_per_video": round(mean_frames, 1), "prepared": str(args.prepared),
-            "machine": info, "results": results, "ratios": ratios, "best_peer": best_peer,
-            "skipped": skipped,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    return {
+        "mode": args.mode,
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "size": args.size,
+        "workers": args.workers,
+        "augment": augment,
+        "videos_timed": args.videos,
+        "planned_frames_per_video": round(mean_frames, 1),
+        "prepared": str(args.prepared),
+        "machine": info,
+        "results": results,
+        "ratios": ratios,
+        "best_peer": best_peer,
+        "skipped": skipped,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
 
 
 def print_table(report: dict) -> None:
@@ -206,12 +272,19 @@ def print_table(report: dict) -> None:
 
     from tbfast_benchmarks.peers import KINDS, PEERS
 
-    labels = {"dali": "DALI pipeline", "dali-torchcodec": "DALI pipeline, torchcodec decoder (host)",
-              "dali-pyav": "DALI pipeline, PyAV decoder (host)", "decode": "DALI decode only (ceiling)",
-              "perclip": "per-clip PyAV DataLoader", "reference": "reference-style DataLoader",
-              **{f"{p}{k}": f"{p} DataLoader: {v}" for p in PEERS for k, v in KINDS.items()}}
-    t = Table(title=f"loader, mode {report['mode']}, {report['device']}, {report['workers']} workers/threads, "
-                    f"{report['size']} px, batch {report['batch_size']}")
+    labels = {
+        "dali": "DALI pipeline",
+        "dali-torchcodec": "DALI pipeline, torchcodec decoder (host)",
+        "dali-pyav": "DALI pipeline, PyAV decoder (host)",
+        "decode": "DALI decode only (ceiling)",
+        "perclip": "per-clip PyAV DataLoader",
+        "reference": "reference-style DataLoader",
+        **{f"{p}{k}": f"{p} DataLoader: {v}" for p in PEERS for k, v in KINDS.items()},
+    }
+    t = Table(
+        title=f"loader, mode {report['mode']}, {report['device']}, {report['workers']} workers/threads, "
+        f"{report['size']} px, batch {report['batch_size']}"
+    )
     for col in ("loader", "videos/s", "clips/s", "frames/s", "DALI ×", "CPU ms/video", "DALI × (CPU)"):
         t.add_column(col, justify="left" if col == "loader" else "right")
     d = report["results"].get("dali", {}).get("videos_per_s")
@@ -219,15 +292,25 @@ def print_table(report: dict) -> None:
     for name, r in report["results"].items():
         ratio = f"{d / r['videos_per_s']:.2f}" if d and r["videos_per_s"] else "-"
         cratio = f"{r['cpu_ms_per_video'] / dc:.2f}" if dc else "-"
-        t.add_row(labels.get(name, name), f"{r['videos_per_s']:.2f}",
-                  f"{r['clips_per_s']:.1f}" if r["clips_per_s"] else "-", f"{r['frames_per_s']:.0f}", ratio,
-                  f"{r['cpu_ms_per_video']:.1f}", cratio)
+        t.add_row(
+            labels.get(name, name),
+            f"{r['videos_per_s']:.2f}",
+            f"{r['clips_per_s']:.1f}" if r["clips_per_s"] else "-",
+            f"{r['frames_per_s']:.0f}",
+            ratio,
+            f"{r['cpu_ms_per_video']:.1f}",
+            cratio,
+        )
     Console(width=max(Console().width, 132)).print(t)
     m = report["machine"]
-    print(f"machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, DALI {m['dali']}; load average "
-          f"{m.get('loadavg', '?')} at the start")
-    print("DALI × = DALI's rate / the row's rate (wall clock); DALI × (CPU) = the row's CPU time per video / "
-          "DALI's (robust on a shared machine). The decode-only row is the ceiling.")
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, DALI {m['dali']}; load average "
+        f"{m.get('loadavg', '?')} at the start"
+    )
+    print(
+        "DALI × = DALI's rate / the row's rate (wall clock); DALI × (CPU) = the row's CPU time per video / "
+        "DALI's (robust on a shared machine). The decode-only row is the ceiling."
+    )
     if report.get("best_peer"):
         print(f"best peer on the full plan: {labels.get(report['best_peer'], report['best_peer'])}")
     for name, why in (report.get("skipped") or {}).items():

@@ -8,6 +8,7 @@ reference batch (B=40 videos, d=128) and larger batches; also the student distil
 on the CPU the peak of live tensor bytes allocated during one call, from the profiler's
 allocation trace (inputs excluded).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,20 +23,34 @@ from tbfast_benchmarks.common import machine_info, median, print_table, write_js
 
 def add_arguments(p: argparse.ArgumentParser, command: str = "bench losses") -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the losses run")
-    p.add_argument("--batches", type=positive_int, nargs="+", default=None,
-                   help="videos per batch (default: 40 128 256 on cpu, 40 256 1024 on cuda)")
+    p.add_argument(
+        "--batches",
+        type=positive_int,
+        nargs="+",
+        default=None,
+        help="videos per batch (default: 40 128 256 on cpu, 40 256 1024 on cuda)",
+    )
     p.add_argument("--dim", type=positive_int, default=128, help="embedding dimension d")
-    p.add_argument("--impls", nargs="+", default=None,
-                   choices=["reference", "fused", "triton", "compiled"],
-                   help="default: reference fused (+ triton on cuda); 'compiled' runs torch.compile first")
+    p.add_argument(
+        "--impls",
+        nargs="+",
+        default=None,
+        choices=["reference", "fused", "triton", "compiled"],
+        help="default: reference fused (+ triton on cuda); 'compiled' runs torch.compile first",
+    )
     p.add_argument("--iters", type=positive_int, default=20, help="timed calls per configuration")
     p.add_argument("--warmup", type=nonneg_int, default=3, help="untimed calls per configuration")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--classes", type=positive_int, default=101, help="classes for the distillation measurement")
-    p.add_argument("--reduction", choices=["reference", "mean"], default="reference",
-                   help="loss reductions (docs/METHOD.md §4); the engine's default is reference")
-    p.add_argument("--quick", action="store_true",
-                   help="one small batch, few calls, no distillation memory: checks that it runs")
+    p.add_argument(
+        "--reduction",
+        choices=["reference", "mean"],
+        default="reference",
+        help="loss reductions (docs/METHOD.md §4); the engine's default is reference",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="one small batch, few calls, no distillation memory: checks that it runs"
+    )
     p.add_argument("--json", default=None, type=output_file, help="write the results here")
 
 
@@ -106,7 +121,9 @@ def main(args: argparse.Namespace) -> int:
     batches = args.batches or ([8] if args.quick else ([40, 128, 256] if device == "cpu" else [40, 256, 1024]))
     iters, warmup = (3, 1) if args.quick else (args.iters, args.warmup)
     if args.impls and "triton" in args.impls and device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise UserError("--impls triton on the CPU needs TRITON_INTERPRET=1 (slow, for checking only); use --device cuda")
+        raise UserError(
+            "--impls triton on the CPU needs TRITON_INTERPRET=1 (slow, for checking only); use --device cuda"
+        )
     names = args.impls or (["reference", "fused"] + (["triton"] if device == "cuda" else []))
     impls = _ssl_impls(names)
 
@@ -115,6 +132,7 @@ def main(args: argparse.Namespace) -> int:
         z_long, z_slices, z_short = _inputs(bsz, args.dim, device)
         steps = {}
         for name, fn in impls.items():
+
             def step(fn=fn, z_long=z_long, z_slices=z_slices, z_short=z_short):
                 out = fn(z_long, z_slices, z_short, reduction=args.reduction)
                 out["loss"].backward()
@@ -125,22 +143,41 @@ def main(args: argparse.Namespace) -> int:
 
     rows += _bench_distill(device, args.classes, 8 if args.quick else 32, iters, warmup, memory=not args.quick)
 
-    payload = {"benchmark": "losses", "device": device, "dim": args.dim, "iters": iters, "reduction": args.reduction,
-               "machine": machine_info(), "results": rows}
+    payload = {
+        "benchmark": "losses",
+        "device": device,
+        "dim": args.dim,
+        "iters": iters,
+        "reduction": args.reduction,
+        "machine": machine_info(),
+        "results": rows,
+    }
     print_table(
         f"bench losses ({device}, {torch.get_num_threads()} threads, forward+backward, median of {iters} calls)\n"
         f"ssl = L_I+L_D1+L_D2 ({args.reduction} reductions), d={args.dim}; distill = softmax+teacher mix+divergence, C={args.classes}",
-        ["loss", "B", "impl", "ms (median)", "ms (min)", "peak MiB", "speed-up (median)", "speed-up (min)",
-         "|Δ loss|"],
-        [[r["loss"], r["batch"], r["impl"], r["ms_median"], r["ms_min"], r["peak_mib"], r["speedup"],
-          r["speedup_min"], r["abs_diff_vs_reference"]] for r in rows],
+        ["loss", "B", "impl", "ms (median)", "ms (min)", "peak MiB", "speed-up (median)", "speed-up (min)", "|Δ loss|"],
+        [
+            [
+                r["loss"],
+                r["batch"],
+                r["impl"],
+                r["ms_median"],
+                r["ms_min"],
+                r["peak_mib"],
+                r["speedup"],
+                r["speedup_min"],
+                r["abs_diff_vs_reference"],
+            ]
+            for r in rows
+        ],
     )
     write_json(args.json, payload)
     return 0
 
 
-def _bench_distill(device: str, classes: int, bsz: int, iters: int, warmup: int,
-                   memory: bool = True) -> list[dict[str, Any]]:
+def _bench_distill(
+    device: str, classes: int, bsz: int, iters: int, warmup: int, memory: bool = True
+) -> list[dict[str, Any]]:
     import torch
 
     from tbfast.kernels import student_distill_loss
@@ -159,6 +196,7 @@ def _bench_distill(device: str, classes: int, bsz: int, iters: int, warmup: int,
             ("reference", lambda kind=kind: distill(torch.softmax(logits, -1), mix_teachers(p_inv, p_dis, s), kind)),
             ("fused", lambda kind=kind: student_distill_loss(logits, p_inv, p_dis, s, kind)),
         ):
+
             def step(fn=fn):
                 loss = fn()
                 loss.backward()
@@ -171,8 +209,9 @@ def _bench_distill(device: str, classes: int, bsz: int, iters: int, warmup: int,
     return rows
 
 
-def _measure(loss: str, bsz: int, steps: dict[str, Callable], device: str, iters: int, warmup: int,
-             memory: bool) -> list[dict[str, Any]]:
+def _measure(
+    loss: str, bsz: int, steps: dict[str, Callable], device: str, iters: int, warmup: int, memory: bool
+) -> list[dict[str, Any]]:
     """Time the implementations *interleaved* (one call of each per round), so that on a shared
     machine every implementation sees the same background load; speed-ups use medians and minima."""
     import time
@@ -195,11 +234,17 @@ def _measure(loss: str, bsz: int, steps: dict[str, Callable], device: str, iters
     rows = []
     for name in steps:
         ms, ms_min = median(times[name]) * 1e3, min(times[name]) * 1e3
-        rows.append({
-            "loss": loss, "batch": bsz, "impl": name, "ms_median": ms, "ms_min": ms_min,
-            "peak_mib": _peak_mib(steps[name], device) if memory else None,
-            "speedup": median(times[ref]) * 1e3 / ms if ref else None,
-            "speedup_min": min(times[ref]) * 1e3 / ms_min if ref else None,
-            "abs_diff_vs_reference": abs(losses[name] - losses[ref]) if ref else None,
-        })
+        rows.append(
+            {
+                "loss": loss,
+                "batch": bsz,
+                "impl": name,
+                "ms_median": ms,
+                "ms_min": ms_min,
+                "peak_mib": _peak_mib(steps[name], device) if memory else None,
+                "speedup": median(times[ref]) * 1e3 / ms if ref else None,
+                "speedup_min": min(times[ref]) * 1e3 / ms_min if ref else None,
+                "abs_diff_vs_reference": abs(losses[name] - losses[ref]) if ref else None,
+            }
+        )
     return rows

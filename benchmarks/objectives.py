@@ -8,6 +8,7 @@ that already holds a finished run is reused, an interrupted one resumed). Writes
 OUT/ssl_curves.png (the self-supervised losses per epoch: L_I of the invariant teacher, L_D1 and
 L_D2 of the distinctive one, each in its reduction's own units).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,17 +26,26 @@ VARIANTS = {  # name: (loss.reduction, model.group_bn)
     "mean_grouped": ("mean", True),
     "mean_mixed": ("mean", False),
 }
-MODELS = ("supervised", "student_invariant", "student_distinctive", "timebalance", "teacher_invariant",
-          "teacher_distinctive")
+MODELS = (
+    "supervised",
+    "student_invariant",
+    "student_distinctive",
+    "timebalance",
+    "teacher_invariant",
+    "teacher_distinctive",
+)
 
 
 def add_arguments(p: argparse.ArgumentParser, command: str = "bench objectives") -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the four runs and the summary")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="variants to run")
-    p.add_argument("--recipe-args", default="", help="extra arguments for every `tbfast run`, e.g. \"--seed 1\"")
-    p.add_argument("--collect", action="store_true",
-                   help="train nothing: gather the finished runs already in DIR/<variant>/ (e.g. made by "
-                        "`tbfast run --out DIR/<variant> --set ...` by hand) into the table and the plot")
+    p.add_argument("--recipe-args", default="", help='extra arguments for every `tbfast run`, e.g. "--seed 1"')
+    p.add_argument(
+        "--collect",
+        action="store_true",
+        help="train nothing: gather the finished runs already in DIR/<variant>/ (e.g. made by "
+        "`tbfast run --out DIR/<variant> --set ...` by hand) into the table and the plot",
+    )
 
 
 def _epochs(run_dir: Path, terms: tuple[str, ...]) -> dict[str, list[float]]:
@@ -72,21 +82,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.collect:
             rc, sec = (0 if (run_dir / "results.json").is_file() else 1), 0.0
         else:
-            rc, sec = _tbfast(["run", "--out", str(run_dir), "--no-progress", "--set", f"loss.reduction={reduction}",
-                               "--set", f"model.group_bn={str(grouped).lower()}", *shlex.split(args.recipe_args)], log)
+            rc, sec = _tbfast(
+                [
+                    "run",
+                    "--out",
+                    str(run_dir),
+                    "--no-progress",
+                    "--set",
+                    f"loss.reduction={reduction}",
+                    "--set",
+                    f"model.group_bn={str(grouped).lower()}",
+                    *shlex.split(args.recipe_args),
+                ],
+                log,
+            )
         r = _read(run_dir / "results.json") or {}
         cfg = _read_yaml(run_dir / "invariant" / "config.yaml")
         if cfg and ((cfg.get("loss") or {}).get("reduction"), (cfg.get("model") or {}).get("group_bn")) != (
-                reduction, grouped):
-            raise SystemExit(f"{run_dir} was not trained as {name} (its invariant stage has loss.reduction="
-                             f"{cfg['loss'].get('reduction')}, model.group_bn={cfg['model'].get('group_bn')})")
+            reduction,
+            grouped,
+        ):
+            raise SystemExit(
+                f"{run_dir} was not trained as {name} (its invariant stage has loss.reduction="
+                f"{cfg['loss'].get('reduction')}, model.group_bn={cfg['model'].get('group_bn')})"
+            )
         res["variants"][name] = {
-            "reduction": reduction, "group_bn": grouped, "rc": rc, "seconds": r.get("total_seconds", sec),
-            "top1": {k: r.get("top1_all", {}).get(k) for k in MODELS}, "test_videos": r.get("test_videos"),
+            "reduction": reduction,
+            "group_bn": grouped,
+            "rc": rc,
+            "seconds": r.get("total_seconds", sec),
+            "top1": {k: r.get("top1_all", {}).get(k) for k in MODELS},
+            "test_videos": r.get("test_videos"),
             "checks": r.get("checks"),
             "ssl_batch": (cfg or {}).get("data", {}).get("batch_size"),
-            "curves": {"invariant": _epochs(run_dir / "invariant", ("loss", "L_I")),
-                       "distinctive": _epochs(run_dir / "distinctive", ("loss", "L_D1", "L_D2"))},
+            "curves": {
+                "invariant": _epochs(run_dir / "invariant", ("loss", "L_I")),
+                "distinctive": _epochs(run_dir / "distinctive", ("loss", "L_D1", "L_D2")),
+            },
         }
     write_json(out / "objectives.json", res)
     (out / "objectives.md").write_text(render(res))
@@ -97,13 +129,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
-LABELS = {"supervised": "supervised", "student_invariant": "s=1", "student_distinctive": "s=0",
-          "timebalance": "TimeBalance", "teacher_invariant": "T_I", "teacher_distinctive": "T_D"}
+LABELS = {
+    "supervised": "supervised",
+    "student_invariant": "s=1",
+    "student_distinctive": "s=0",
+    "timebalance": "TimeBalance",
+    "teacher_invariant": "T_I",
+    "teacher_distinctive": "T_D",
+}
 
 
 def render(res: dict[str, Any]) -> str:
-    lines = ["| reduction | BatchNorm statistics | " + " | ".join(LABELS.values()) + " | wall s |",
-             "|---|---|" + "---|" * (len(LABELS) + 1)]
+    lines = [
+        "| reduction | BatchNorm statistics | " + " | ".join(LABELS.values()) + " | wall s |",
+        "|---|---|" + "---|" * (len(LABELS) + 1),
+    ]
     for v in res["variants"].values():
         cells = [f"{v['top1'][k]:.2f}" if v["top1"].get(k) is not None else "-" for k in LABELS]
         bn = "per clip group" if v["group_bn"] else "one set (mixed)"
@@ -120,8 +160,11 @@ def plot(res: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("invariant", "L_I", "invariant teacher: L_I"), ("distinctive", "L_D1", "distinctive teacher: L_D1"),
-              ("distinctive", "L_D2", "distinctive teacher: L_D2")]
+    panels = [
+        ("invariant", "L_I", "invariant teacher: L_I"),
+        ("distinctive", "L_D1", "distinctive teacher: L_D1"),
+        ("distinctive", "L_D2", "distinctive teacher: L_D2"),
+    ]
     reductions = [r for r in ("reference", "mean") if any(v["reduction"] == r for v in res["variants"].values())]
     fig, axes = plt.subplots(len(reductions), 3, figsize=(12, 3.4 * len(reductions)), squeeze=False)
     for row, red in enumerate(reductions):
@@ -132,8 +175,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
                     continue
                 ys = v["curves"][stage].get(term) or []
                 label = "per clip group" if v["group_bn"] else "one set (mixed)"
-                ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3, label=label,
-                        ls="-" if v["group_bn"] else "--")
+                ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3, label=label, ls="-" if v["group_bn"] else "--")
             b = next((v.get("ssl_batch") for v in res["variants"].values() if v["reduction"] == red), None)
             if b:  # the value of the term when every candidate is equally likely
                 ax.axhline(_chance(term, red, int(b)), color="grey", ls=":", lw=1, label=f"chance (B={b})")

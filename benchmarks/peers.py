@@ -18,6 +18,7 @@ whole pixels, so a peer's pixels are close to DALI's, not identical (DALI sample
 window, without antialiasing). Optional: ``pip install -e '.[peers]'``; torchcodec also needs FFmpeg's
 shared libraries (``apt-get install ffmpeg`` on Debian/Ubuntu); decord bundles its own.
 """
+
 from __future__ import annotations
 
 import time
@@ -30,8 +31,13 @@ from tbfast.data.plans import ClipView, colour_affine
 from tbfast_benchmarks.baselines import PerClip, _collate, _worker_init, drop_and_erase, tv_colour
 
 PEERS = ("torchcodec", "decord")
-KINDS = {"": "full plan, DALI colour maths", "-tv": "full plan, torchvision colour ops", "-crop": "crop + flip",
-         "-uint8": "crop + flip, uint8 out", "-decode": "decode only"}
+KINDS = {
+    "": "full plan, DALI colour maths",
+    "-tv": "full plan, torchvision colour ops",
+    "-crop": "crop + flip",
+    "-uint8": "crop + flip, uint8 out",
+    "-decode": "decode only",
+}
 # RGB <-> YIQ (NTSC), the colour space in which DALI's color_twist rotates the hue
 
 
@@ -78,8 +84,15 @@ class Peer(PerClip):
         y0, x0, y1, x1 = v.roi
         xa, xb = sorted((x0, x1))
         top, left = int(round(y0)), int(round(xa))
-        t = TF2.resized_crop(frames, top, left, max(int(round(y1)) - top, 1), max(int(round(xb)) - left, 1),
-                             [self.size, self.size], antialias=True)  # uint8 (T, 3, S, S)
+        t = TF2.resized_crop(
+            frames,
+            top,
+            left,
+            max(int(round(y1)) - top, 1),
+            max(int(round(xb)) - left, 1),
+            [self.size, self.size],
+            antialias=True,
+        )  # uint8 (T, 3, S, S)
         if v.flip:
             t = t.flip(-1)
         if self.out == "uint8":
@@ -103,27 +116,73 @@ class DecodeOnly(Peer):
 
 
 # loader name -> (decoder, colour, output); "-decode": decode only
-VARIANTS = {f"{p}{suffix}": (p, colour, out) for p in PEERS
-            for suffix, colour, out in (("", "matrix", "float"), ("-tv", "tv", "float"), ("-crop", "none", "float"),
-                                        ("-uint8", "none", "uint8"), ("-decode", None, None))}
+VARIANTS = {
+    f"{p}{suffix}": (p, colour, out)
+    for p in PEERS
+    for suffix, colour, out in (
+        ("", "matrix", "float"),
+        ("-tv", "tv", "float"),
+        ("-crop", "none", "float"),
+        ("-uint8", "none", "uint8"),
+        ("-decode", None, None),
+    )
+}
 
 
-def make_peer_loader(name: str, prepared, records, indices, spec, *, size: int, batch_size: int, workers: int,
-                     seed: int = 0, augment: bool = True) -> torch.utils.data.DataLoader:
+def make_peer_loader(
+    name: str,
+    prepared,
+    records,
+    indices,
+    spec,
+    *,
+    size: int,
+    batch_size: int,
+    workers: int,
+    seed: int = 0,
+    augment: bool = True,
+) -> torch.utils.data.DataLoader:
     decoder, colour, out = VARIANTS[name]
     cls = DecodeOnly if colour is None else Peer
-    ds = cls(prepared, records, indices, spec, size, seed=seed, augment=augment, decoder=decoder,
-             colour=colour or "none", out=out or "float")
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, worker_init_fn=_worker_init,
-                                       drop_last=False, collate_fn=_collate, persistent_workers=False,
-                                       prefetch_factor=2 if workers else None)
+    ds = cls(
+        prepared,
+        records,
+        indices,
+        spec,
+        size,
+        seed=seed,
+        augment=augment,
+        decoder=decoder,
+        colour=colour or "none",
+        out=out or "float",
+    )
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch_size,
+        num_workers=workers,
+        worker_init_fn=_worker_init,
+        drop_last=False,
+        collate_fn=_collate,
+        persistent_workers=False,
+        prefetch_factor=2 if workers else None,
+    )
 
 
 def peer_item(name: str, prepared, records, index: int, spec, *, size: int, seed: int = 0, augment: bool = True):
     """One sample of a peer, in this process (tests compare it with tbfast's loader)."""
     decoder, colour, out = VARIANTS[name]
-    ds = Peer(prepared, records, [index], spec, size, seed=seed, augment=augment, decoder=decoder,
-              colour=colour or "none", out=out or "float")
+    ds = Peer(
+        prepared,
+        records,
+        [index],
+        spec,
+        size,
+        seed=seed,
+        augment=augment,
+        decoder=decoder,
+        colour=colour or "none",
+        out=out or "float",
+    )
     t0 = time.process_time()
     item = ds[0]
     item["cpu_s"] = time.process_time() - t0

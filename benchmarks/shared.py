@@ -17,6 +17,7 @@ the same pass would give if the models' compute were R times faster while decodi
 (a GPU whose NVDEC and host, not its SMs, are the limit): (K*D + C/R) / (D + C_shared/R), with D the
 decode time of the steps, C the separate runs' compute (wall minus K*D) and C_shared the pass's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,15 +31,24 @@ from tbfast_benchmarks.common import machine_info, print_table, write_json
 
 
 def add_arguments(p: argparse.ArgumentParser, command: str = "bench shared") -> None:
-    p.add_argument("--data", default=None, metavar="PREPARED",
-                   help="prepared dataset [default: the built-in demo's synthetic data, generated in --work]")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="PREPARED",
+        help="prepared dataset [default: the built-in demo's synthetic data, generated in --work]",
+    )
     p.add_argument("--work", default=None, metavar="DIR", help="folder for the runs [default: a temporary one]")
     p.add_argument("--steps", type=positive_int, default=16, help="training steps per model")
-    p.add_argument("--repeats", type=positive_int, default=3,
-                   help="measure each way this many times, alternating which goes first (a shared VM's timings "
-                        "vary by 10%%); the medians are reported")
-    p.add_argument("--groups", nargs="+", choices=["ssl", "students"], default=["ssl", "students"],
-                   help="which groups to measure")
+    p.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=3,
+        help="measure each way this many times, alternating which goes first (a shared VM's timings "
+        "vary by 10%%); the medians are reported",
+    )
+    p.add_argument(
+        "--groups", nargs="+", choices=["ssl", "students"], default=["ssl", "students"], help="which groups to measure"
+    )
     p.add_argument("--batch-size", type=positive_int, default=None, help="videos per step [default: the preset's]")
     p.add_argument("--size", type=positive_int, default=None, help="crop side in pixels [default: the preset's]")
     p.add_argument("--json", default=None, type=output_file, help="write the results here")
@@ -50,8 +60,10 @@ _DATA: dict = {}  # --batch-size / --size
 def _cfg(stage: str, steps: int, **extra):
     from tbfast.engine.config import resolve
 
-    ov = {"train": {"device": "cpu", "progress": False, "max_steps": steps, "log_every": 1000, "epochs": 1000},
-          "data": dict(_DATA)}
+    ov = {
+        "train": {"device": "cpu", "progress": False, "max_steps": steps, "log_every": 1000, "epochs": 1000},
+        "data": dict(_DATA),
+    }
     for section, values in extra.items():
         ov.setdefault(section, {}).update(values)
     return resolve(stage, "synthetic_tiny", ov)
@@ -78,12 +90,21 @@ def _teachers(prepared: Path, lab: Path, work: Path) -> dict:
     out = {}
     for k, kind in enumerate(("invariant", "distinctive")):
         cfg = _cfg("supervised", 1, train={"seed": 100 + k})
-        stages.train_classifier(cfg, prepared, work / "teachers" / kind, dist=Dist(), labeled=lab, init="scratch",
-                                resume="overwrite", log=lambda s: None)
+        stages.train_classifier(
+            cfg,
+            prepared,
+            work / "teachers" / kind,
+            dist=Dist(),
+            labeled=lab,
+            init="scratch",
+            resume="overwrite",
+            log=lambda s: None,
+        )
         out[kind] = work / "teachers" / kind / "checkpoints" / "last.pt"
     recs = read_manifest(prepared)
-    rows = ["index,path,raw,score"] + [f"{i},{r.path},0,{(i % 7) / 6}" for i, r in enumerate(recs)
-                                       if r.split == "train"]
+    rows = ["index,path,raw,score"] + [
+        f"{i},{r.path},0,{(i % 7) / 6}" for i, r in enumerate(recs) if r.split == "train"
+    ]
     out["sim"] = work / "teachers" / "similarity.csv"
     out["sim"].write_text("\n".join(rows) + "\n")
     return out
@@ -95,17 +116,45 @@ def _builders(group: str, prepared: Path, steps: int, lab, unl, teachers: dict |
 
     quiet = lambda s: None  # noqa: E731
     if group == "ssl":
-        return {k: (lambda root, pool, t, k=k: stages.ssl_member(
-            _cfg(k, steps), prepared, root / k, dist=Dist(), resume="overwrite", log=quiet, pool=pool, name=k))
-            for k in ("invariant", "distinctive")}
-    out = {"supervised": lambda root, pool, t: stages.classifier_member(
-        _cfg("supervised", steps), prepared, root / "supervised", dist=Dist(), labeled=lab, init="scratch",
-        resume="overwrite", log=quiet, pool=pool, name="supervised")}
+        return {
+            k: (
+                lambda root, pool, t, k=k: stages.ssl_member(
+                    _cfg(k, steps), prepared, root / k, dist=Dist(), resume="overwrite", log=quiet, pool=pool, name=k
+                )
+            )
+            for k in ("invariant", "distinctive")
+        }
+    out = {
+        "supervised": lambda root, pool, t: stages.classifier_member(
+            _cfg("supervised", steps),
+            prepared,
+            root / "supervised",
+            dist=Dist(),
+            labeled=lab,
+            init="scratch",
+            resume="overwrite",
+            log=quiet,
+            pool=pool,
+            name="supervised",
+        )
+    }
     for w in ("invariant", "distinctive", "timebalance"):
-        out[f"student_{w}"] = (lambda root, pool, t, w=w: stages.student_member(
-            _cfg("student", steps, loss={"weighting": w}), prepared, root / f"student_{w}", dist=Dist(),
-            labeled=lab, unlabeled=unl, teacher_inv=teachers["invariant"], teacher_dis=teachers["distinctive"],
-            similarity=teachers["sim"], resume="overwrite", log=quiet, pool=pool, teachers=t, name=f"student_{w}"))
+        out[f"student_{w}"] = lambda root, pool, t, w=w: stages.student_member(
+            _cfg("student", steps, loss={"weighting": w}),
+            prepared,
+            root / f"student_{w}",
+            dist=Dist(),
+            labeled=lab,
+            unlabeled=unl,
+            teacher_inv=teachers["invariant"],
+            teacher_dis=teachers["distinctive"],
+            similarity=teachers["sim"],
+            resume="overwrite",
+            log=quiet,
+            pool=pool,
+            teachers=t,
+            name=f"student_{w}",
+        )
     return out
 
 
@@ -177,19 +226,30 @@ def measure(group: str, prepared: Path, work: Path, steps: int, lab, unl, teache
     def gpu(r: float) -> float:
         return (d_sep + c_sep / r) / (decode + c_sh / r)
 
-    return {"models": list(builders), "steps_per_model": steps, "separate_seconds": round(sep_seconds, 2),
-            "separate_per_model_seconds": per_model, "shared_seconds": round(shared_seconds, 2),
-            "speedup": round(sep_seconds / shared_seconds, 3), "repeats": repeats,
-            "separate_seconds_samples": [round(x[0], 2) for x in seps],
-            "shared_seconds_samples": [round(x[0], 2) for x in shs],
-            "batches_decoded": {"separate": sep_decoded, "shared": counts["decoded"]},
-            "videos_decoded": {"separate": sep_decoded * batch, "shared": counts["decoded"] * batch},
-            "teacher_forwards": {"separate": sep_forwards, "shared": forwards} if group == "students" else None,
-            "decode_seconds_shared_pass": round(decode, 2),
-            "decode_share_separate": round(d_sep / sep_seconds, 3), "decode_share_shared": round(decode / shared_seconds, 3),
-            "computed_speedup_if_compute_faster": {"1x (this CPU)": round(gpu(1.0), 3), "10x": round(gpu(10.0), 3),
-                                                   "30x": round(gpu(30.0), 3), "decode-bound": round(d_sep / decode, 3)},
-            "k": k}
+    return {
+        "models": list(builders),
+        "steps_per_model": steps,
+        "separate_seconds": round(sep_seconds, 2),
+        "separate_per_model_seconds": per_model,
+        "shared_seconds": round(shared_seconds, 2),
+        "speedup": round(sep_seconds / shared_seconds, 3),
+        "repeats": repeats,
+        "separate_seconds_samples": [round(x[0], 2) for x in seps],
+        "shared_seconds_samples": [round(x[0], 2) for x in shs],
+        "batches_decoded": {"separate": sep_decoded, "shared": counts["decoded"]},
+        "videos_decoded": {"separate": sep_decoded * batch, "shared": counts["decoded"] * batch},
+        "teacher_forwards": {"separate": sep_forwards, "shared": forwards} if group == "students" else None,
+        "decode_seconds_shared_pass": round(decode, 2),
+        "decode_share_separate": round(d_sep / sep_seconds, 3),
+        "decode_share_shared": round(decode / shared_seconds, 3),
+        "computed_speedup_if_compute_faster": {
+            "1x (this CPU)": round(gpu(1.0), 3),
+            "10x": round(gpu(10.0), 3),
+            "30x": round(gpu(30.0), 3),
+            "decode-bound": round(d_sep / decode, 3),
+        },
+        "k": k,
+    }
 
 
 def main(args: argparse.Namespace) -> int:
@@ -219,21 +279,48 @@ def main(args: argparse.Namespace) -> int:
             results[group] = measure(group, prepared, work / group, args.steps, lab, unl, teachers, args.repeats)
     rows = []
     for group, r in results.items():
-        rows.append([f"{group} ({r['k']} models)", r["separate_seconds"], r["shared_seconds"], f"{r['speedup']:.2f}x",
-                     f"{r['videos_decoded']['separate']} -> {r['videos_decoded']['shared']}",
-                     (f"{r['teacher_forwards']['separate']} -> {r['teacher_forwards']['shared']}"
-                      if r["teacher_forwards"] else "-"),
-                     f"{100 * r['decode_share_separate']:.0f}%",
-                     f"{r['computed_speedup_if_compute_faster']['10x']:.2f}x",
-                     f"{r['computed_speedup_if_compute_faster']['decode-bound']:.2f}x"])
-    print_table(f"one data pass vs one pass per model, synthetic_tiny, {args.steps} steps per model, "
-                f"{torch.get_num_threads()} torch threads, median of {args.repeats}",
-                ["group", "separate s", "shared s", "speed-up", "videos decoded", "teacher forwards",
-                 "decode share (separate)", "if compute 10x faster*", "decode-bound*"], rows)
+        rows.append(
+            [
+                f"{group} ({r['k']} models)",
+                r["separate_seconds"],
+                r["shared_seconds"],
+                f"{r['speedup']:.2f}x",
+                f"{r['videos_decoded']['separate']} -> {r['videos_decoded']['shared']}",
+                (
+                    f"{r['teacher_forwards']['separate']} -> {r['teacher_forwards']['shared']}"
+                    if r["teacher_forwards"]
+                    else "-"
+                ),
+                f"{100 * r['decode_share_separate']:.0f}%",
+                f"{r['computed_speedup_if_compute_faster']['10x']:.2f}x",
+                f"{r['computed_speedup_if_compute_faster']['decode-bound']:.2f}x",
+            ]
+        )
+    print_table(
+        f"one data pass vs one pass per model, synthetic_tiny, {args.steps} steps per model, "
+        f"{torch.get_num_threads()} torch threads, median of {args.repeats}",
+        [
+            "group",
+            "separate s",
+            "shared s",
+            "speed-up",
+            "videos decoded",
+            "teacher forwards",
+            "decode share (separate)",
+            "if compute 10x faster*",
+            "decode-bound*",
+        ],
+        rows,
+    )
     print("* computed from the measured decode time, not measured")
     if args.json:
-        write_json(args.json, {"machine": machine_info(), "args": {k: v for k, v in vars(args).items()
-                                                                   if not k.startswith("_")}, "results": results})
-    print(json.dumps({g: {"speedup": r["speedup"], "videos_decoded": r["videos_decoded"]}
-                      for g, r in results.items()}))
+        write_json(
+            args.json,
+            {
+                "machine": machine_info(),
+                "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+                "results": results,
+            },
+        )
+    print(json.dumps({g: {"speedup": r["speedup"], "videos_decoded": r["videos_decoded"]} for g, r in results.items()}))
     return 0

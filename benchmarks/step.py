@@ -7,6 +7,7 @@ Every configuration runs in a fresh process (so peak memory is its own) on synth
 the preset's clip shape. A configuration whose gradients do not match fp32 (see ``tbfast.amp``:
 CPU bf16 Conv3d on temporal depth 2) is reported as wrong and never counted as a speed-up.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,10 +45,23 @@ CONFIGS: dict[str, tuple[str | None, bool, bool]] = {
 
 def add_arguments(p: argparse.ArgumentParser, command: str = "bench step") -> None:
     p.add_argument("--backbone", choices=sorted(SHAPES), default="r3d18")
-    p.add_argument("--variant", choices=["plain", "tclr"], default="plain",
-                   help="r3d18 layer4: torchvision's (temporal stride 2) or TCLR's (stride 1, dilation 2)")
+    p.add_argument(
+        "--variant",
+        choices=["plain", "tclr"],
+        default="plain",
+        help="r3d18 layer4: torchvision's (temporal stride 2) or TCLR's (stride 1, dilation 2)",
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
-    p.add_argument("--batch", type=positive_int, default=None, help="clips per step (default per backbone and device)")
+    p.add_argument(
+        "--batch-size",
+        dest="batch",
+        type=positive_int,
+        default=None,
+        help="clips per step (default per backbone and device)",
+    )
+    p.add_argument(
+        "--batch", dest="batch", type=positive_int, help=argparse.SUPPRESS
+    )  # the old spelling, for a release
     p.add_argument("--frames", type=positive_int, default=None, help="clip length (default per backbone)")
     p.add_argument("--size", type=positive_int, default=None, help="crop size (default per backbone)")
     p.add_argument("--steps", type=positive_int, default=3, help="timed steps per configuration")
@@ -57,8 +71,13 @@ def add_arguments(p: argparse.ArgumentParser, command: str = "bench step") -> No
     p.add_argument("--no-student", action="store_true", help="skip the student-step measurement")
     p.add_argument("--student-frames", type=positive_int, default=8, help="clip length of the student step")
     p.add_argument("--no-ssl", action="store_true", help="skip the self-supervised step (BatchNorm modes)")
-    p.add_argument("--ssl-batches", type=positive_int, nargs="+", default=None,
-                   help="videos per self-supervised step (10 clips each); default per backbone and device")
+    p.add_argument(
+        "--ssl-batches",
+        type=positive_int,
+        nargs="+",
+        default=None,
+        help="videos per self-supervised step (10 clips each); default per backbone and device",
+    )
     p.add_argument("--ssl-size", type=positive_int, default=None, help="crop size of the self-supervised step")
     p.add_argument("--quick", action="store_true", help="tiny shapes, one timed step: checks that it runs")
     p.add_argument("--json", default=None, type=output_file, help="write the results here")
@@ -156,11 +175,15 @@ def _measure_student(job: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(0)
     dev = job["device"]
     student = _build(job["backbone"], job["variant"], NUM_CLASSES).to(dev).train()
-    teachers = [_build(job["backbone"], job["variant"], NUM_CLASSES).to(dev).eval().requires_grad_(False) for _ in range(2)]
+    teachers = [
+        _build(job["backbone"], job["variant"], NUM_CLASSES).to(dev).eval().requires_grad_(False) for _ in range(2)
+    ]
     student = student.to(memory_format=torch.channels_last_3d)
     teachers = [t.to(memory_format=torch.channels_last_3d) for t in teachers]
     b = job["batch"]
-    x = torch.rand(2 * b, 3, job["student_frames"], job["size"], job["size"], device=dev).to(memory_format=torch.channels_last_3d)
+    x = torch.rand(2 * b, 3, job["student_frames"], job["size"], job["size"], device=dev).to(
+        memory_format=torch.channels_last_3d
+    )
     y = torch.randint(0, NUM_CLASSES, (b,), device=dev)
     s = torch.rand(2 * b, 1, device=dev)
     opt = torch.optim.Adam(student.parameters(), lr=1e-4, fused=dev == "cuda")
@@ -250,9 +273,17 @@ def _measure_ssl(job: dict[str, Any]) -> dict[str, Any]:
             times[m] += time_calls(lambda m=m: step(m), device=dev, warmup=0, iters=1)
     rows = {m: {"step_s": median(times[m]), "clips_per_s": 10 * b / median(times[m])} for m in SSL_MODES}
     fastest = max(("calls", "pass"), key=lambda m: rows[m]["clips_per_s"])
-    return {"backbone": job["backbone"], "batch": b, "clips": 10 * b, "size": size,
-            "precision": "bf16" if dtype else "fp32", "modes": rows, "grouped_grad_rel_err": grad_err,
-            "grouped_grads_match": grad_err <= (1e-5 if dtype is None else 1e-2), "fastest_grouped": fastest}
+    return {
+        "backbone": job["backbone"],
+        "batch": b,
+        "clips": 10 * b,
+        "size": size,
+        "precision": "bf16" if dtype else "fp32",
+        "modes": rows,
+        "grouped_grad_rel_err": grad_err,
+        "grouped_grads_match": grad_err <= (1e-5 if dtype is None else 1e-2),
+        "fastest_grouped": fastest,
+    }
 
 
 def _in_fresh_process(fn, job: dict[str, Any]) -> dict[str, Any]:
@@ -278,8 +309,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     steps = 1 if args.quick else args.steps
     warmup = 1 if args.quick else args.warmup
     names = args.configs or [n for n in CONFIGS if device == "cpu" or not CONFIGS[n][2]]
-    base = {"device": device, "backbone": args.backbone, "variant": args.variant, "frames": frames,
-            "size": size, "batch": batch, "steps": steps, "warmup": warmup}
+    base = {
+        "device": device,
+        "backbone": args.backbone,
+        "variant": args.variant,
+        "frames": frames,
+        "size": size,
+        "batch": batch,
+        "steps": steps,
+        "warmup": warmup,
+    }
     rows = []
     for name in names:
         print(f"[bench step] {args.backbone} {name} ...", flush=True)
@@ -299,16 +338,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     student = None
     if not args.no_student:
         print(f"[bench step] {args.backbone} student step with two frozen teachers ...", flush=True)
-        student = _in_fresh_process(_measure_student, {**base, "student_frames": args.student_frames,
-                                                       "batch": max(1, batch // 2)})
+        student = _in_fresh_process(
+            _measure_student, {**base, "student_frames": args.student_frames, "batch": max(1, batch // 2)}
+        )
     ssl = []
     if not args.no_ssl:
         ssize, cpu_b, cuda_b = SSL_SHAPES[args.backbone]
         if args.quick:
             ssize, cpu_b, cuda_b = 16, (2, 3), (2, 4)  # grouped BatchNorm needs 2 rows per head group
         for b in args.ssl_batches or (cuda_b if device == "cuda" else cpu_b):
-            print(f"[bench step] {args.backbone} self-supervised step, {b} videos x 10 clips, BatchNorm modes ...",
-                  flush=True)
+            print(
+                f"[bench step] {args.backbone} self-supervised step, {b} videos x 10 clips, BatchNorm modes ...",
+                flush=True,
+            )
             ssl.append(_in_fresh_process(_measure_ssl, {**base, "batch": b, "size": args.ssl_size or ssize}))
     return {
         "benchmark": "step",
@@ -331,21 +373,27 @@ def report(res: dict[str, Any]) -> None:
     print_table(
         f"training step: {res['backbone']} {'x'.join(map(str, res['clip_shape'][1:]))}, batch {res['batch']}, {res['device']}",
         ["config", "clips/s", "speed-up", "peak MB", "grads match fp32", "grad rel. err"],
-        [[r["config"], r["clips_per_s"], r["counted_speedup"], r["peak_mem_mb"], r["grad_ok"], r["grad_rel_err"]]
-         for r in res["configs"]],
+        [
+            [r["config"], r["clips_per_s"], r["counted_speedup"], r["peak_mem_mb"], r["grad_ok"], r["grad_rel_err"]]
+            for r in res["configs"]
+        ],
     )
     if res["best_correct"]:
-        print(f"fastest configuration with correct gradients: {res['best_correct']} "
-              f"({res['best_correct_speedup']:.2f}x fp32 contiguous)")
+        print(
+            f"fastest configuration with correct gradients: {res['best_correct']} "
+            f"({res['best_correct_speedup']:.2f}x fp32 contiguous)"
+        )
     st = res.get("student")
     if st:
         print_table(
             f"student step: {st['labeled']}+{st['unlabeled']} clips of {st['frames']} frames, two frozen teachers",
             ["teachers", "clips/s", "step s", "teachers' share"],
-            [[k.split("_")[1], v["clips_per_s"], v["step_s"], f"{100 * v['teacher_share']:.0f}%"]
-             for k, v in st.items() if k.startswith("teachers_")],
+            [
+                [k.split("_")[1], v["clips_per_s"], v["step_s"], f"{100 * v['teacher_share']:.0f}%"]
+                for k, v in st.items()
+                if k.startswith("teachers_")
+            ],
         )
-
 
     for r in res.get("ssl") or []:
         mixed = r["modes"]["mixed"]["clips_per_s"]
@@ -353,12 +401,24 @@ def report(res: dict[str, Any]) -> None:
             f"self-supervised step: {r['backbone']}, {r['batch']} videos = {r['clips']} clips of 16x{r['size']}x{r['size']}, "
             f"{r['precision']}, {res['device']}",
             ["BatchNorm statistics", "clips/s", "vs mixed"],
-            [["one set over the step (mixed)", mixed, 1.0],
-             ["per clip group: 10 calls", r["modes"]["calls"]["clips_per_s"], r["modes"]["calls"]["clips_per_s"] / mixed],
-             ["per clip group: one pass", r["modes"]["pass"]["clips_per_s"], r["modes"]["pass"]["clips_per_s"] / mixed]],
+            [
+                ["one set over the step (mixed)", mixed, 1.0],
+                [
+                    "per clip group: 10 calls",
+                    r["modes"]["calls"]["clips_per_s"],
+                    r["modes"]["calls"]["clips_per_s"] / mixed,
+                ],
+                [
+                    "per clip group: one pass",
+                    r["modes"]["pass"]["clips_per_s"],
+                    r["modes"]["pass"]["clips_per_s"] / mixed,
+                ],
+            ],
         )
-        print(f"calls and pass gradients: rel. error {r['grouped_grad_rel_err']:.1e} "
-              f"({'match' if r['grouped_grads_match'] else 'DIFFER'}); faster grouped execution: {r['fastest_grouped']}")
+        print(
+            f"calls and pass gradients: rel. error {r['grouped_grad_rel_err']:.1e} "
+            f"({'match' if r['grouped_grads_match'] else 'DIFFER'}); faster grouped execution: {r['fastest_grouped']}"
+        )
 
 
 def main(args: argparse.Namespace) -> int:

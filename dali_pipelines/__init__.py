@@ -2,6 +2,7 @@
 
 ``build_loader(prepared, mode, ...)`` is the entry point (docs/ARCHITECTURE.md "Loaders").
 """
+
 from __future__ import annotations
 
 

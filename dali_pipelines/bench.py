@@ -1,4 +1,5 @@
 """Decode-only ceiling: the same DALI decoder on the same planned frames, nothing else."""
+
 from __future__ import annotations
 
 import time
@@ -18,8 +19,12 @@ def decode_only_rate(loader, max_videos: int | None = None, warmup_batches: int 
 
     gpu = loader.device == "gpu"
 
-    @pipeline_def(batch_size=loader.batch_size, num_threads=loader.num_threads,
-                  device_id=loader.device_id if gpu else None, prefetch_queue_depth=1)  # type: ignore[arg-type]  # None: CPU only
+    @pipeline_def(
+        batch_size=loader.batch_size,
+        num_threads=loader.num_threads,
+        device_id=loader.device_id if gpu else None,  # type: ignore[arg-type]  # None: CPU only
+        prefetch_queue_depth=1,
+    )
     def decode_only():
         enc = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
         fr = fn.external_source(name="decode", dtype=types.INT32, ndim=1)
@@ -52,5 +57,9 @@ def decode_only_rate(loader, max_videos: int | None = None, warmup_batches: int 
             submit(timed[n + 1])
         videos += len(b)
         frames += sum(int(s[0]) for s in out.shape())
-    return {"videos": videos, "frames": frames, "seconds": time.perf_counter() - t0,
-            "cpu_seconds": time.process_time() - c0}
+    return {
+        "videos": videos,
+        "frames": frames,
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,
+    }

@@ -13,6 +13,7 @@ Output: one (F, S, S, 3) float32 tensor per sample and clip field (augmented fie
 clamp to [0, 1] and their random-erase boxes and dropped channels, done in place by the loader), the clips of a field
 concatenated along F (so (B, K*T, S, S, 3) reshapes to (B*K, T, S, S, 3) without a copy).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ import nvidia.dali.types as types
 from nvidia.dali import pipeline_def
 
 from tbfast.data.plans import ClipSpec
-
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,9 @@ def _colour(x, row):
     the twist runs only on the clips that drew hue, saturation or grayscale (~60% at METHOD's p)."""
     brightness, contrast, hue, saturation = row[4], row[5], row[6], row[7]
     if row[8] != 0:  # a per-sample branch (DALI conditionals): each clip takes one of the two
-        y = fn.color_twist(x, brightness=brightness, contrast=contrast, hue=hue, saturation=saturation,
-                           dtype=types.FLOAT)
+        y = fn.color_twist(
+            x, brightness=brightness, contrast=contrast, hue=hue, saturation=saturation, dtype=types.FLOAT
+        )
     else:
         y = fn.brightness_contrast(x, brightness=brightness, contrast=contrast, dtype=types.FLOAT)
     return y
@@ -110,24 +111,38 @@ def _augment_view(clips: list, rows: list, size: int):
     return x[0] if len(x) == 1 else fn.cat(*x, axis=0)
 
 
-def build_pipeline(layout: GraphLayout, *, size: int, batch_size: int, device: str = "cpu",
-                   device_id: int | None = None, num_threads: int = 2, seed: int = 0):
+def build_pipeline(
+    layout: GraphLayout,
+    *,
+    size: int,
+    batch_size: int,
+    device: str = "cpu",
+    device_id: int | None = None,
+    num_threads: int = 2,
+    seed: int = 0,
+):
     """Build the (unbuilt) DALI pipeline; ``device`` "cpu" (CPU backend) or "gpu" (mixed decoder)."""
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
 
     # (DALI's stubs lack device_id=None and exec_dynamic)
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads,  # type: ignore[call-overload]
-                  device_id=device_id if device == "gpu" else None, seed=seed,
-                  prefetch_queue_depth=1, exec_dynamic=True,
-                  enable_conditionals=layout.per_clip)
+    @pipeline_def(
+        batch_size=batch_size,
+        num_threads=num_threads,  # type: ignore[call-overload]
+        device_id=device_id if device == "gpu" else None,
+        seed=seed,
+        prefetch_queue_depth=1,
+        exec_dynamic=True,
+        enable_conditionals=layout.per_clip,
+    )
     def clip_pipeline():
         params = _src("params", types.FLOAT, 2)  # (view keys, PARAMS)
         if layout.decoder == "dali":
             encoded = _src("encoded", types.UINT8, 1)
             frames = _src("decode", types.INT32, 1)
-            video = fn.decoders.video(encoded, frames=frames, device="mixed" if device == "gpu" else "cpu",
-                                      pad_mode="edge", name="decoder")  # a manifest overcounting frames repeats the last
+            video = fn.decoders.video(
+                encoded, frames=frames, device="mixed" if device == "gpu" else "cpu", pad_mode="edge", name="decoder"
+            )  # a manifest overcounting frames repeats the last
         else:  # the plan's decode frames, decoded on the host (dali_pipelines.host_decode)
             # no_copy: the loader keeps the arrays alive until this iteration's outputs are out
             video = fn.external_source(name="frames", dtype=types.UINT8, ndim=4, layout="FHWC", no_copy=True)
@@ -146,8 +161,7 @@ def build_pipeline(layout: GraphLayout, *, size: int, batch_size: int, device: s
                 outs.append(_augment_view([cut[group, k] for k in ks], [rows[group, view, k] for k in ks], size))
             else:  # one crop (per view) for all clips of the sample
                 x = _resize(cut[group, 0], rows[group, view, 0], size)
-                outs.append(fn.crop_mirror_normalize(x, dtype=types.FLOAT, mean=0.0, std=255.0,
-                                                     output_layout="FHWC"))
+                outs.append(fn.crop_mirror_normalize(x, dtype=types.FLOAT, mean=0.0, std=255.0, output_layout="FHWC"))
         return tuple(outs)
 
     return clip_pipeline()

@@ -11,6 +11,7 @@ Frames are those of FFmpeg's own YUV -> RGB conversion (libswscale); DALI's deco
 differently, by about 1-2 levels of 255 on average (measured: ``tests/test_dali_pipelines.py``), so
 the same plan gives the same frames and crops with slightly different pixel values.
 """
+
 from __future__ import annotations
 
 import io
@@ -39,9 +40,11 @@ def available(decoder: str) -> str | None:
         try:
             from torchcodec.decoders import VideoDecoder  # noqa: F401
         except Exception as exc:  # noqa: BLE001 - a missing FFmpeg library raises RuntimeError/OSError
-            return (f"torchcodec cannot be used ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}); "
-                    "pip install torchcodec, and install FFmpeg's shared libraries (Debian/Ubuntu: "
-                    "apt-get install ffmpeg)")
+            return (
+                f"torchcodec cannot be used ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}); "
+                "pip install torchcodec, and install FFmpeg's shared libraries (Debian/Ubuntu: "
+                "apt-get install ffmpeg)"
+            )
         return None
     return f"unknown decoder {decoder!r}; choose from {', '.join(DECODERS)}"
 

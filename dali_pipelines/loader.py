@@ -8,6 +8,7 @@ Hand-over: on the CPU the pipeline's output buffer becomes the torch tensor's me
 interface, no copy); the dynamic executor allocates a fresh buffer per iteration, so a batch stays
 valid while anything references it. On the GPU the output is wrapped through DLPack.
 """
+
 from __future__ import annotations
 
 import collections
@@ -54,12 +55,28 @@ class CorruptVideoError(UserError):
 class ClipLoader:
     """Iterable of batches (dicts of tensors); see docs/ARCHITECTURE.md "Loaders"."""
 
-    def __init__(self, prepared, mode: str, *, indices: Sequence[int] | None = None, split: str = "train",
-                 batch_size: int = 8, size: int = 112, device: str = "cpu", device_id: int | None = None,
-                 num_threads: int = 2, seed: int = 0, shard_id: int = 0, num_shards: int = 1,
-                 augment: bool = True, spec: ClipSpec | None = None, drop_last: bool | None = None,
-                 shuffle: bool | None = None, records: Sequence[VideoRecord] | None = None,
-                 decoder: str = "dali"):
+    def __init__(
+        self,
+        prepared,
+        mode: str,
+        *,
+        indices: Sequence[int] | None = None,
+        split: str = "train",
+        batch_size: int = 8,
+        size: int = 112,
+        device: str = "cpu",
+        device_id: int | None = None,
+        num_threads: int = 2,
+        seed: int = 0,
+        shard_id: int = 0,
+        num_shards: int = 1,
+        augment: bool = True,
+        spec: ClipSpec | None = None,
+        drop_last: bool | None = None,
+        shuffle: bool | None = None,
+        records: Sequence[VideoRecord] | None = None,
+        decoder: str = "dali",
+    ):
         if mode not in MODES:
             raise UserError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if device not in ("cpu", "gpu"):
@@ -105,13 +122,14 @@ class ClipLoader:
         # ("pixels": the clamp and erase boxes done on the output buffer at the hand-over; on the
         # GPU they are device kernels and the host only launches them)
         # ("decode": a host decoder's work in the reader threads, decoder="pyav"/"torchcodec")
-        self.host_seconds = {"read": 0.0, "plan": 0.0, "feed": 0.0, "hand_over": 0.0, "pixels": 0.0,
-                             "decode": 0.0}
+        self.host_seconds = {"read": 0.0, "plan": 0.0, "feed": 0.0, "hand_over": 0.0, "pixels": 0.0, "decode": 0.0}
         self.host_videos = 0
         self._order_cache: tuple[int | None, list[list[int]]] = (None, [])
         if not self.batches():
-            raise UserError(f"{len(self.indices)} videos make no full batch of {self.batch_size} on each of "
-                            f"{self.num_shards} shard(s); lower --batch-size")
+            raise UserError(
+                f"{len(self.indices)} videos make no full batch of {self.batch_size} on each of "
+                f"{self.num_shards} shard(s); lower --batch-size"
+            )
         self._held: collections.deque = collections.deque()  # fed frames DALI may still read
         self._io = cf.ThreadPoolExecutor(max(1, self.num_threads), thread_name_prefix="tbfast-read")
         from dali_pipelines.graph import GraphLayout
@@ -127,9 +145,19 @@ class ClipLoader:
         """This shard's batches of manifest indices for ``epoch`` (default: the current one)."""
         epoch = self.epoch if epoch is None else int(epoch)
         if self._order_cache[0] != epoch:
-            self._order_cache = (epoch, epoch_batches(
-                self.indices, batch_size=self.batch_size, seed=self.seed, epoch=epoch, shuffle=self.shuffle,
-                drop_last=self.drop_last, shard_id=self.shard_id, num_shards=self.num_shards))
+            self._order_cache = (
+                epoch,
+                epoch_batches(
+                    self.indices,
+                    batch_size=self.batch_size,
+                    seed=self.seed,
+                    epoch=epoch,
+                    shuffle=self.shuffle,
+                    drop_last=self.drop_last,
+                    shard_id=self.shard_id,
+                    num_shards=self.num_shards,
+                ),
+            )
         return self._order_cache[1]
 
     def __len__(self) -> int:
@@ -137,18 +165,32 @@ class ClipLoader:
 
     def plan(self, index: int, epoch: int | None = None) -> SamplePlan:
         r = self.records[index]
-        return plan_sample(index, r.frames, r.height, r.width, spec=self.spec, size=self.size,
-                           seed=self.seed, epoch=self.epoch if epoch is None else epoch,
-                           augment=self.augment)
+        return plan_sample(
+            index,
+            r.frames,
+            r.height,
+            r.width,
+            spec=self.spec,
+            size=self.size,
+            seed=self.seed,
+            epoch=self.epoch if epoch is None else epoch,
+            augment=self.augment,
+        )
 
     # ------------------------------------------------------------------ DALI
     def _pipeline(self):
         if self._pipe is None:
             from dali_pipelines.graph import build_pipeline
 
-            pipe = build_pipeline(self.layout, size=self.size, batch_size=self.batch_size,
-                                  device=self.device, device_id=self.device_id,
-                                  num_threads=self.num_threads, seed=self.seed)
+            pipe = build_pipeline(
+                self.layout,
+                size=self.size,
+                batch_size=self.batch_size,
+                device=self.device,
+                device_id=self.device_id,
+                num_threads=self.num_threads,
+                seed=self.seed,
+            )
             pipe.build()
             self._pipe = pipe
         return self._pipe
@@ -183,8 +225,10 @@ class ClipLoader:
             else:
                 self._verified[index] = ident
         if problem:
-            raise CorruptVideoError(f"{path} (manifest index {index}): {problem}; re-run `tbfast data prep` on "
-                                    "the same source to re-encode it, or remove it from the split list")
+            raise CorruptVideoError(
+                f"{path} (manifest index {index}): {problem}; re-run `tbfast data prep` on "
+                "the same source to re-encode it, or remove it from the split list"
+            )
         return data
 
     def _feeds(self, plans: list[SamplePlan], encoded: list[np.ndarray]) -> dict:
@@ -201,11 +245,12 @@ class ClipLoader:
             else:  # (B, K*T) of the group's clips
                 feeds[name] = np.array([p.orders[keys[0][0]].reshape(-1) for p in plans], dtype=np.int32)
         if lay.per_clip:
-            params = np.array([[p.views[g][v][k].roi + colour_row(p.views[g][v][k]) for g, v, k in lay.view_keys]
-                               for p in plans], dtype=np.float32)
+            params = np.array(
+                [[p.views[g][v][k].roi + colour_row(p.views[g][v][k]) for g, v, k in lay.view_keys] for p in plans],
+                dtype=np.float32,
+            )
         else:
-            params = np.array([[p.views[g][v][k].roi for g, v, k in lay.view_keys] for p in plans],
-                              dtype=np.float32)
+            params = np.array([[p.views[g][v][k].roi for g, v, k in lay.view_keys] for p in plans], dtype=np.float32)
         if self.decoder != "dali":  # ``encoded`` holds the decoded frames (see _prepare)
             return {"frames": encoded, "params": params, **feeds}
         lists = [p.decode for p in plans]
@@ -241,9 +286,11 @@ class ClipLoader:
         try:
             return decode_frames(self.decoder, data, plan.decode, self.records[index].frames)
         except HostDecodeError as exc:
-            raise CorruptVideoError(f"cannot decode {self.prepared / self.records[index].path} (manifest index "
-                                    f"{index}): {exc}; re-encode it with `tbfast data prep` or remove it from "
-                                    "the manifest/split list") from exc
+            raise CorruptVideoError(
+                f"cannot decode {self.prepared / self.records[index].path} (manifest index "
+                f"{index}): {exc}; re-encode it with `tbfast data prep` or remove it from "
+                "the manifest/split list"
+            ) from exc
         finally:
             self.host_seconds["decode"] += time.thread_time() - t0
 
@@ -271,11 +318,12 @@ class ClipLoader:
             if err is not None:
                 bad.append(f"{self.prepared / self.records[i].path} (manifest index {i}): {err}")
         detail = "; ".join(bad) if bad else f"one of {[self.records[i].path for i in batch]} ({dali_reason(exc)})"
-        return CorruptVideoError(f"cannot decode {detail}; re-encode it with `tbfast data prep` or remove it "
-                                 "from the manifest/split list")
+        return CorruptVideoError(
+            f"cannot decode {detail}; re-encode it with `tbfast data prep` or remove it from the manifest/split list"
+        )
 
     def __iter__(self) -> Iterator[dict]:
-        batches = list(self.batches()[self.start_batch:])
+        batches = list(self.batches()[self.start_batch :])
         epoch = self.epoch
         self.start_batch = 0  # a resume skips once; the next pass is the whole epoch
         if not batches:
@@ -379,16 +427,44 @@ class ClipLoader:
         self._io.shutdown(wait=False)
 
 
-def build_loader(prepared, mode: str, *, indices: Sequence[int] | None = None, split: str = "train",
-                 batch_size: int = 8, size: int = 112, device: str = "cpu", device_id: int | None = None,
-                 num_threads: int = 2, seed: int = 0, shard_id: int = 0, num_shards: int = 1,
-                 augment: bool = True, spec: ClipSpec | None = None, **kwargs) -> ClipLoader:
+def build_loader(
+    prepared,
+    mode: str,
+    *,
+    indices: Sequence[int] | None = None,
+    split: str = "train",
+    batch_size: int = 8,
+    size: int = 112,
+    device: str = "cpu",
+    device_id: int | None = None,
+    num_threads: int = 2,
+    seed: int = 0,
+    shard_id: int = 0,
+    num_shards: int = 1,
+    augment: bool = True,
+    spec: ClipSpec | None = None,
+    **kwargs,
+) -> ClipLoader:
     """A DALI clip loader over ``prepared`` for ``mode`` in ssl | train | eval | similarity.
 
     Extra keyword arguments: ``drop_last``, ``shuffle`` (defaults: True for ssl/train, False for
     eval/similarity), ``records`` (an already read manifest) and ``decoder`` ("dali", or a host
     decoder whose frames the graph then starts from: "pyav", "torchcodec"; see host_decode).
     """
-    return ClipLoader(prepared, mode, indices=indices, split=split, batch_size=batch_size, size=size,
-                      device=device, device_id=device_id, num_threads=num_threads, seed=seed,
-                      shard_id=shard_id, num_shards=num_shards, augment=augment, spec=spec, **kwargs)
+    return ClipLoader(
+        prepared,
+        mode,
+        indices=indices,
+        split=split,
+        batch_size=batch_size,
+        size=size,
+        device=device,
+        device_id=device_id,
+        num_threads=num_threads,
+        seed=seed,
+        shard_id=shard_id,
+        num_shards=num_shards,
+        augment=augment,
+        spec=spec,
+        **kwargs,
+    )

@@ -1,4 +1,5 @@
 """Decode one video alone (batch of 1) to tell whether it is the broken one of a failed batch."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -7,6 +7,7 @@ bottom half, each a flat grey whose level is one base-16 digit of the index
 ``static=True`` writes a colourful still picture instead (all frames equal), which makes
 "augmentation constant within a clip" directly visible.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,14 +42,14 @@ def decode_index(frame: np.ndarray) -> int:
 def static_frame(height: int, width: int) -> np.ndarray:
     """A still, colourful, left-right asymmetric picture (flips and crops show)."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    frame = np.stack([255 * x / max(width - 1, 1), 255 * y / max(height - 1, 1),
-                      np.full_like(x, 96.0)], axis=-1)
+    frame = np.stack([255 * x / max(width - 1, 1), 255 * y / max(height - 1, 1), np.full_like(x, 96.0)], axis=-1)
     frame[: height // 3, : width // 3] = (250, 30, 30)
     return frame.astype(np.uint8)
 
 
-def write_video(path: Path, frames: int, *, width: int = 48, height: int = 32, fps: int = 25,
-                static: bool = False) -> None:
+def write_video(
+    path: Path, frames: int, *, width: int = 48, height: int = 32, fps: int = 25, static: bool = False
+) -> None:
     """Write a VP9 yuv420p ``.webm`` with GOP 16 (the prepared-data format)."""
     import av
 
@@ -57,8 +58,14 @@ def write_video(path: Path, frames: int, *, width: int = 48, height: int = 32, f
         stream = container.add_stream("libvpx-vp9", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.gop_size = 16
-        stream.options = {"crf": "10", "b:v": "0", "deadline": "realtime", "cpu-used": "8",
-                          "lag-in-frames": "0", "row-mt": "0"}
+        stream.options = {
+            "crf": "10",
+            "b:v": "0",
+            "deadline": "realtime",
+            "cpu-used": "8",
+            "lag-in-frames": "0",
+            "row-mt": "0",
+        }
         still = static_frame(height, width)
         for i in range(frames):
             img = still if static else code_frame(i, height, width)
@@ -68,9 +75,16 @@ def write_video(path: Path, frames: int, *, width: int = 48, height: int = 32, f
             container.mux(packet)
 
 
-def make_dataset(root: Path | str, lengths: Sequence[int], *, width: int = 48, height: int = 32,
-                 num_classes: int = 2, static: Sequence[bool] | None = None,
-                 corrupt: Sequence[int] = ()) -> Path:
+def make_dataset(
+    root: Path | str,
+    lengths: Sequence[int],
+    *,
+    width: int = 48,
+    height: int = 32,
+    num_classes: int = 2,
+    static: Sequence[bool] | None = None,
+    corrupt: Sequence[int] = (),
+) -> Path:
     """Write ``root/videos``, ``manifest.jsonl`` and ``classes.txt`` in the prepared-data format.
 
     ``lengths[i]`` frames for manifest index ``i`` (label ``i % num_classes``); indices listed in
@@ -89,9 +103,20 @@ def make_dataset(root: Path | str, lengths: Sequence[int], *, width: int = 48, h
             for k in range(48, len(cut), 7):
                 cut[k] ^= 0xA5
             (root / rel).write_bytes(bytes(cut))
-        lines.append({"path": rel, "label": label, "class_name": classes[label], "split": "train",
-                      "frames": int(n), "fps": 25.0, "width": width, "height": height,
-                      "source": rel, "flags": ["short"] if n < 64 else []})
+        lines.append(
+            {
+                "path": rel,
+                "label": label,
+                "class_name": classes[label],
+                "split": "train",
+                "frames": int(n),
+                "fps": 25.0,
+                "width": width,
+                "height": height,
+                "source": rel,
+                "flags": ["short"] if n < 64 else [],
+            }
+        )
     (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     (root / "classes.txt").write_text("".join(c + "\n" for c in classes))
     return root

@@ -16,6 +16,7 @@ Two tools follow from that:
   fp32 on the model's real input shape, so a fast configuration with wrong gradients is caught
   at start-up (engine) and reported as wrong (benchmarks), never as a speed-up.
 """
+
 from __future__ import annotations
 
 import copy
@@ -85,7 +86,9 @@ class GradCheck:
 
     def describe(self) -> str:
         verdict = "match fp32" if self.ok else "WRONG vs fp32"
-        return f"gradients {verdict}: max rel. error {self.max_rel_err:.2e} ({self.worst}), tolerance {self.tolerance:.0e}"
+        return (
+            f"gradients {verdict}: max rel. error {self.max_rel_err:.2e} ({self.worst}), tolerance {self.tolerance:.0e}"
+        )
 
 
 def _weight_grads(
@@ -102,7 +105,9 @@ def _weight_grads(
             out = model(x)
         loss = loss_fn(out.float())
     loss.backward()
-    return {n: p.grad.detach().double().clone() for n, p in model.named_parameters() if p.grad is not None and p.dim() > 1}
+    return {
+        n: p.grad.detach().double().clone() for n, p in model.named_parameters() if p.grad is not None and p.dim() > 1
+    }
 
 
 def gradient_check(

@@ -1,4 +1,5 @@
 """argparse types that refuse nonsense counts at parse time (exit 2 with the value named)."""
+
 from __future__ import annotations
 
 import argparse

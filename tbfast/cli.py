@@ -7,6 +7,7 @@ module (``tbfast/commands/*.py`` or ``benchmarks/*.py``) provides
     add_arguments(parser: argparse.ArgumentParser, command: str) -> None
     main(args: argparse.Namespace) -> int      # process exit status
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train supervised": ("tbfast.commands.train", "supervised-only baseline on the labeled subset"),
     "train student": ("tbfast.commands.train", "TimeBalance student: CE + distillation from both teachers"),
     "train teachers": ("tbfast.commands.train_pass", "invariant + distinctive SSL models in one data pass"),
-    "train students": ("tbfast.commands.train_pass", "supervised-only baseline + s=1, s=0 and TimeBalance "
-                                                     "students in one data pass (optionally several seeds)"),
+    "train students": (
+        "tbfast.commands.train_pass",
+        "supervised-only baseline + s=1, s=0 and TimeBalance students in one data pass (optionally several seeds)",
+    ),
     "similarity": ("tbfast.commands.similarity", "per-video temporal-similarity scores from the SSL teachers"),
     "eval": ("tbfast.commands.evaluate", "clip- and video-level top-1/top-5 of a checkpoint"),
     "predict": ("tbfast.commands.predict", "top-k classes of video files (any format PyAV reads) with a classifier"),
@@ -40,7 +43,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench dist": ("tbfast_benchmarks.dist", "cost of cross-rank negatives and synchronised BatchNorm per step"),
     "bench shared": ("tbfast_benchmarks.shared", "one data pass for several models vs one pass per model"),
     "bench machines": ("tbfast_benchmarks.machines", "what is bit-identical across CPU kinds and thread counts"),
-    "bench teachers": ("tbfast_benchmarks.teachers", "the teachers' s-weighted mixture against each teacher (calibration)"),
+    "bench teachers": (
+        "tbfast_benchmarks.teachers",
+        "the teachers' s-weighted mixture against each teacher (calibration)",
+    ),
     "bench all": ("tbfast_benchmarks.all", "every benchmark plus the recipe; writes RESULTS.md"),
 }
 
@@ -124,13 +130,17 @@ def _os_error(exc: OSError) -> str:
 
     where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
     what = exc.strerror or str(exc)
-    hint = {errno.ENOSPC: "free some space (or choose another --out) and run the same command again: completed "
-                          "work is kept and resumed",
-            errno.EACCES: "check the permissions of that path", errno.EPERM: "check the permissions of that path",
-            errno.EROFS: "choose a writable folder", errno.ENOTDIR: "a file stands where a folder is needed",
-            errno.EISDIR: "a folder stands where a file is needed",
-            errno.EEXIST: "a file stands where a folder is needed",
-            errno.ENOENT: "check that the path exists"}.get(exc.errno, "")
+    hint = {
+        errno.ENOSPC: "free some space (or choose another --out) and run the same command again: completed "
+        "work is kept and resumed",
+        errno.EACCES: "check the permissions of that path",
+        errno.EPERM: "check the permissions of that path",
+        errno.EROFS: "choose a writable folder",
+        errno.ENOTDIR: "a file stands where a folder is needed",
+        errno.EISDIR: "a folder stands where a file is needed",
+        errno.EEXIST: "a file stands where a folder is needed",
+        errno.ENOENT: "check that the path exists",
+    }.get(exc.errno, "")
     return f"{what}" + (f": {where}" if where else "") + (f" ({hint})" if hint else "")
 
 

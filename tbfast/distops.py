@@ -7,6 +7,7 @@ gives each rank the *sum over ranks* of the gradients of its own rows. With ever
 loss from the gathered values and DDP averaging the weight gradients over the ranks, the result is
 exactly the gradient of the ranks' mean loss.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,10 +39,9 @@ class _GatherRows(torch.autograd.Function):
             dist.reduce_scatter_tensor(out, g)
             return out
         dist.all_reduce(g)  # gloo has no reduce-scatter: sum everything, keep our rows
-        return g[r * n:(r + 1) * n]
+        return g[r * n : (r + 1) * n]
 
 
 def gather_rows(t: torch.Tensor) -> torch.Tensor:
     """Every rank's ``t`` (same shape on all ranks) concatenated along dim 0; ``t`` when single."""
     return _GatherRows.apply(t) if active() else t
-

@@ -4,6 +4,7 @@
 gets a :class:`~tbfast.errors.UserError` naming the holder and how to clear a stale lock; a lock
 left by a killed process on this host (its pid no longer runs) is taken over with a note.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,13 @@ def acquire(folder: Path, what: str, note: Callable[[str], None] | None = None) 
             why += " (a file stands where a folder is needed)"
         raise UserError(f"cannot create folder {folder}: {why}") from exc
     path = folder / LOCK_NAME
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
-          "command": " ".join(sys.argv[:6]), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "what": what,
+        "command": " ".join(sys.argv[:6]),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -62,13 +68,17 @@ def acquire(folder: Path, what: str, note: Callable[[str], None] | None = None) 
             stale = h.get("host") == me["host"] and isinstance(h.get("pid"), int) and not _alive(h["pid"])
             if stale or not h:  # a killed writer, or a lock file cut while being written
                 if note:
-                    note(f"removed a stale lock of {h.get('what', 'an unknown writer')} "
-                         f"(pid {h.get('pid', '?')}, no longer running) on {folder}")
+                    note(
+                        f"removed a stale lock of {h.get('what', 'an unknown writer')} "
+                        f"(pid {h.get('pid', '?')}, no longer running) on {folder}"
+                    )
                 path.unlink(missing_ok=True)
                 continue
-            raise UserError(f"{folder} is in use by {h.get('what', 'another tbfast process')} (pid {h.get('pid')} on "
-                            f"{h.get('host')}, since {h.get('since')}: {h.get('command', '')}); wait for it to "
-                            f"finish, or, if that process is gone, delete {path}") from None
+            raise UserError(
+                f"{folder} is in use by {h.get('what', 'another tbfast process')} (pid {h.get('pid')} on "
+                f"{h.get('host')}, since {h.get('since')}: {h.get('command', '')}); wait for it to "
+                f"finish, or, if that process is gone, delete {path}"
+            ) from None
         except OSError as exc:
             raise UserError(f"cannot write in {folder}: {exc.strerror or exc}") from exc
         with os.fdopen(fd, "w") as f:

@@ -3,6 +3,7 @@
 Written as ``provenance.json`` in every training run directory (and refreshed on each resume), so
 that a result can be traced to the exact data, split, scores and checkpoints it was computed from.
 """
+
 from __future__ import annotations
 
 import platform
@@ -69,5 +70,10 @@ def provenance(inputs: dict[str, str | Path | None] | None = None) -> dict:
         else:
             files[name] = {"path": str(path)}
     command = COMMAND if COMMAND is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
-    return {"command": list(command), "tbfast": tbfast.__version__,
-            "git_commit": git_commit(), "versions": versions, "inputs": files}
+    return {
+        "command": list(command),
+        "tbfast": tbfast.__version__,
+        "git_commit": git_commit(),
+        "versions": versions,
+        "inputs": files,
+    }

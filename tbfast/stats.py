@@ -10,14 +10,23 @@
   "better" survives both the training noise and the test set's.
 * :func:`pearson`, :func:`spearman`: correlations for the similarity-score mechanism report.
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-__all__ = ["wilson_interval", "mcnemar", "paired_comparison", "pairwise", "correct_matrix",
-           "seeds_videos_bootstrap", "pearson", "spearman"]
+__all__ = [
+    "wilson_interval",
+    "mcnemar",
+    "paired_comparison",
+    "pairwise",
+    "correct_matrix",
+    "seeds_videos_bootstrap",
+    "pearson",
+    "spearman",
+]
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -37,7 +46,7 @@ def mcnemar(b: int, c: int) -> float:
     if n == 0:
         return 1.0
     k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
     return min(1.0, 2.0 * tail)
 
 
@@ -69,7 +78,7 @@ def pairwise(predictions: dict[str, list], alpha: float = 0.05) -> dict[str, dic
     names = [n for n, p in predictions.items() if p]
     out = {}
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             r = paired_comparison(predictions[a], predictions[b], alpha)
             r["verdict"] = {"A better": f"{a} better", "B better": f"{b} better"}.get(r["verdict"], r["verdict"])
             out[f"{a} vs {b}"] = r
@@ -90,8 +99,9 @@ def correct_matrix(predictions: list[list]) -> tuple[list[int], np.ndarray]:
     return ref or [], np.asarray(rows, dtype=np.float64)
 
 
-def seeds_videos_bootstrap(a: np.ndarray, b: np.ndarray, *, resamples: int = 10000, seed: int = 0,
-                           alpha: float = 0.05) -> dict:
+def seeds_videos_bootstrap(
+    a: np.ndarray, b: np.ndarray, *, resamples: int = 10000, seed: int = 0, alpha: float = 0.05
+) -> dict:
     """Paired two-level bootstrap of the difference of two models' mean accuracy (A - B).
 
     ``a`` and ``b``: 0/1 correctness, shape (seeds, videos), seed k of A paired with seed k of B
@@ -116,7 +126,7 @@ def seeds_videos_bootstrap(a: np.ndarray, b: np.ndarray, *, resamples: int = 100
         v = rng.integers(0, n_videos, size=(m, n_videos))
         # d[s][:, :, v]: each resample's seeds, every one of them on that resample's videos
         picked = d[s[:, :, None], v[:, None, :]]
-        diffs[lo:lo + m] = picked.mean(axis=(1, 2))
+        diffs[lo : lo + m] = picked.mean(axis=(1, 2))
     lo_q, hi_q = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
     p = min(1.0, 2 * min(float((diffs <= 0).mean()), float((diffs >= 0).mean())))
     verdict = "no significant difference"
@@ -124,9 +134,15 @@ def seeds_videos_bootstrap(a: np.ndarray, b: np.ndarray, *, resamples: int = 100
         verdict = "A better"
     elif hi_q < 0:
         verdict = "B better"
-    return {"seeds": n_seeds, "videos": n_videos, "diff": round(100 * float(d.mean()), 2),
-            "ci95": [round(100 * float(lo_q), 2), round(100 * float(hi_q), 2)], "p": round(p, 4),
-            "resamples": resamples, "verdict": verdict}
+    return {
+        "seeds": n_seeds,
+        "videos": n_videos,
+        "diff": round(100 * float(d.mean()), 2),
+        "ci95": [round(100 * float(lo_q), 2), round(100 * float(hi_q), 2)],
+        "p": round(p, 4),
+        "resamples": resamples,
+        "verdict": verdict,
+    }
 
 
 def pearson(x, y) -> float | None:

@@ -1,4 +1,5 @@
 """TimeBalance teacher weighting (METHOD.md §5): temporal-similarity score and teacher mix."""
+
 from __future__ import annotations
 
 import torch

@@ -15,6 +15,7 @@ squeezed under a sample aspect ratio, full-range YUV, ...), so the prepared vide
 if it shows the display picture again: marker readable (orientation), patches where they belong
 (orientation, flips), the right colours (range, matrix) and the display aspect (SAR).
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -36,9 +37,9 @@ def display_frame(j: int, w: int = 64, h: int = 48) -> np.ndarray:
     bh, bw = h // 4, w // 4
     for b, v in enumerate(bits):
         r, c = b // 4, b % 4
-        img[r * bh:(r + 1) * bh, c * bw:(c + 1) * bw] = BIT[v]
-    img[h // 2:, : w // 2] = RED
-    img[h // 2:, w // 2:] = DARK
+        img[r * bh : (r + 1) * bh, c * bw : (c + 1) * bw] = BIT[v]
+    img[h // 2 :, : w // 2] = RED
+    img[h // 2 :, w // 2 :] = DARK
     return img
 
 
@@ -47,8 +48,14 @@ def _center(a: np.ndarray, r0: float, r1: float, c0: float, c1: float) -> np.nda
     h, w = a.shape[:2]
     rr0, rr1 = r0 + (r1 - r0) / 4, r1 - (r1 - r0) / 4
     cc0, cc1 = c0 + (c1 - c0) / 4, c1 - (c1 - c0) / 4
-    return a[int(round(rr0 * h)):max(int(round(rr1 * h)), int(round(rr0 * h)) + 1),
-             int(round(cc0 * w)):max(int(round(cc1 * w)), int(round(cc0 * w)) + 1)].reshape(-1, 3).mean(0)
+    return (
+        a[
+            int(round(rr0 * h)) : max(int(round(rr1 * h)), int(round(rr0 * h)) + 1),
+            int(round(cc0 * w)) : max(int(round(cc1 * w)), int(round(cc0 * w)) + 1),
+        ]
+        .reshape(-1, 3)
+        .mean(0)
+    )
 
 
 def read_frame(a: np.ndarray) -> tuple[int | None, np.ndarray, np.ndarray]:
@@ -63,8 +70,9 @@ def read_frame(a: np.ndarray) -> tuple[int | None, np.ndarray, np.ndarray]:
     return (j if ok else None), _center(a, 0.5, 1.0, 0.0, 0.5), _center(a, 0.5, 1.0, 0.5, 1.0)
 
 
-def coded_from_display(d: np.ndarray, rotation: int = 0, hflip: bool = False, vflip: bool = False,
-                       sar: Fraction = Fraction(1)) -> np.ndarray:
+def coded_from_display(
+    d: np.ndarray, rotation: int = 0, hflip: bool = False, vflip: bool = False, sar: Fraction = Fraction(1)
+) -> np.ndarray:
     """The stored picture that a player shows as ``d``: it rotates the stored picture ``rotation``
     degrees counter-clockwise, then mirrors it (``hflip``/``vflip``), then stretches it by ``sar``."""
     c = d
@@ -78,12 +86,29 @@ def coded_from_display(d: np.ndarray, rotation: int = 0, hflip: bool = False, vf
     return np.ascontiguousarray(np.rot90(c, -(rotation // 90)))
 
 
-def write_video(path: Path, n: int = 48, *, w: int = 64, h: int = 48, fmt: str | None = None,
-                codec: str = "libx264", rate: Fraction | int = 25, times: list[float] | None = None,
-                time_base: Fraction | None = None, rotation: int = 0, hflip: bool = False, vflip: bool = False,
-                sar: Fraction = Fraction(1), pix_fmt: str = "yuv420p", full_range: bool = False,
-                colorspace: str | None = None, thumbnail_first: bool = False, start: float = 0.0,
-                first: int = 0, options: dict | None = None) -> Path:
+def write_video(
+    path: Path,
+    n: int = 48,
+    *,
+    w: int = 64,
+    h: int = 48,
+    fmt: str | None = None,
+    codec: str = "libx264",
+    rate: Fraction | int = 25,
+    times: list[float] | None = None,
+    time_base: Fraction | None = None,
+    rotation: int = 0,
+    hflip: bool = False,
+    vflip: bool = False,
+    sar: Fraction = Fraction(1),
+    pix_fmt: str = "yuv420p",
+    full_range: bool = False,
+    colorspace: str | None = None,
+    thumbnail_first: bool = False,
+    start: float = 0.0,
+    first: int = 0,
+    options: dict | None = None,
+) -> Path:
     """Write ``n`` marked frames (indices ``first``.. ``first+n-1``) with the properties asked.
 
     ``times`` (seconds, relative) gives variable frame times; ``start`` shifts every timestamp;

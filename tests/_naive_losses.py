@@ -3,6 +3,7 @@
 Written from the text, anchor by anchor, with scalar torch ops (so autograd gives gradients);
 no code shared with tbfast.losses / tbfast.kernels.
 """
+
 from __future__ import annotations
 
 import itertools

@@ -7,6 +7,7 @@ and over the (global view, local view) pairs, and one network call per clip grou
 uses tbfast's loss formulas. ``reduction="mean"`` replaces each of the reference's sums by the
 mean over the same loop (tbfast's batch-size-independent form).
 """
+
 from __future__ import annotations
 
 import torch
@@ -71,8 +72,9 @@ def step_losses(out_sparse, out_dense, tau: float, reduction: str) -> dict[str, 
     gl = 0.0
     for ii in range(2):
         for jj in range(2):
-            gl = gl + global_local_sum_form(torch.stack(out_sparse[ii][1:], dim=1),
-                                            torch.stack(out_dense[jj], dim=1), tau, reduction)
+            gl = gl + global_local_sum_form(
+                torch.stack(out_sparse[ii][1:], dim=1), torch.stack(out_dense[jj], dim=1), tau, reduction
+            )
     if reduction == "mean":
         gl = gl / 4
     return {"L_I": ic2 + ic1, "L_D1": ll, "L_D2": gl}
@@ -87,7 +89,7 @@ def reference_calls(net, long: torch.Tensor, short: torch.Tensor):
     b = long.shape[0] // 2
     out_sparse = []
     for v in range(2):
-        feats = net.backbone(long[v * b:(v + 1) * b])  # (B, D, T')
+        feats = net.backbone(long[v * b : (v + 1) * b])  # (B, D, T')
         pooled = net.head(feats.mean(-1))
         slices = [net.head(feats[:, :, t]) for t in range(feats.shape[-1])]
         out_sparse.append((pooled, *slices))

@@ -14,6 +14,7 @@
 Treat both folders as read-only (they are shared by the whole session); copy them to
 ``tmp_path`` before changing anything.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

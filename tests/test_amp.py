@@ -9,9 +9,14 @@ from tbfast.amp import ShallowSafeConv3d, gradient_check, guard_cpu_bf16
 def _net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv3d(3, 32, 3, 1, 1), nn.BatchNorm3d(32), nn.ReLU(),
-        nn.Conv3d(32, 32, 3, 1, 1), nn.BatchNorm3d(32), nn.ReLU(),
-        nn.AdaptiveAvgPool3d((None, 1, 1)), nn.Flatten(2),
+        nn.Conv3d(3, 32, 3, 1, 1),
+        nn.BatchNorm3d(32),
+        nn.ReLU(),
+        nn.Conv3d(32, 32, 3, 1, 1),
+        nn.BatchNorm3d(32),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool3d((None, 1, 1)),
+        nn.Flatten(2),
     )
 
 

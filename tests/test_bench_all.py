@@ -30,13 +30,22 @@ def test_failed_part_is_reported_not_hidden(tmp_path, monkeypatch):
 def test_recipe_section_carries_intervals_tests_and_the_seed_verdict():
     from tbfast_benchmarks.all import render_markdown
 
-    rec = {"preset": "synthetic_tiny", "fraction": 0.5, "test_videos": 252,
-           "top1_all": {"supervised": 48.81, "timebalance": 60.32}, "top1_ci95": {"supervised": [42.7, 55.0],
-                                                                                  "timebalance": [54.2, 66.2]},
-           "timebalance_paired": {"supervised": {"only_timebalance": 44, "only_other": 15, "p": 0.0002,
-                                                 "verdict": "TimeBalance better"}},
-           "seeds": {"seeds": [0, 1, 2], "mean": {"supervised": 49.6, "timebalance": 58.2},
-                     "std": {"supervised": 5.6, "timebalance": 1.84}, "verdict": "Over 3 seeds: no claim."}}
+    rec = {
+        "preset": "synthetic_tiny",
+        "fraction": 0.5,
+        "test_videos": 252,
+        "top1_all": {"supervised": 48.81, "timebalance": 60.32},
+        "top1_ci95": {"supervised": [42.7, 55.0], "timebalance": [54.2, 66.2]},
+        "timebalance_paired": {
+            "supervised": {"only_timebalance": 44, "only_other": 15, "p": 0.0002, "verdict": "TimeBalance better"}
+        },
+        "seeds": {
+            "seeds": [0, 1, 2],
+            "mean": {"supervised": 49.6, "timebalance": 58.2},
+            "std": {"supervised": 5.6, "timebalance": 1.84},
+            "verdict": "Over 3 seeds: no claim.",
+        },
+    }
     md = render_markdown({"machine": {"cpu": "x"}, "date": "d", "status": {}, "recipe": rec})
     assert "| timebalance | 60.32 | 54.2–66.2 |" in md
     assert "supervised 44 vs 15 videos, p = 0.000 (TimeBalance better)" in md

@@ -1,4 +1,5 @@
 """`tbfast bench loader` and its baselines on tiny frame-coded videos (smoke test, not timed)."""
+
 import json
 
 import numpy as np
@@ -26,8 +27,7 @@ def test_baselines_deliver_the_planned_frames(tiny):
         for i in range(len(ds)):
             item = ds[i]
             r = records[item["index"]]
-            p = plan_sample(item["index"], r.frames, r.height, r.width, spec=spec, size=16, seed=1,
-                            augment=False)
+            p = plan_sample(item["index"], r.frames, r.height, r.width, spec=spec, size=16, seed=1, augment=False)
             name, group = ("short0", "short") if mode == "ssl" else ("clip", "clip")
             clips = item[name].reshape(-1, 3, spec.clip_len, 16, 16)
             got = [[decode_index(c[:, t].permute(1, 2, 0).numpy()) for t in range(c.shape[1])] for c in clips]
@@ -38,8 +38,27 @@ def test_bench_loader_cli_writes_table_and_json(tiny, tmp_path, capsys):
     from tbfast.cli import main
 
     out = tmp_path / "bench.json"
-    rc = main(["bench", "loader", str(tiny), "--mode", "ssl", "--videos", "2", "--batch-size", "2",
-               "--size", "16", "--workers", "1", "--json", str(out), "--loaders", "dali,decode,perclip,reference"])
+    rc = main(
+        [
+            "bench",
+            "loader",
+            str(tiny),
+            "--mode",
+            "ssl",
+            "--videos",
+            "2",
+            "--batch-size",
+            "2",
+            "--size",
+            "16",
+            "--workers",
+            "1",
+            "--json",
+            str(out),
+            "--loaders",
+            "dali,decode,perclip,reference",
+        ]
+    )
     assert rc == 0
     report = json.loads(out.read_text())
     assert set(report["results"]) == {"dali", "decode", "perclip", "reference"}
@@ -53,8 +72,26 @@ def test_data_show_writes_sheet_and_dump(tiny, tmp_path):
     from tbfast.cli import main
 
     sheet, dump = tmp_path / "s.png", tmp_path / "s.npz"
-    assert main(["data", "show", str(tiny), "--mode", "eval", "--index", "1", "--size", "16",
-                 "--out", str(sheet), "--dump", str(dump)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "show",
+                str(tiny),
+                "--mode",
+                "eval",
+                "--index",
+                "1",
+                "--size",
+                "16",
+                "--out",
+                str(sheet),
+                "--dump",
+                str(dump),
+            ]
+        )
+        == 0
+    )
     assert sheet.stat().st_size > 1000
     d = np.load(dump)
     assert d["clip"].shape == (10, 3, 8, 16, 16) and d["frames"].shape == (1, 10, 8)

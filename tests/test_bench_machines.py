@@ -1,4 +1,5 @@
 """`tbfast bench machines`: the same short stage in separate processes per CPU kind."""
+
 import json
 
 from tbfast.cli import main
@@ -6,9 +7,33 @@ from tbfast.cli import main
 
 def test_same_kind_is_bit_identical_and_a_limited_isa_is_really_limited(prepared, tmp_path):
     out = tmp_path / "m.json"
-    assert main(["bench", "machines", "--data", str(prepared), "--work", str(tmp_path / "w"), "--steps", "2",
-                 "--size", "16", "--batch-size", "2", "--threads", "1", "--kinds", "native", "native-again", "avx",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "machines",
+                "--data",
+                str(prepared),
+                "--work",
+                str(tmp_path / "w"),
+                "--steps",
+                "2",
+                "--size",
+                "16",
+                "--batch-size",
+                "2",
+                "--threads",
+                "1",
+                "--kinds",
+                "native",
+                "native-again",
+                "avx",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     k = res["kinds"]
     assert res["reference"] == "native" and list(k) == ["native", "native-again", "avx"]

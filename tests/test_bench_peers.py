@@ -1,6 +1,7 @@
 """`tbfast bench loader` peers (benchmarks/peers.py): torchcodec and decord DataLoaders that follow
 tbfast's plans. Their colour maths is DALI's (checked against DALI), their clips match tbfast's
 loader up to the decoders' rounding, and the bench reports them side by side."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,14 @@ def _dali_colour(img: np.ndarray, v, twist: bool) -> np.ndarray:
     def pipe():
         x = fn.external_source(source=lambda: [img], batch=True, layout="FHWC", dtype=types.UINT8)
         if twist:
-            return fn.color_twist(x, brightness=v.brightness / 255.0, contrast=v.contrast, hue=v.hue,
-                                  saturation=0.0 if v.gray else v.saturation, dtype=types.FLOAT)
+            return fn.color_twist(
+                x,
+                brightness=v.brightness / 255.0,
+                contrast=v.contrast,
+                hue=v.hue,
+                saturation=0.0 if v.gray else v.saturation,
+                dtype=types.FLOAT,
+            )
         return fn.brightness_contrast(x, brightness=v.brightness / 255.0, contrast=v.contrast, dtype=types.FLOAT)
 
     p = pipe()
@@ -37,8 +44,11 @@ def test_colour_affine_is_dalis_colour_jitter():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (1, 6, 6, 3), dtype=np.uint8)
     spec = default_spec("ssl")
-    views = [v for i in range(6) for v in plan_sample(i, 100, 48, 64, spec=spec, size=32, seed=3, epoch=0,
-                                                      augment=True).views["short"][0]]
+    views = [
+        v
+        for i in range(6)
+        for v in plan_sample(i, 100, 48, 64, spec=spec, size=32, seed=3, epoch=0, augment=True).views["short"][0]
+    ]
     kinds = set()
     for v in views[:12]:
         twist = v.hue != 0.0 or v.gray or v.saturation != 1.0
@@ -59,8 +69,23 @@ def test_peers_follow_the_plan_of_tbfasts_loader(prepared, mode):
     recs = read_manifest(prepared)
     idx = [i for i, r in enumerate(recs) if r.split == "train"][:2]
     spec = default_spec(mode)
-    batch = next(iter(build_loader(prepared, mode, indices=idx, batch_size=2, size=16, num_threads=1, seed=0,
-                                   augment=True, records=recs, shuffle=False, drop_last=True)))
+    batch = next(
+        iter(
+            build_loader(
+                prepared,
+                mode,
+                indices=idx,
+                batch_size=2,
+                size=16,
+                num_threads=1,
+                seed=0,
+                augment=True,
+                records=recs,
+                shuffle=False,
+                drop_last=True,
+            )
+        )
+    )
     items = {p: peer_item(p, prepared, recs, idx[0], spec, size=16, augment=True) for p in PEERS_HERE}
     keys = ("clip",) if mode == "train" else ("long0", "long1", "short0", "short1")
     for p, it in items.items():
@@ -84,8 +109,30 @@ def test_bench_loader_measures_peers_side_by_side(prepared, tmp_path):
     peer = PEERS_HERE[0]
     out = tmp_path / "loader.json"
     wanted = ["dali", peer, f"{peer}-tv", f"{peer}-decode"]
-    assert main(["bench", "loader", str(prepared), "--mode", "train", "--videos", "4", "--batch-size", "2",
-                 "--size", "16", "--workers", "1", "--loaders", ",".join(wanted), "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "loader",
+                str(prepared),
+                "--mode",
+                "train",
+                "--videos",
+                "4",
+                "--batch-size",
+                "2",
+                "--size",
+                "16",
+                "--workers",
+                "1",
+                "--loaders",
+                ",".join(wanted),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rep = json.loads(out.read_text())
     assert set(rep["results"]) == set(wanted)
     assert rep["best_peer"] in (peer, f"{peer}-tv")
@@ -100,8 +147,30 @@ def test_a_missing_peer_is_skipped_with_a_note(prepared, tmp_path, monkeypatch):
 
     monkeypatch.setattr(peers, "available", lambda p: f"{p} is not usable; pip install -e '.[peers]'")
     out = tmp_path / "loader.json"
-    assert main(["bench", "loader", str(prepared), "--mode", "train", "--videos", "2", "--batch-size", "2",
-                 "--size", "16", "--workers", "1", "--loaders", "dali,decord", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "loader",
+                str(prepared),
+                "--mode",
+                "train",
+                "--videos",
+                "2",
+                "--batch-size",
+                "2",
+                "--size",
+                "16",
+                "--workers",
+                "1",
+                "--loaders",
+                "dali,decord",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rep = json.loads(out.read_text())
     assert set(rep["results"]) == {"dali"} and "pip install" in rep["skipped"]["decord"]
     assert main(["bench", "loader", str(prepared), "--loaders", "dali,nvdec2"]) == 2  # unknown: refused
@@ -119,8 +188,30 @@ def test_a_peer_that_fails_on_the_videos_is_reported_not_fatal(tmp_path):
 
     data = make_dataset(tmp_path / "narrow", [40, 50], width=48, height=32)
     out = tmp_path / "loader.json"
-    assert main(["bench", "loader", str(data), "--mode", "train", "--videos", "2", "--batch-size", "2",
-                 "--size", "16", "--workers", "1", "--loaders", "dali,decord", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "loader",
+                str(data),
+                "--mode",
+                "train",
+                "--videos",
+                "2",
+                "--batch-size",
+                "2",
+                "--size",
+                "16",
+                "--workers",
+                "1",
+                "--loaders",
+                "dali,decord",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rep = json.loads(out.read_text())
     if "decord" in rep["results"]:  # a decord that reads them is fine too
         return

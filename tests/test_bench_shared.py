@@ -1,4 +1,5 @@
 """`tbfast bench shared` on the test data: every figure it prints comes from a real pass."""
+
 import json
 
 from tbfast.cli import main
@@ -6,8 +7,29 @@ from tbfast.cli import main
 
 def test_bench_shared_counts_decodes_and_teacher_runs(prepared, tmp_path, one_torch_thread):
     out = tmp_path / "shared.json"
-    assert main(["bench", "shared", "--data", str(prepared), "--work", str(tmp_path / "work"), "--steps", "2",
-                 "--repeats", "1", "--batch-size", "2", "--size", "16", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "shared",
+                "--data",
+                str(prepared),
+                "--work",
+                str(tmp_path / "work"),
+                "--steps",
+                "2",
+                "--repeats",
+                "1",
+                "--batch-size",
+                "2",
+                "--size",
+                "16",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())["results"]
     ssl, st = res["ssl"], res["students"]
     assert ssl["models"] == ["invariant", "distinctive"]

@@ -5,8 +5,22 @@ from tbfast.cli import main
 
 def test_bench_step_quick_writes_valid_json(tmp_path):
     out = tmp_path / "step.json"
-    rc = main(["bench", "step", "--backbone", "tiny", "--device", "cpu", "--quick",
-               "--configs", "fp32", "bf16", "--json", str(out)])
+    rc = main(
+        [
+            "bench",
+            "step",
+            "--backbone",
+            "tiny",
+            "--device",
+            "cpu",
+            "--quick",
+            "--configs",
+            "fp32",
+            "bf16",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["benchmark"] == "step" and res["device"] == "cpu"
@@ -23,3 +37,17 @@ def test_bench_step_quick_writes_valid_json(tmp_path):
     st = res["student"]
     for k in ("teachers_fp32", "teachers_bf16"):
         assert 0.0 < st[k]["teacher_share"] < 1.0
+
+
+def test_bench_step_batch_size_spelling_and_old_alias():
+    import argparse
+
+    from tbfast_benchmarks import step
+
+    p = argparse.ArgumentParser()
+    step.add_arguments(p)
+    assert p.parse_args(["--batch-size", "3"]).batch == 3
+    assert p.parse_args(["--batch", "5"]).batch == 5  # the old spelling still works, for one release
+    assert p.parse_args([]).batch is None
+    helptext = p.format_help()
+    assert "--batch-size" in helptext and "--batch " not in helptext

@@ -1,4 +1,5 @@
 """`tbfast bench teachers`: the teachers' mixture against each teacher, from a run's SSL models."""
+
 import json
 
 from tbfast.cli import main
@@ -9,14 +10,63 @@ TINY = ["--preset", "synthetic_tiny", "--size", "16", "--no-progress", "--device
 def test_bench_teachers_fine_tunes_evaluates_and_mixes(prepared, tmp_path):
     run = tmp_path / "run"
     for stage in ("invariant", "distinctive"):
-        assert main(["train", stage, "--data", str(prepared), "--out", str(run / stage), *TINY, "--max-steps", "1",
-                     "--batch-size", "2"]) == 0
-    assert main(["similarity", "--invariant", str(run / "invariant" / "checkpoints" / "last.pt"), "--distinctive",
-                 str(run / "distinctive" / "checkpoints" / "last.pt"), "--data", str(prepared), "--out",
-                 str(run / "similarity.csv"), *TINY]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    stage,
+                    "--data",
+                    str(prepared),
+                    "--out",
+                    str(run / stage),
+                    *TINY,
+                    "--max-steps",
+                    "1",
+                    "--batch-size",
+                    "2",
+                ]
+            )
+            == 0
+        )
+    assert (
+        main(
+            [
+                "similarity",
+                "--invariant",
+                str(run / "invariant" / "checkpoints" / "last.pt"),
+                "--distinctive",
+                str(run / "distinctive" / "checkpoints" / "last.pt"),
+                "--data",
+                str(prepared),
+                "--out",
+                str(run / "similarity.csv"),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "t.json"
-    assert main(["bench", "teachers", "--run", str(run), "--data", str(prepared), "--fractions", "0.5",
-                 "--epochs", "1", "--batch-size", "2", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "teachers",
+                "--run",
+                str(run),
+                "--data",
+                str(prepared),
+                "--fractions",
+                "0.5",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "2",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     r = json.loads(out.read_text())["fractions"]["0.5"]
     m = r["mechanism"]
     assert r["labeled_videos"] == 4 and m["videos"] == 8 and (run / "similarity_test.csv").is_file()

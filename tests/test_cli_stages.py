@@ -1,4 +1,5 @@
 """Every CLI stage for 2 steps on the tiny prepared data, chained as a user would chain them."""
+
 from __future__ import annotations
 
 import json
@@ -24,20 +25,104 @@ def chain(prepared, prepared_split, tmp_path_factory):
         assert cli(["train", stage, *data, "--out", str(root / stage), *TRAIN]) == 0
     ck = {s: root / s / "checkpoints" / "last.pt" for s in ("invariant", "distinctive", "combined")}
     for kind in ("invariant", "distinctive"):
-        assert cli(["train", "finetune", *data, "--out", str(root / f"ft_{kind}"), "--init", str(ck[kind]),
-                    "--labeled", str(lab), *TRAIN]) == 0
-    assert cli(["train", "supervised", *data, "--out", str(root / "sup"), "--labeled", lab.name,
-                "--val", "test", *TRAIN, "--epochs", "1"]) == 0
+        assert (
+            cli(
+                [
+                    "train",
+                    "finetune",
+                    *data,
+                    "--out",
+                    str(root / f"ft_{kind}"),
+                    "--init",
+                    str(ck[kind]),
+                    "--labeled",
+                    str(lab),
+                    *TRAIN,
+                ]
+            )
+            == 0
+        )
+    assert (
+        cli(
+            [
+                "train",
+                "supervised",
+                *data,
+                "--out",
+                str(root / "sup"),
+                "--labeled",
+                lab.name,
+                "--val",
+                "test",
+                *TRAIN,
+                "--epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     sim = root / "similarity.csv"
-    assert cli(["similarity", "--invariant", str(ck["invariant"]), "--distinctive", str(ck["distinctive"]),
-                *data, "--out", str(sim), *TINY]) == 0
+    assert (
+        cli(
+            [
+                "similarity",
+                "--invariant",
+                str(ck["invariant"]),
+                "--distinctive",
+                str(ck["distinctive"]),
+                *data,
+                "--out",
+                str(sim),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     ft = {k: root / f"ft_{k}" / "checkpoints" / "last.pt" for k in ("invariant", "distinctive")}
-    assert cli(["train", "student", *data, "--out", str(root / "student"), "--teacher-invariant", str(ft["invariant"]),
-                "--teacher-distinctive", str(ft["distinctive"]), "--similarity", str(sim), "--labeled", str(lab),
-                "--unlabeled", str(unl), "--init", str(ck["combined"]), "--distill", "kl", *TRAIN]) == 0
+    assert (
+        cli(
+            [
+                "train",
+                "student",
+                *data,
+                "--out",
+                str(root / "student"),
+                "--teacher-invariant",
+                str(ft["invariant"]),
+                "--teacher-distinctive",
+                str(ft["distinctive"]),
+                "--similarity",
+                str(sim),
+                "--labeled",
+                str(lab),
+                "--unlabeled",
+                str(unl),
+                "--init",
+                str(ck["combined"]),
+                "--distill",
+                "kl",
+                *TRAIN,
+            ]
+        )
+        == 0
+    )
     r["eval_json"] = root / "eval.json"
-    assert cli(["eval", "--checkpoint", str(root / "student" / "checkpoints" / "last.pt"), *data,
-                "--json", str(r["eval_json"]), "--clips", "4", *TINY]) == 0
+    assert (
+        cli(
+            [
+                "eval",
+                "--checkpoint",
+                str(root / "student" / "checkpoints" / "last.pt"),
+                *data,
+                "--json",
+                str(r["eval_json"]),
+                "--clips",
+                "4",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     r.update(root=root, ck=ck, ft=ft, sim=sim)
     return r
 
@@ -119,9 +204,32 @@ def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
     data = tmp_path / "prepared"
     shutil.copytree(prepared, data)
     out = tmp_path / "recipe"
-    args = ["run", "--data", str(data), "--preset", "synthetic_tiny", "--out", str(out), "--fraction", "0.5",
-            "--no-progress", "--device", "cpu", "--threads", "1", "--set", "train.max_steps=1", "--seeds", "1",
-            "--set", "data.size=16", "--set", "data.batch_size=2", "--set", "eval.clips=2"]
+    args = [
+        "run",
+        "--data",
+        str(data),
+        "--preset",
+        "synthetic_tiny",
+        "--out",
+        str(out),
+        "--fraction",
+        "0.5",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--set",
+        "train.max_steps=1",
+        "--seeds",
+        "1",
+        "--set",
+        "data.size=16",
+        "--set",
+        "data.batch_size=2",
+        "--set",
+        "eval.clips=2",
+    ]
     assert cli(args) == 0
     err = capsys.readouterr().err
     # the stages as numbered steps of the whole recipe: data, SSL, fine-tuning, similarity, one seed, evaluation
@@ -129,8 +237,17 @@ def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     assert set(res["top1"]) == {"supervised", "student_invariant", "student_distinctive", "timebalance"}
     assert res["seeds_trained"] == 1 and "seeds" not in res
-    assert {"invariant", "distinctive", "finetune_invariant", "finetune_distinctive", "similarity", "supervised",
-            "student_invariant", "student_distinctive", "timebalance"} <= set(res["clips_per_s"])
+    assert {
+        "invariant",
+        "distinctive",
+        "finetune_invariant",
+        "finetune_distinctive",
+        "similarity",
+        "supervised",
+        "student_invariant",
+        "student_distinctive",
+        "timebalance",
+    } <= set(res["clips_per_s"])
     report = (out / "report.md").read_text()
     assert "TimeBalance" in report and res["student_init"] == "invariant"  # the preset's choice
     # the report states the evaluation this run really did (--set eval.clips=2, the preset's one crop)
@@ -142,8 +259,9 @@ def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
     assert set(pw) == set(res["top1_all"]) - {"timebalance"}
     for k, v in pw.items():
         assert v["videos"] == res["test_videos"] and 0 < v["p"] <= 1
-        assert v["only_timebalance"] - v["only_other"] == round((res["top1_all"]["timebalance"]
-                                                                 - res["top1_all"][k]) * res["test_videos"] / 100)
+        assert v["only_timebalance"] - v["only_other"] == round(
+            (res["top1_all"]["timebalance"] - res["top1_all"][k]) * res["test_videos"] / 100
+        )
     assert "McNemar" in report and res["checks"]["timebalance_significantly_better_than_supervised"] is not None
     assert "**One seed**" in report  # no verdict from one seed
     # every pair of the six models, each once, on the same videos
@@ -161,8 +279,11 @@ def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     # per-class table: one row per class with a mean score and the six models' accuracies
     classes = res["class_top1_all"]["timebalance"]
-    assert len(classes) == 4 and set(res["class_top1_all"]) == {"teacher_invariant", "teacher_distinctive",
-                                                                *res["top1"]}
+    assert len(classes) == 4 and set(res["class_top1_all"]) == {
+        "teacher_invariant",
+        "teacher_distinctive",
+        *res["top1"],
+    }
     for c in classes:
         row = next(line for line in report.splitlines() if line.startswith(f"| {c} |"))
         assert row.count("|") == 9
@@ -183,8 +304,20 @@ def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
     assert json.loads((out / "results.json").read_text())["fraction"] == 0.5
 
 
-@pytest.mark.parametrize("command", ["train invariant", "train distinctive", "train combined", "train finetune",
-                                     "train supervised", "train student", "similarity", "eval", "run"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "train invariant",
+        "train distinctive",
+        "train combined",
+        "train finetune",
+        "train supervised",
+        "train student",
+        "similarity",
+        "eval",
+        "run",
+    ],
+)
 def test_help_shows_defaults(command, capsys):
     with pytest.raises(SystemExit) as e:
         cli([*command.split(), "--help"])
@@ -198,8 +331,20 @@ def test_help_shows_defaults(command, capsys):
 def test_recipe_refuses_a_bad_student_init_before_training(prepared, tmp_path, capsys):
     data, out = tmp_path / "prepared", tmp_path / "recipe"
     shutil.copytree(prepared, data)  # the recipe writes its labeled split into the dataset
-    args = ["run", "--data", str(data), "--preset", "synthetic_tiny", "--out", str(out), "--no-progress",
-            "--device", "cpu", "--set", "recipe.student_init=combined"]
+    args = [
+        "run",
+        "--data",
+        str(data),
+        "--preset",
+        "synthetic_tiny",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--set",
+        "recipe.student_init=combined",
+    ]
     assert cli(args) == 2
     assert "recipe.student_init 'combined'" in capsys.readouterr().err and not (out / "invariant").exists()
 
@@ -207,14 +352,44 @@ def test_recipe_refuses_a_bad_student_init_before_training(prepared, tmp_path, c
 def test_eval_three_crops(chain, prepared, tmp_path):
     """--crops 3: the same videos and clips as one crop, each clip scored as the mean over its crops."""
     out = tmp_path / "eval3.json"
-    assert cli(["eval", "--checkpoint", str(chain["root"] / "student" / "checkpoints" / "last.pt"),
-                "--data", str(prepared), "--json", str(out), "--clips", "4", "--crops", "3", *TINY]) == 0
+    assert (
+        cli(
+            [
+                "eval",
+                "--checkpoint",
+                str(chain["root"] / "student" / "checkpoints" / "last.pt"),
+                "--data",
+                str(prepared),
+                "--json",
+                str(out),
+                "--clips",
+                "4",
+                "--crops",
+                "3",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     three, one = json.loads(out.read_text()), json.loads(chain["eval_json"].read_text())
     assert three["videos"] == one["videos"] == 8 and three["clips"] == one["clips"] == 32
     assert (three["crops"], one["crops"]) == (3, 1)
     assert 0 <= three["video_top1"] <= three["video_top5"] <= 1
-    assert cli(["eval", "--checkpoint", str(chain["root"] / "student" / "checkpoints" / "last.pt"),
-                "--data", str(prepared), "--crops", "2", *TINY]) == 2  # 1 or 3 only
+    assert (
+        cli(
+            [
+                "eval",
+                "--checkpoint",
+                str(chain["root"] / "student" / "checkpoints" / "last.pt"),
+                "--data",
+                str(prepared),
+                "--crops",
+                "2",
+                *TINY,
+            ]
+        )
+        == 2
+    )  # 1 or 3 only
 
 
 def test_eval_compare_is_a_mcnemar_test_on_the_same_videos(chain, prepared, tmp_path, capsys):
@@ -224,11 +399,23 @@ def test_eval_compare_is_a_mcnemar_test_on_the_same_videos(chain, prepared, tmp_
     base = ["--data", str(prepared), "--clips", "4", *TINY]
     assert cli(["eval", "--checkpoint", str(chain["ft"]["invariant"]), "--json", str(other), *base]) == 0
     capsys.readouterr()
-    assert cli(["eval", "--checkpoint", str(chain["root"] / "student" / "checkpoints" / "last.pt"), "--compare",
-                str(other), *base]) == 0
+    assert (
+        cli(
+            [
+                "eval",
+                "--checkpoint",
+                str(chain["root"] / "student" / "checkpoints" / "last.pt"),
+                "--compare",
+                str(other),
+                *base,
+            ]
+        )
+        == 0
+    )
     line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("vs "))
-    r = paired_comparison(json.loads(chain["eval_json"].read_text())["predictions"],
-                          json.loads(other.read_text())["predictions"])
+    r = paired_comparison(
+        json.loads(chain["eval_json"].read_text())["predictions"], json.loads(other.read_text())["predictions"]
+    )
     assert f"only this model right on {r['only_a']}, only the other on {r['only_b']}" in line
     assert f"p = {r['p']:.3f}" in line
     # a file of other videos, or one without predictions: a one-line error
@@ -236,28 +423,77 @@ def test_eval_compare_is_a_mcnemar_test_on_the_same_videos(chain, prepared, tmp_
     sub["predictions"] = sub["predictions"][:-1]
     (tmp_path / "fewer.json").write_text(json.dumps(sub))
     (tmp_path / "bare.json").write_text(json.dumps({"video_top1": 0.5}))
-    for bad, why in (("fewer.json", "other videos"), ("bare.json", "no per-video predictions"),
-                     ("missing.json", "no such file")):
-        assert cli(["eval", "--checkpoint", str(chain["root"] / "student" / "checkpoints" / "last.pt"), "--compare",
-                    str(tmp_path / bad), *base]) == 2
+    for bad, why in (
+        ("fewer.json", "other videos"),
+        ("bare.json", "no per-video predictions"),
+        ("missing.json", "no such file"),
+    ):
+        assert (
+            cli(
+                [
+                    "eval",
+                    "--checkpoint",
+                    str(chain["root"] / "student" / "checkpoints" / "last.pt"),
+                    "--compare",
+                    str(tmp_path / bad),
+                    *base,
+                ]
+            )
+            == 2
+        )
         assert why in capsys.readouterr().err
 
 
-def test_teachers_and_similarity_models_in_the_wrong_role_are_refused(chain, prepared, prepared_split, tmp_path,
-                                                                      capsys):
+def test_teachers_and_similarity_models_in_the_wrong_role_are_refused(
+    chain, prepared, prepared_split, tmp_path, capsys
+):
     """A swapped pair would silently turn every TimeBalance weight around (s <-> 1 - s)."""
     data = ["--data", str(prepared)]
     ck, ft = chain["ck"], chain["ft"]
     assert torch.load(ft["invariant"], weights_only=True)["init_stage"] == "invariant"
-    assert cli(["similarity", "--invariant", str(ck["distinctive"]), "--distinctive", str(ck["invariant"]), *data,
-                "--out", str(tmp_path / "s.csv"), *TINY]) == 2
+    assert (
+        cli(
+            [
+                "similarity",
+                "--invariant",
+                str(ck["distinctive"]),
+                "--distinctive",
+                str(ck["invariant"]),
+                *data,
+                "--out",
+                str(tmp_path / "s.csv"),
+                *TINY,
+            ]
+        )
+        == 2
+    )
     err = " ".join(capsys.readouterr().err.split())
     assert "--invariant checkpoint" in err and "stage 'distinctive'" in err and "Traceback" not in err
     assert not (tmp_path / "s.csv").exists()
     lab, unl = prepared_split
-    assert cli(["train", "student", *data, "--out", str(tmp_path / "st"), "--teacher-invariant", str(ft["distinctive"]),
-                "--teacher-distinctive", str(ft["invariant"]), "--similarity", str(chain["sim"]), "--labeled",
-                str(lab), "--unlabeled", str(unl), *TRAIN]) == 2
+    assert (
+        cli(
+            [
+                "train",
+                "student",
+                *data,
+                "--out",
+                str(tmp_path / "st"),
+                "--teacher-invariant",
+                str(ft["distinctive"]),
+                "--teacher-distinctive",
+                str(ft["invariant"]),
+                "--similarity",
+                str(chain["sim"]),
+                "--labeled",
+                str(lab),
+                "--unlabeled",
+                str(unl),
+                *TRAIN,
+            ]
+        )
+        == 2
+    )
     err = " ".join(capsys.readouterr().err.split())
     assert "invariant teacher" in err and "fine-tuned from the distinctive self-supervised model" in err
     assert "--teacher-distinctive" in err
@@ -267,9 +503,34 @@ def test_recipe_with_two_seeds_reports_means_and_paired_wins(prepared, tmp_path,
     data = tmp_path / "prepared"
     shutil.copytree(prepared, data)
     out = tmp_path / "recipe"
-    args = ["run", "--data", str(data), "--preset", "synthetic_tiny", "--out", str(out), "--fraction", "0.5",
-            "--no-progress", "--device", "cpu", "--threads", "1", "--set", "train.max_steps=1", "--seeds", "2",
-            "--set", "data.size=16", "--set", "data.batch_size=2", "--set", "eval.clips=2", "--seed", "5"]
+    args = [
+        "run",
+        "--data",
+        str(data),
+        "--preset",
+        "synthetic_tiny",
+        "--out",
+        str(out),
+        "--fraction",
+        "0.5",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--set",
+        "train.max_steps=1",
+        "--seeds",
+        "2",
+        "--set",
+        "data.size=16",
+        "--set",
+        "data.batch_size=2",
+        "--set",
+        "eval.clips=2",
+        "--seed",
+        "5",
+    ]
     assert cli(args) == 0
     res = json.loads((out / "results.json").read_text())
     sd = res["seeds"]
@@ -284,13 +545,26 @@ def test_recipe_with_two_seeds_reports_means_and_paired_wins(prepared, tmp_path,
     assert pw["wins"] + pw["ties"] + pw["losses"] == 2
     report = (out / "report.md").read_text()
     assert "Over 2 seeds" in report and "mean ± std" in report and (out / "seeds.png").is_file()
-    err = capsys.readouterr().err
+    cap = capsys.readouterr()
+    err = cap.err
     assert "[5/7] supervised-only baseline and the three students, seed 5 (1 of 2)" in err
+    # the end of the run: one screen of at most 80 columns (the JSON line aside), report.md has the rest
+    screen = cap.out.splitlines()[:-1]
+    assert json.loads(cap.out.splitlines()[-1])["top1_mean"] == sd["mean"]
+    assert len(screen) <= 24 and all(len(line) <= 80 for line in screen if str(out) not in line)
+    row = next(line for line in screen if line.startswith("TimeBalance student"))
+    mean, std = sd["mean"]["timebalance"], sd["std"]["timebalance"]
+    assert f"{res['top1']['timebalance']:.2f}" in row and f"{mean:.2f} ± {std:.2f}" in row
+    assert "Verdict: " + sd["verdict"][:40] in " ".join(screen) and str(out / "report.md") in " ".join(screen)
     assert "more for the 1 remaining seed, then the evaluation" in err
     # the comparisons the method is about, each over both seeds and the same test videos
-    assert set(sd["tests"]) == {"timebalance vs student_invariant", "timebalance vs student_distinctive",
-                                "timebalance vs supervised", "student_invariant vs supervised",
-                                "student_distinctive vs supervised"}
+    assert set(sd["tests"]) == {
+        "timebalance vs student_invariant",
+        "timebalance vs student_distinctive",
+        "timebalance vs supervised",
+        "student_invariant vs supervised",
+        "student_distinctive vs supervised",
+    }
     for key, t in sd["tests"].items():
         a, b = key.split(" vs ")
         assert t["seeds"] == 2 and t["videos"] == res["test_videos"] and len(t["per_seed_mcnemar_p"]) == 2
@@ -319,8 +593,24 @@ def test_host_decoder_trains_and_evaluates_the_same_clips(chain, prepared, tmp_p
     ck = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
     assert ck["config"]["data"]["decoder"] == "pyav" and ck["step"] == 2
     out = tmp_path / "eval_pyav.json"
-    assert cli(["eval", "--checkpoint", str(chain["root"] / "student" / "checkpoints" / "last.pt"), *data,
-                "--json", str(out), "--clips", "4", "--decoder", "pyav", *TINY]) == 0
+    assert (
+        cli(
+            [
+                "eval",
+                "--checkpoint",
+                str(chain["root"] / "student" / "checkpoints" / "last.pt"),
+                *data,
+                "--json",
+                str(out),
+                "--clips",
+                "4",
+                "--decoder",
+                "pyav",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     host, dali = json.loads(out.read_text()), json.loads(chain["eval_json"].read_text())
     assert (host["videos"], host["clips"]) == (dali["videos"], dali["clips"])
     printed = capsys.readouterr().out  # a compact summary, not the JSON
@@ -340,8 +630,25 @@ def test_predict_video_files_with_the_class_names_of_the_checkpoint(chain, prepa
     assert state["classes"] == classes
     videos = sorted((synth_src / "UCF-101").rglob("*.avi"))[:2]
     capsys.readouterr()
-    assert cli(["predict", str(ck), *map(str, videos), "--json", "--top-k", "3", "--clips", "4",
-                "--device", "cpu", "--threads", "1"]) == 0
+    assert (
+        cli(
+            [
+                "predict",
+                str(ck),
+                *map(str, videos),
+                "--json",
+                "--top-k",
+                "3",
+                "--clips",
+                "4",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert [r["video"] for r in res] == [str(v.resolve()) for v in videos]
     for r in res:
@@ -350,8 +657,22 @@ def test_predict_video_files_with_the_class_names_of_the_checkpoint(chain, prepa
         assert all(t["class"] == classes[t["index"]] for t in r["top"])
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
-    assert cli(["predict", str(ck), str(videos[0]), str(broken), str(tmp_path / "missing.avi"),
-                "--device", "cpu", "--threads", "1"]) == 1
+    assert (
+        cli(
+            [
+                "predict",
+                str(ck),
+                str(videos[0]),
+                str(broken),
+                str(tmp_path / "missing.avi"),
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+            ]
+        )
+        == 1
+    )
     out = capsys.readouterr()
     assert str(videos[0].resolve()) in out.out and "%" in out.out
     assert "skipped" in out.err and "broken.mp4" in out.err and "missing.avi: no such file" in out.err
@@ -365,10 +686,22 @@ def test_run_directories_record_provenance(chain, prepared, prepared_split):
     p = json.loads((chain["root"] / "student" / "provenance.json").read_text())
     assert p["command"][1:3] == ["train", "student"] and p["tbfast"]
     ins = p["inputs"]
-    assert set(ins) >= {"data_manifest", "labeled", "unlabeled", "teacher_invariant", "teacher_distinctive",
-                        "similarity", "init"}
-    want = {"data_manifest": prepared / "manifest.jsonl", "labeled": prepared_split[0],
-            "similarity": chain["sim"], "init": chain["ck"]["combined"], "teacher_invariant": chain["ft"]["invariant"]}
+    assert set(ins) >= {
+        "data_manifest",
+        "labeled",
+        "unlabeled",
+        "teacher_invariant",
+        "teacher_distinctive",
+        "similarity",
+        "init",
+    }
+    want = {
+        "data_manifest": prepared / "manifest.jsonl",
+        "labeled": prepared_split[0],
+        "similarity": chain["sim"],
+        "init": chain["ck"]["combined"],
+        "teacher_invariant": chain["ft"]["invariant"],
+    }
     for name, path in want.items():
         assert ins[name]["path"] == str(path.resolve())
         assert ins[name]["blake2b"] == hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest(), name

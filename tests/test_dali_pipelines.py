@@ -1,4 +1,5 @@
 """DALI clip pipelines on tiny frame-coded VP9 videos (CPU backend; GPU tests skip without CUDA)."""
+
 import subprocess
 import sys
 import textwrap
@@ -66,8 +67,9 @@ def test_every_mode_returns_exactly_the_planned_frames(coded, mode, decoder):
     from tbfast.data.manifest import read_manifest
 
     records = read_manifest(coded)
-    loader = build_loader(coded, mode, indices=CODED, batch_size=3, size=SIZE, augment=False, seed=3,
-                          decoder=_decoder_or_skip(decoder))
+    loader = build_loader(
+        coded, mode, indices=CODED, batch_size=3, size=SIZE, augment=False, seed=3, decoder=_decoder_or_skip(decoder)
+    )
     seen = []
     decoded = {}
     for batch in loader:
@@ -76,10 +78,12 @@ def test_every_mode_returns_exactly_the_planned_frames(coded, mode, decoder):
         if mode == "ssl":
             check_layout(batch["long0"], b, 16)
             check_layout(batch["short1"], 4 * b, 16)
-            pairs = [(batch["long0"], batch["frames_long"].reshape(b, 16)),
-                     (batch["long1"], batch["frames_long"].reshape(b, 16)),
-                     (batch["short0"], batch["frames_short"].reshape(4 * b, 16)),
-                     (batch["short1"], batch["frames_short"].reshape(4 * b, 16))]
+            pairs = [
+                (batch["long0"], batch["frames_long"].reshape(b, 16)),
+                (batch["long1"], batch["frames_long"].reshape(b, 16)),
+                (batch["short0"], batch["frames_short"].reshape(4 * b, 16)),
+                (batch["short1"], batch["frames_short"].reshape(4 * b, 16)),
+            ]
             fl, fs = batch["frames_long"], batch["frames_short"]
             for i in range(b):  # long clip = s0 + 4k, shorts tile s0..s0+63 (clamped)
                 n = records[int(batch["index"][i])].frames
@@ -113,8 +117,9 @@ def test_every_mode_returns_exactly_the_planned_frames(coded, mode, decoder):
 
 @pytest.mark.parametrize("decoder", ["dali", "pyav", "torchcodec"])
 def test_short_video_is_padded_by_repeating_the_last_frame(coded, decoder):
-    loader = build_loader(coded, "ssl", indices=[2], batch_size=1, size=SIZE, augment=False,
-                          decoder=_decoder_or_skip(decoder))
+    loader = build_loader(
+        coded, "ssl", indices=[2], batch_size=1, size=SIZE, augment=False, decoder=_decoder_or_skip(decoder)
+    )
     batch = next(iter(loader))
     assert batch["frames_short"].reshape(-1).tolist() == list(range(20)) + [19] * 44
     assert clip_indices(batch["short0"]).reshape(-1).tolist() == list(range(20)) + [19] * 44
@@ -154,8 +159,17 @@ def test_flip_and_crop_follow_the_plan(coded):
     # crop side = short side, so the block (left third, top third) is in every crop but the rightmost
     from tbfast.data.plans import AugSpec, default_spec
 
-    aug = AugSpec(crop_scale=(1.0, 1.0), flip_p=0.5, contrast_p=0, hue_p=0, saturation_p=0,
-                  brightness_p=0, gray_p=0, channel_drop_p=0, erase_p=0)
+    aug = AugSpec(
+        crop_scale=(1.0, 1.0),
+        flip_p=0.5,
+        contrast_p=0,
+        hue_p=0,
+        saturation_p=0,
+        brightness_p=0,
+        gray_p=0,
+        channel_drop_p=0,
+        erase_p=0,
+    )
     spec = default_spec("train", aug=aug)
     loader = build_loader(coded, "train", indices=STILL, batch_size=4, size=SIZE, seed=2, spec=spec)
     flips = []
@@ -176,8 +190,7 @@ def test_flip_and_crop_follow_the_plan(coded):
 def test_sharding_two_ranks_disjoint_complete(coded):
     got = []
     for rank in range(2):
-        loader = build_loader(coded, "eval", indices=CODED, batch_size=2, size=SIZE, shard_id=rank,
-                              num_shards=2)
+        loader = build_loader(coded, "eval", indices=CODED, batch_size=2, size=SIZE, shard_id=rank, num_shards=2)
         got.append([i for b in loader for i in b["index"].tolist()])
     assert not set(got[0]) & set(got[1]) and sorted(got[0] + got[1]) == CODED
     lens = [len(build_loader(coded, "ssl", indices=CODED, batch_size=2, shard_id=r, num_shards=2)) for r in range(2)]
@@ -295,8 +308,9 @@ def test_unseen_prepared_data_gives_the_planned_frames(prepared, mode):
 
     records = read_manifest(prepared)
     pick = [0, len(records) // 2, len(records) - 1]
-    loader = build_loader(prepared, mode, indices=pick, batch_size=3, size=SIZE, augment=False,
-                          shuffle=False, drop_last=False)
+    loader = build_loader(
+        prepared, mode, indices=pick, batch_size=3, size=SIZE, augment=False, shuffle=False, drop_last=False
+    )
     batch = next(iter(loader))
     if mode == "ssl":
         clips, frames = batch["short0"], batch["frames_short"].reshape(-1, 16)
@@ -353,8 +367,10 @@ def test_brightness_contrast_branch_equals_colour_twist_without_hue_and_saturati
         v = fn.external_source(source=lambda: [x] * len(views), layout="FHWC", batch=True)
         b = fn.external_source(source=lambda: args["brightness"], batch=True)
         c = fn.external_source(source=lambda: args["contrast"], batch=True)
-        return (fn.color_twist(v, brightness=b, contrast=c, hue=0.0, saturation=1.0, dtype=types.FLOAT),
-                fn.brightness_contrast(v, brightness=b, contrast=c, dtype=types.FLOAT))
+        return (
+            fn.color_twist(v, brightness=b, contrast=c, hue=0.0, saturation=1.0, dtype=types.FLOAT),
+            fn.brightness_contrast(v, brightness=b, contrast=c, dtype=types.FLOAT),
+        )
 
     p = pipe()
     p.build()
@@ -374,8 +390,9 @@ def test_three_crop_eval_views(coded):
     assert center_view(32, 48, 0.8, 1, 3).roi == pytest.approx(center_view(32, 48, 0.8).roi)
     assert center_view(48, 32, 0.8, 2, 3).roi == pytest.approx((48 - side, 3.2, 48, 3.2 + side))  # portrait
     one = next(iter(build_loader(coded, "eval", indices=STILL, batch_size=4, size=SIZE)))
-    three = next(iter(build_loader(coded, "eval", indices=STILL, batch_size=4, size=SIZE,
-                                   spec=default_spec("eval", views=3))))
+    three = next(
+        iter(build_loader(coded, "eval", indices=STILL, batch_size=4, size=SIZE, spec=default_spec("eval", views=3)))
+    )
     assert "clip" not in three and {"clip0", "clip1", "clip2"} <= set(three)
     for v in range(3):
         check_layout(three[f"clip{v}"], 4 * 10, 8)

@@ -1,16 +1,18 @@
 """Manifest API: round trip, errors a user can act on."""
+
 from __future__ import annotations
 
 import pytest
 
-from tbfast.data.manifest import (VideoRecord, read_classes, read_manifest, split_indices, write_classes,
-                                  write_manifest)
+from tbfast.data.manifest import VideoRecord, read_classes, read_manifest, split_indices, write_classes, write_manifest
 from tbfast.errors import UserError
 
 
 def test_round_trip_and_split_indices(tmp_path):
-    recs = [VideoRecord("videos/a/x.webm", 0, "a", "train", 70, 25.0, 32, 24, "a/x.avi", []),
-            VideoRecord("videos/b/y.webm", 1, "b", "test", 10, 29.97, 32, 24, "b/y.avi", ["short"])]
+    recs = [
+        VideoRecord("videos/a/x.webm", 0, "a", "train", 70, 25.0, 32, 24, "a/x.avi", []),
+        VideoRecord("videos/b/y.webm", 1, "b", "test", 10, 29.97, 32, 24, "b/y.avi", ["short"]),
+    ]
     write_manifest(tmp_path, recs)
     write_classes(tmp_path, ["a", "b"])
     assert read_manifest(tmp_path) == recs and read_classes(tmp_path) == ["a", "b"]

@@ -1,5 +1,6 @@
 """`tbfast data prep`: manifest matches the source, outputs are VP9/CFR/GOP 16, bad inputs,
 resumability, interrupted runs, variable frame rate, DALI CPU decoding."""
+
 from __future__ import annotations
 
 import json
@@ -89,8 +90,9 @@ def test_cfr_frame_identity_and_h264(tmp_path):
     src = tmp_path / "src" / "c" / "v.avi"
     levels = [8 * (i % 30) + 8 for i in range(40)]
     _write(src, _grey(40, 25, 33, levels))  # odd size 33x25
-    rep = prepare(tmp_path / "src", tmp_path / "out", "folder", codec="h264", short_side=24, workers=1,
-                  show_progress=False)
+    rep = prepare(
+        tmp_path / "src", tmp_path / "out", "folder", codec="h264", short_side=24, workers=1, show_progress=False
+    )
     (r,) = read_manifest(tmp_path / "out")
     assert r.path.endswith(".mp4") and (r.width, r.height) == (32, 24) and r.flags == ["short", "odd_size"]
     assert any("odd frame size" in w["reason"] for w in rep["warnings"])
@@ -109,8 +111,14 @@ def test_variable_frame_rate_resampled_to_cfr(tmp_path):
         pts.append(t)
         t += 40 if i < 10 else 80 if i < 20 else 20
     levels = [8 * i + 8 for i in range(30)]
-    _write(tmp_path / "src" / "c" / "vfr.mkv", _grey(30, levels=levels), codec="libvpx-vp9", fmt="matroska",
-           pts=pts, time_base=Fraction(1, 1000))
+    _write(
+        tmp_path / "src" / "c" / "vfr.mkv",
+        _grey(30, levels=levels),
+        codec="libvpx-vp9",
+        fmt="matroska",
+        pts=pts,
+        time_base=Fraction(1, 1000),
+    )
     prepare(tmp_path / "src", tmp_path / "out", "folder", fps=25, short_side=24, workers=1, show_progress=False)
     (r,) = read_manifest(tmp_path / "out")
     # output frame k shows the source frame current at k/25 s, until one average frame after the last
@@ -153,16 +161,33 @@ def _bad_folder(tmp_path, synth_src):
 def test_bad_inputs_reported_rest_proceeds_and_rerun_skips(tmp_path, synth_src, capsys):
     src = _bad_folder(tmp_path, synth_src)
     out = tmp_path / "out"
-    args = ["data", "prep", str(src), str(out), "--format", "folder", "--short-side", "24", "--workers", "2",
-            "--no-progress"]
+    args = [
+        "data",
+        "prep",
+        str(src),
+        str(out),
+        "--format",
+        "folder",
+        "--short-side",
+        "24",
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
     assert main(args) == 1
     err = capsys.readouterr().err
     rep = json.loads((out / "prep_report.json").read_text())
     reasons = {Path(f["source"]).name: f["reason"] for f in rep["failures"]}
     if "noperm.avi" in reasons:
         assert reasons.pop("noperm.avi").startswith("unreadable")
-    assert set(reasons) == {"empty.avi", "truncated.avi", "truncated.webm", "notavideo.mp4", "missing.avi",
-                            "unreadable.avi"}
+    assert set(reasons) == {
+        "empty.avi",
+        "truncated.avi",
+        "truncated.webm",
+        "notavideo.mp4",
+        "missing.avi",
+        "unreadable.avi",
+    }
     assert reasons["empty.avi"].startswith("empty")
     assert reasons["truncated.avi"].startswith("truncated")
     assert reasons["truncated.webm"].startswith("truncated")
@@ -179,9 +204,19 @@ def test_bad_inputs_reported_rest_proceeds_and_rerun_skips(tmp_path, synth_src, 
     assert set(recs) == {good.name for good in (src / "good").iterdir()} | {"odd.avi", "tiny.avi"}
     assert recs["tiny.avi"].frames == 3 and "short" in recs["tiny.avi"].flags
     assert "odd_size" in recs["odd.avi"].flags and recs["odd.avi"].width % 2 == 0
-    assert rep["counts"] == {"listed": 10 + (os.geteuid() != 0), "prepared": 4, "transcoded": 4, "kept_earlier": 0,
-                             "skipped": 0, "failed": 6, "short": 4,
-                             "train": 4, "test": 0, "classes": 2, "unlisted": 0}
+    assert rep["counts"] == {
+        "listed": 10 + (os.geteuid() != 0),
+        "prepared": 4,
+        "transcoded": 4,
+        "kept_earlier": 0,
+        "skipped": 0,
+        "failed": 6,
+        "short": 4,
+        "train": 4,
+        "test": 0,
+        "classes": 2,
+        "unlisted": 0,
+    }
     # second run: everything done is skipped, failures reported again
     assert main(args) == 1
     assert "skipping 4 video(s)" in capsys.readouterr().err
@@ -231,8 +266,22 @@ def test_real_kill_9_then_resume(tmp_path, synth_src):
         for v in sorted((synth_src / "UCF-101").rglob("*.avi")):
             shutil.copy(v, src / f"{k}{v.name}")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "tbfast", "data", "prep", str(tmp_path / "src"), str(out), "--format", "folder",
-           "--short-side", "24", "--workers", "1", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tbfast",
+        "data",
+        "prep",
+        str(tmp_path / "src"),
+        str(out),
+        "--format",
+        "folder",
+        "--short-side",
+        "24",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -255,8 +304,14 @@ def test_dali_cpu_decodes_outputs(prepared):
     records = read_manifest(prepared)
     data = [np.fromfile(prepared / r.path, dtype=np.uint8) for r in records]
 
-    @pipeline_def(batch_size=len(records), num_threads=1, device_id=None, prefetch_queue_depth=1,
-                  exec_async=False, exec_pipelined=False)
+    @pipeline_def(
+        batch_size=len(records),
+        num_threads=1,
+        device_id=None,
+        prefetch_queue_depth=1,
+        exec_async=False,
+        exec_pipelined=False,
+    )
     def pipe():
         enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1)
         return fn.decoders.video(enc, device="cpu")
@@ -290,23 +345,41 @@ def test_ucf101_listed_but_missing_and_hmdb51_end_to_end(tmp_path, synth_src):
     (lists / "classInd.txt").write_bytes(b"1 Ring\r\n")
     (lists / "trainlist01.txt").write_bytes(f"Ring/{vids[1].name} 1\r\nRing/v_Ring_g20_c09.avi 1\r\n".encode())
     (lists / "testlist01.txt").write_bytes(f"Ring/{vids[0].name}\r\nRing/{vids[1].name}\r\n".encode())
-    assert main(["data", "prep", str(ucf), str(tmp_path / "o1"), "--short-side", "24", "--workers", "1",
-                 "--no-progress"]) == 1
+    assert (
+        main(["data", "prep", str(ucf), str(tmp_path / "o1"), "--short-side", "24", "--workers", "1", "--no-progress"])
+        == 1
+    )
     rep = json.loads((tmp_path / "o1" / "prep_report.json").read_text())
     assert [(f["source"], f["reason"][:7]) for f in rep["failures"]] == [("UCF-101/Ring/v_Ring_g20_c09.avi", "missing")]
     assert [(r.split, r.label) for r in read_manifest(tmp_path / "o1")] == [("test", 0), ("train", 0)]
-    assert any(w["source"].endswith(vids[1].name) and "listed more than once" in w["reason"]
-               for w in rep["warnings"])
+    assert any(w["source"].endswith(vids[1].name) and "listed more than once" in w["reason"] for w in rep["warnings"])
 
     hmdb = tmp_path / "hmdb"
     (hmdb / "ring").mkdir(parents=True)
     (hmdb / "splits").mkdir()
     for v in vids[:3]:
         shutil.copy(v, hmdb / "ring" / v.name)
-    (hmdb / "splits" / "ring_test_split1.txt").write_text(
-        f"{vids[0].name} 1 \n{vids[1].name} 2 \n{vids[2].name} 0 \n")
-    assert main(["data", "prep", str(hmdb), str(tmp_path / "o2"), "--format", "hmdb51", "--splits",
-                 str(hmdb / "splits"), "--short-side", "24", "--workers", "1", "--no-progress"]) == 0
+    (hmdb / "splits" / "ring_test_split1.txt").write_text(f"{vids[0].name} 1 \n{vids[1].name} 2 \n{vids[2].name} 0 \n")
+    assert (
+        main(
+            [
+                "data",
+                "prep",
+                str(hmdb),
+                str(tmp_path / "o2"),
+                "--format",
+                "hmdb51",
+                "--splits",
+                str(hmdb / "splits"),
+                "--short-side",
+                "24",
+                "--workers",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     recs = read_manifest(tmp_path / "o2")
     assert sorted((Path(r.source).name, r.split) for r in recs) == [(vids[0].name, "train"), (vids[1].name, "test")]
 
@@ -315,10 +388,18 @@ def test_output_names_unique():
     from tbfast.data.prep import output_paths
     from tbfast.data.sources import SourceItem
 
-    items = [SourceItem("a b/x.avi", "a b", "train"), SourceItem("a b/x.mp4", "a b", "train"),
-             SourceItem("train/a b/y.mp4", "a b", "train"), SourceItem("val/a b/y.mp4", "a b", "test")]
-    assert output_paths(items, "vp9") == ["videos/a_b/x_avi.webm", "videos/a_b/x_mp4.webm",
-                                          "videos/a_b/y_mp4.webm", "videos/a_b/y_mp4_2.webm"]
+    items = [
+        SourceItem("a b/x.avi", "a b", "train"),
+        SourceItem("a b/x.mp4", "a b", "train"),
+        SourceItem("train/a b/y.mp4", "a b", "train"),
+        SourceItem("val/a b/y.mp4", "a b", "test"),
+    ]
+    assert output_paths(items, "vp9") == [
+        "videos/a_b/x_avi.webm",
+        "videos/a_b/x_mp4.webm",
+        "videos/a_b/y_mp4.webm",
+        "videos/a_b/y_mp4_2.webm",
+    ]
 
 
 def test_corrupted_prepared_video_is_an_error_in_every_loader_and_rerun_re_encodes(prepared, tmp_path, capsys):
@@ -340,14 +421,33 @@ def test_corrupted_prepared_video_is_an_error_in_every_loader_and_rerun_re_encod
     for damage in (good[:2000], bytes(len(good))):  # truncated; garbage of the same size
         victim.write_bytes(damage)
         for mode in ("ssl", "train", "eval", "similarity"):
-            loader = build_loader(copy, mode, indices=[i], split="train" if mode in ("ssl", "train") else None,
-                                  batch_size=1, size=16, num_threads=1, augment=False)
+            loader = build_loader(
+                copy,
+                mode,
+                indices=[i],
+                split="train" if mode in ("ssl", "train") else None,
+                batch_size=1,
+                size=16,
+                num_threads=1,
+                augment=False,
+            )
             with pytest.raises(CorruptVideoError, match=recs[i].path.split("/")[-1]):
                 next(iter(loader))
     # prep re-run: the same-size garbage is re-encoded, not trusted
     report = json.loads((copy / "prep_report.json").read_text())
-    args = ["data", "prep", report["source"], str(copy), "--format", report["format"], "--short-side",
-            str(report["settings"]["short_side"]), "--workers", "1", "--no-progress"]
+    args = [
+        "data",
+        "prep",
+        report["source"],
+        str(copy),
+        "--format",
+        report["format"],
+        "--short-side",
+        str(report["settings"]["short_side"]),
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     leak = copy / ".manifest.jsonl.tmp4242"  # a manifest write killed half-way
     leak.write_text("{")
     assert main(args) == 0
@@ -370,10 +470,17 @@ def test_corrupted_prepared_video_is_an_error_in_every_loader_and_rerun_re_encod
     assert json.loads((copy / "prep_report.json").read_text())["counts"]["kept_earlier"] == 1
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("frames", -5, "frames -5"), ("label", 99, "has label 99"), ("fps", 0, "fps 0"), ("split", "val", "split 'val'"),
-    ("path", "../outside.webm", "relative path"), ("width", "wide", "size"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("frames", -5, "frames -5"),
+        ("label", 99, "has label 99"),
+        ("fps", 0, "fps 0"),
+        ("split", "val", "split 'val'"),
+        ("path", "../outside.webm", "relative path"),
+        ("width", "wide", "size"),
+    ],
+)
 def test_nonsense_manifest_values_are_refused_when_read(prepared, tmp_path, field, value, message):
     import shutil
 

@@ -1,10 +1,17 @@
 """Official split-file parsers on hand-written files in the official formats."""
+
 from __future__ import annotations
 
 import pytest
 
-from tbfast.data.sources import (list_folder, list_hmdb51, list_kinetics, list_ucf101, parse_hmdb51_splits,
-                                 parse_ucf101_splits)
+from tbfast.data.sources import (
+    list_folder,
+    list_hmdb51,
+    list_kinetics,
+    list_ucf101,
+    parse_hmdb51_splits,
+    parse_ucf101_splits,
+)
 from tbfast.errors import UserError
 
 
@@ -12,14 +19,26 @@ def _ucf(tmp_path, eol="\r\n"):
     d = tmp_path / "ucfTrainTestlist"
     d.mkdir()
     (d / "classInd.txt").write_bytes(eol.join(["1 ApplyEyeMakeup", "2 HandstandPushups", "3 YoYo", ""]).encode())
-    (d / "trainlist01.txt").write_bytes(eol.join([
-        "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1",
-        "HandstandPushups/v_HandStandPushups_g08_c01.avi 2",
-        "YoYo/v_YoYo_g25_c05.avi 3", ""]).encode())
-    (d / "testlist01.txt").write_bytes(eol.join([
-        "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi",
-        "HandstandPushups/v_HandStandPushups_g07_c04.avi",
-        "YoYo/v_YoYo_g01_c01.avi", ""]).encode())
+    (d / "trainlist01.txt").write_bytes(
+        eol.join(
+            [
+                "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1",
+                "HandstandPushups/v_HandStandPushups_g08_c01.avi 2",
+                "YoYo/v_YoYo_g25_c05.avi 3",
+                "",
+            ]
+        ).encode()
+    )
+    (d / "testlist01.txt").write_bytes(
+        eol.join(
+            [
+                "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi",
+                "HandstandPushups/v_HandStandPushups_g07_c04.avi",
+                "YoYo/v_YoYo_g01_c01.avi",
+                "",
+            ]
+        ).encode()
+    )
     return d
 
 
@@ -60,14 +79,17 @@ def test_hmdb51_official_format(tmp_path):
     d.mkdir()
     (d / "brush_hair_test_split1.txt").write_bytes(
         b"April_09_brush_hair_u_nm_np1_ba_goo_0.avi 1 \r\nAtlantis_brush_hair_h_nm_np1_ri_med_1.avi 2 \r\n"
-        b"Brushing_Hair_with_Beautiful_Style_brush_hair_f_nm_np1_ba_goo_0.avi 0 \r\n")
+        b"Brushing_Hair_with_Beautiful_Style_brush_hair_f_nm_np1_ba_goo_0.avi 0 \r\n"
+    )
     (d / "cartwheel_test_split1.txt").write_text("x_cartwheel_f_cm_np1_le_bad_0.avi 1 \n")
     (d / "cartwheel_test_split2.txt").write_text("x_cartwheel_f_cm_np1_le_bad_0.avi 2 \n")
     classes, rows = parse_hmdb51_splits(d, 1)
     assert classes == ["brush_hair", "cartwheel"]
-    assert rows == [("brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi", "brush_hair", "train"),
-                    ("brush_hair/Atlantis_brush_hair_h_nm_np1_ri_med_1.avi", "brush_hair", "test"),
-                    ("cartwheel/x_cartwheel_f_cm_np1_le_bad_0.avi", "cartwheel", "train")]
+    assert rows == [
+        ("brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi", "brush_hair", "train"),
+        ("brush_hair/Atlantis_brush_hair_h_nm_np1_ri_med_1.avi", "brush_hair", "test"),
+        ("cartwheel/x_cartwheel_f_cm_np1_le_bad_0.avi", "cartwheel", "train"),
+    ]
     classes, items = list_hmdb51(tmp_path, None, 2)
     assert classes == ["cartwheel"] and items[0].split == "test"
     with pytest.raises(UserError, match="split3"):
@@ -78,11 +100,11 @@ def test_kinetics_csv_and_downloader_names(tmp_path):
     (tmp_path / "train.csv").write_text(
         "label,youtube_id,time_start,time_end,split\n"
         "abseiling,--33Lscn6sk,4,14,train\n"
-        "air drumming,---v8pgm1eQ,0,10,train\n")
+        "air drumming,---v8pgm1eQ,0,10,train\n"
+    )
     (tmp_path / "validate.csv").write_text(
-        "label,youtube_id,time_start,time_end,split\n"
-        "abseiling,0wR5jVB-WPk,417,427,val\n"
-        "air drumming,abc,1,11,test\n")
+        "label,youtube_id,time_start,time_end,split\nabseiling,0wR5jVB-WPk,417,427,val\nair drumming,abc,1,11,test\n"
+    )
     f = tmp_path / "train" / "air drumming" / "---v8pgm1eQ_000000_000010.mp4"
     f.parent.mkdir(parents=True)
     f.write_bytes(b"x")
@@ -113,18 +135,26 @@ def test_folder_holdout_is_balanced_and_seeded(tmp_path):
     test = [i for i in items if i.split == "test"]
     assert [sum(i.class_name == c for i in test) for c in "abc"] == [2, 1, 0]
     assert list_folder(tmp_path, 0.2, seed=1)[1] == items
-    assert {i.source for i in list_folder(tmp_path, 0.5, seed=2)[1] if i.split == "test"} != \
-        {i.source for i in list_folder(tmp_path, 0.5, seed=3)[1] if i.split == "test"}
+    assert {i.source for i in list_folder(tmp_path, 0.5, seed=2)[1] if i.split == "test"} != {
+        i.source for i in list_folder(tmp_path, 0.5, seed=3)[1] if i.split == "test"
+    }
     with pytest.raises(UserError):
         list_folder(tmp_path, 1.0)
 
 
-@pytest.mark.parametrize("row,message", [
-    ("abseiling,xyz,abc,10,train", "are not numbers"), ("abseiling,xyz,10,5,train", "below time_end"),
-    (",xyz,1,2,train", "without label"), ("abseiling,xyz,1,2,train,extra", "extra fields"),
-])
+@pytest.mark.parametrize(
+    "row,message",
+    [
+        ("abseiling,xyz,abc,10,train", "are not numbers"),
+        ("abseiling,xyz,10,5,train", "below time_end"),
+        (",xyz,1,2,train", "without label"),
+        ("abseiling,xyz,1,2,train,extra", "extra fields"),
+    ],
+)
 def test_kinetics_malformed_rows_name_file_and_line(tmp_path, row, message):
-    (tmp_path / "k.csv").write_text("label,youtube_id,time_start,time_end,split\nabseiling,ok,0,10,train\n" + row + "\n")
+    (tmp_path / "k.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\nabseiling,ok,0,10,train\n" + row + "\n"
+    )
     with pytest.raises(UserError, match=rf"k\.csv:3: .*{message}"):
         list_kinetics(tmp_path, tmp_path / "k.csv")
 
@@ -149,8 +179,24 @@ def test_prep_notes_empty_classes_and_refuses_out_inside_src(tmp_path, synth_src
     assert main(["data", "prep", str(src), str(src / "prepared"), "--format", "folder"]) == 2
     assert "inside SRC" in capsys.readouterr().err
     out = tmp_path / "out"
-    assert main(["data", "prep", str(src), str(out), "--format", "folder", "--short-side", "24", "--workers", "1",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prep",
+                str(src),
+                str(out),
+                "--format",
+                "folder",
+                "--short-side",
+                "24",
+                "--workers",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "class Empty: this class has no videos" in capsys.readouterr().err
     import json
 

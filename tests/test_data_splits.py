@@ -1,4 +1,5 @@
 """Label splits: class balance, disjointness, reproducibility, METHOD.md §7 fractions."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Synthetic dataset: official UCF101 layout, determinism, time-reversal pairs."""
+
 from __future__ import annotations
 
 import hashlib
@@ -46,8 +47,13 @@ def test_deterministic_and_reused(tmp_path):
     digests = []
     for sub in ("a", "b"):
         out = make_synthetic_dataset(tmp_path / sub, **opts)
-        digests.append({p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                        for p in sorted(out.rglob("*")) if p.is_file()})
+        digests.append(
+            {
+                p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(out.rglob("*"))
+                if p.is_file()
+            }
+        )
     assert digests[0] == digests[1] and len(digests[0]) == 4 + 3 + 1
     other = make_synthetic_dataset(tmp_path / "c", **{**opts, "seed": 4})
     v = "UCF-101/MoveUp/v_MoveUp_g01_c01.avi"
@@ -102,11 +108,20 @@ def test_move_up_goes_up_even_in_grey_and_flipped():
 
 
 def test_class_counts_and_validation():
-    assert class_names(SynthOptions()) == ["Square", "Ring", "Stripes", "Cross", "MoveUp", "MoveDown",
-                                           "Grow", "Shrink", "FadeIn", "FadeOut"]
+    assert class_names(SynthOptions()) == [
+        "Square",
+        "Ring",
+        "Stripes",
+        "Cross",
+        "MoveUp",
+        "MoveDown",
+        "Grow",
+        "Shrink",
+        "FadeIn",
+        "FadeOut",
+    ]
     assert len(class_names(SynthOptions(classes=16))) == 16
-    for bad in (dict(classes=17), dict(size=(33, 24)), dict(frames=(10, 5)), dict(videos_per_class=1),
-                dict(groups=5)):
+    for bad in (dict(classes=17), dict(size=(33, 24)), dict(frames=(10, 5)), dict(videos_per_class=1), dict(groups=5)):
         with pytest.raises(UserError):
             SynthOptions(**bad).validate()
 
@@ -114,8 +129,22 @@ def test_class_counts_and_validation():
 def test_cli_synth(tmp_path, capsys):
     from tbfast.cli import main
 
-    rc = main(["data", "synth", str(tmp_path / "s"), "--classes", "2", "--videos-per-class", "2",
-               "--size", "16x16", "--frames", "4", "5"])
+    rc = main(
+        [
+            "data",
+            "synth",
+            str(tmp_path / "s"),
+            "--classes",
+            "2",
+            "--videos-per-class",
+            "2",
+            "--size",
+            "16x16",
+            "--frames",
+            "4",
+            "5",
+        ]
+    )
     assert rc == 0 and "4 videos, 2 classes" in capsys.readouterr().out
     assert len(list((tmp_path / "s" / "UCF-101").rglob("*.avi"))) == 4
     assert main(["data", "synth", str(tmp_path / "s"), "--size", "17x16"]) == 2
@@ -137,8 +166,15 @@ def test_extra_test_videos_only_in_test_groups(tmp_path):
     assert len(list((out / "UCF-101").rglob("*.avi"))) == 2 * (8 + 9)
 
 
-@pytest.mark.parametrize("bad,message", [(["--fps", "0"], "--fps 0"), (["--short-fraction", "2"], "--short-fraction"),
-                                         (["--order-pairs", "-1"], "--order-pairs"), (["--classes", "0"], "at least 1")])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (["--fps", "0"], "--fps 0"),
+        (["--short-fraction", "2"], "--short-fraction"),
+        (["--order-pairs", "-1"], "--order-pairs"),
+        (["--classes", "0"], "at least 1"),
+    ],
+)
 def test_synth_refuses_nonsense_options(tmp_path, capsys, bad, message):
     from tbfast.cli import main
 

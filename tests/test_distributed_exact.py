@@ -11,6 +11,7 @@ Dropout is set to 0: its masks are random per clip, not part of the objective.
 Each comparison can fail: without the gather, without synchronised statistics or with the
 per-rank L_D1 sum, the 2-rank numbers differ (checked below with the features switched off).
 """
+
 from __future__ import annotations
 
 import os
@@ -48,13 +49,21 @@ def _cfg(stage, over):
 def _batch(stage, gen):
     def clips(n, t):
         return torch.rand(n, 3, t, SIZE, SIZE, generator=gen)
+
     if stage in ("invariant", "distinctive", "combined"):
-        return {"long0": clips(B, 16), "long1": clips(B, 16), "short0": clips(4 * B, 16),
-                "short1": clips(4 * B, 16), "index": torch.arange(B)}
+        return {
+            "long0": clips(B, 16),
+            "long1": clips(B, 16),
+            "short0": clips(4 * B, 16),
+            "short1": clips(4 * B, 16),
+            "index": torch.arange(B),
+        }
     if stage == "finetune":
         return {"clip": clips(B, 8), "label": torch.randint(0, 3, (B,), generator=gen), "index": torch.arange(B)}
-    return {"l": {"clip": clips(B, 8), "label": torch.randint(0, 3, (B,), generator=gen), "index": torch.arange(B)},
-            "u": {"clip": clips(B, 8), "index": torch.arange(B, 2 * B)}}
+    return {
+        "l": {"clip": clips(B, 8), "label": torch.randint(0, 3, (B,), generator=gen), "index": torch.arange(B)},
+        "u": {"clip": clips(B, 8), "index": torch.arange(B, 2 * B)},
+    }
 
 
 DTYPES = {torch.float64: "fp64", torch.float32: "fp32"}
@@ -73,7 +82,7 @@ def _share(batch, rank, world):
     out = {}
     for k, v in batch.items():
         per = v.shape[0] // world
-        out[k] = v[rank * per:(rank + 1) * per]
+        out[k] = v[rank * per : (rank + 1) * per]
     return out
 
 
@@ -155,12 +164,20 @@ def _diff(one, two) -> dict:
     g1 = torch.cat([t.flatten() for t in one["grads"].values()])
     g2 = torch.cat([two[0]["grads"][n].flatten() for n in one["grads"]])
     scale = g1.abs().max().item()
-    worst = max((two[0]["grads"][n] - t).abs().max().item() / max(t.abs().max().item(), 1e-6 * scale)
-                for n, t in one["grads"].items())
-    b = max((two[0]["buffers"][n] - t).abs().max().item() / max(t.abs().max().item(), 1e-12)
-            for n, t in one["buffers"].items())
-    return {"loss": abs(loss2 - loss1) / abs(loss1), "grad_norm": ((g2 - g1).norm() / g1.norm()).item(),
-            "grad_worst_tensor": worst, "buffers": b}
+    worst = max(
+        (two[0]["grads"][n] - t).abs().max().item() / max(t.abs().max().item(), 1e-6 * scale)
+        for n, t in one["grads"].items()
+    )
+    b = max(
+        (two[0]["buffers"][n] - t).abs().max().item() / max(t.abs().max().item(), 1e-12)
+        for n, t in one["buffers"].items()
+    )
+    return {
+        "loss": abs(loss2 - loss1) / abs(loss1),
+        "grad_norm": ((g2 - g1).norm() / g1.norm()).item(),
+        "grad_worst_tensor": worst,
+        "buffers": b,
+    }
 
 
 NAMES = [c[0] for c in CASES if c[0] not in SHOULD_DIFFER]
@@ -191,6 +208,7 @@ def test_two_ranks_compute_the_one_process_objective_fp32(runs, name):
 
     def vec(r):
         return torch.cat([t.double().flatten() for t in r["grads"].values()])
+
     truth = vec(one[f"{name}/fp64"])
     err_one = ((vec(one[f"{name}/fp32"]) - truth).norm() / truth.norm()).item()
     err_two = ((vec(two[0][f"{name}/fp32"]) - truth).norm() / truth.norm()).item()

@@ -1,5 +1,6 @@
 """Checkpoint files (atomic, weights_only, RNG round trip), clear errors for the wrong
 checkpoint, and the config presets/overrides."""
+
 from __future__ import annotations
 
 import random
@@ -17,8 +18,14 @@ TINY = ["--preset", "synthetic_tiny", "--size", "16", "--no-progress", "--device
 
 
 def _fake(stage="finetune", backbone="tiny", num_classes=4):
-    return {"format": ck.FORMAT, "stage": stage, "backbone": backbone, "num_classes": num_classes, "model": {},
-            "config": {}}
+    return {
+        "format": ck.FORMAT,
+        "stage": stage,
+        "backbone": backbone,
+        "num_classes": num_classes,
+        "model": {},
+        "config": {},
+    }
 
 
 def test_save_is_atomic_and_loads_weights_only(tmp_path):
@@ -44,10 +51,13 @@ def test_atomic_files_honour_the_umask(tmp_path):
     import subprocess
     import sys
 
-    code = ("import os, sys; os.umask(0o027); from pathlib import Path; from tbfast.engine import checkpoint as ck; "
-            "ck.atomic_write_bytes(Path(sys.argv[1]), b'x'); print(oct(os.stat(sys.argv[1]).st_mode & 0o777))")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.json")], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    code = (
+        "import os, sys; os.umask(0o027); from pathlib import Path; from tbfast.engine import checkpoint as ck; "
+        "ck.atomic_write_bytes(Path(sys.argv[1]), b'x'); print(oct(os.stat(sys.argv[1]).st_mode & 0o777))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "a.json")], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "0o640"  # 0666 less the umask 027, not mkstemp's 0600
     ck.atomic_write_bytes(tmp_path / "b.json", b"y")
     mask = os.umask(0)
@@ -97,8 +107,24 @@ def test_expect_names_the_mismatch():
 @pytest.fixture(scope="module")
 def ssl_ckpt(prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("ssl")
-    assert cli(["train", "invariant", "--data", str(prepared), "--out", str(out), "--max-steps", "1",
-                "--batch-size", "2", *TINY]) == 0
+    assert (
+        cli(
+            [
+                "train",
+                "invariant",
+                "--data",
+                str(prepared),
+                "--out",
+                str(out),
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "2",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     return out / "checkpoints" / "last.pt"
 
 
@@ -116,35 +142,124 @@ def test_cli_rejects_wrong_checkpoints(prepared, prepared_split, ssl_ckpt, tmp_p
     assert cli(["eval", "--checkpoint", str(bad), *data, *TINY]) == 2
     assert "7 classes" in capsys.readouterr().err
     # another backbone: --init with r3d18 for a tiny checkpoint
-    assert cli(["train", "finetune", *data, "--out", str(tmp_path / "ft"), "--init", str(ssl_ckpt), "--labeled",
-                str(lab), "--backbone", "r3d18", "--max-steps", "1", *TINY]) == 2
+    assert (
+        cli(
+            [
+                "train",
+                "finetune",
+                *data,
+                "--out",
+                str(tmp_path / "ft"),
+                "--init",
+                str(ssl_ckpt),
+                "--labeled",
+                str(lab),
+                "--backbone",
+                "r3d18",
+                "--max-steps",
+                "1",
+                *TINY,
+            ]
+        )
+        == 2
+    )
     assert "backbone 'tiny'" in capsys.readouterr().err
     # resuming a run directory with a checkpoint of another stage
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(ssl_ckpt.read_bytes())
-    assert cli(["train", "distinctive", *data, "--out", str(tmp_path / "run"), "--resume", "auto",
-                "--max-steps", "1", "--batch-size", "2", *TINY]) == 2
+    assert (
+        cli(
+            [
+                "train",
+                "distinctive",
+                *data,
+                "--out",
+                str(tmp_path / "run"),
+                "--resume",
+                "auto",
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "2",
+                *TINY,
+            ]
+        )
+        == 2
+    )
     assert "stage 'invariant'" in capsys.readouterr().err
     # resuming with another objective than the checkpoint was trained with (reduction, BatchNorm groups)
     (tmp_path / "inv" / "checkpoints").mkdir(parents=True)
     (tmp_path / "inv" / "checkpoints" / "last.pt").write_bytes(ssl_ckpt.read_bytes())
     trained = torch.load(ssl_ckpt, weights_only=True)["config"]["loss"]["reduction"]
     other = {"mean": "reference", "reference": "mean"}[trained]
-    assert cli(["train", "invariant", *data, "--out", str(tmp_path / "inv"), "--resume", "auto", "--reduction",
-                other, "--max-steps", "1", "--batch-size", "2", *TINY]) == 2
+    assert (
+        cli(
+            [
+                "train",
+                "invariant",
+                *data,
+                "--out",
+                str(tmp_path / "inv"),
+                "--resume",
+                "auto",
+                "--reduction",
+                other,
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "2",
+                *TINY,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"loss.reduction={trained}" in err and f"--set loss.reduction={trained}" in err
     old = torch.load(ssl_ckpt, weights_only=True)  # a checkpoint from before these settings existed
     del old["config"]["loss"]["reduction"], old["config"]["model"]["group_bn"]
     torch.save(old, tmp_path / "inv" / "checkpoints" / "last.pt")
-    assert cli(["train", "invariant", *data, "--out", str(tmp_path / "inv"), "--resume", "auto",
-                "--max-steps", "1", "--batch-size", "2", *TINY]) == 2
+    assert (
+        cli(
+            [
+                "train",
+                "invariant",
+                *data,
+                "--out",
+                str(tmp_path / "inv"),
+                "--resume",
+                "auto",
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "2",
+                *TINY,
+            ]
+        )
+        == 2
+    )
     assert "model.group_bn=False" in capsys.readouterr().err
     # a truncated file (e.g. copied while being written)
     cut = tmp_path / "cut.pt"
     cut.write_bytes(ssl_ckpt.read_bytes()[:1000])
-    assert cli(["train", "finetune", *data, "--out", str(tmp_path / "ft2"), "--init", str(cut), "--labeled",
-                str(lab), "--max-steps", "1", *TINY]) == 2
+    assert (
+        cli(
+            [
+                "train",
+                "finetune",
+                *data,
+                "--out",
+                str(tmp_path / "ft2"),
+                "--init",
+                str(cut),
+                "--labeled",
+                str(lab),
+                "--max-steps",
+                "1",
+                *TINY,
+            ]
+        )
+        == 2
+    )
     assert "cannot read" in capsys.readouterr().err
 
 
@@ -187,8 +302,19 @@ def test_rerun_into_a_finished_run_directory_is_refused_unless_asked(prepared, s
     shutil.copytree(ssl_ckpt.parent.parent, run)
     (run / "metrics.jsonl").write_text('{"kind": "epoch", "step": 13, "loss": 1.0}\n')  # the earlier run's log
     before = {p.name: p.read_bytes() for p in [run / "checkpoints" / "last.pt", run / "metrics.jsonl"]}
-    args = ["train", "invariant", "--data", str(prepared), "--out", str(run), "--max-steps", "1",
-            "--batch-size", "2", *TINY]
+    args = [
+        "train",
+        "invariant",
+        "--data",
+        str(prepared),
+        "--out",
+        str(run),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        *TINY,
+    ]
     assert cli(args) == 2
     err = capsys.readouterr().err
     assert "already holds a run" in err and "--resume auto" in err and "--overwrite" in err
@@ -211,14 +337,34 @@ def test_one_writer_per_folder_and_stale_locks_are_taken_over(prepared, synth_sr
 
     def hold(folder, pid):
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "what": "tbfast test",
-                                                    "since": "now", "command": "held by a test"}))
+        (folder / LOCK_NAME).write_text(
+            json.dumps(
+                {
+                    "pid": pid,
+                    "host": socket.gethostname(),
+                    "what": "tbfast test",
+                    "since": "now",
+                    "command": "held by a test",
+                }
+            )
+        )
 
     live = os.getppid()  # a running process that is not this one
     run = tmp_path / "run"
     hold(run, live)
-    args = ["train", "invariant", "--data", str(prepared), "--out", str(run), "--max-steps", "1", "--batch-size", "2",
-            *TINY]
+    args = [
+        "train",
+        "invariant",
+        "--data",
+        str(prepared),
+        "--out",
+        str(run),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        *TINY,
+    ]
     assert cli(args) == 2
     err = capsys.readouterr().err
     assert f"pid {live}" in err and "in use by tbfast test" in err and LOCK_NAME in err
@@ -228,8 +374,9 @@ def test_one_writer_per_folder_and_stale_locks_are_taken_over(prepared, synth_sr
     assert cli(["data", "prep", str(synth_src), str(prep), "--format", "ucf101", "--workers", "1"]) == 2
     assert "in use by tbfast test" in capsys.readouterr().err
     # a lock left by a process that no longer runs (killed writer): taken over, released at the end
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     hold(run, int(dead))
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     leak = run / "checkpoints" / ".last.pt.k1ll3d.tmp"  # a checkpoint write killed half-way
@@ -239,12 +386,26 @@ def test_one_writer_per_folder_and_stale_locks_are_taken_over(prepared, synth_sr
     assert not (run / LOCK_NAME).exists()
 
 
-@pytest.mark.parametrize("section,key,value", [
-    ("optim", "lr", "0"), ("optim", "lr", "nan"), ("optim", "lr", "-1e-3"), ("loss", "tau", "0"),
-    ("model", "dropout", "1.0"), ("train", "log_every", "0"), ("data", "num_threads", "0"), ("data", "size", "0"),
-    ("train", "max_steps", "-1"), ("data", "ssl_crop_scale", "[0, 0]"), ("optim", "betas", "[0.9]"),
-    ("optim", "betas", "[0.9, 1.5]"), ("train", "epochs", "0"), ("eval", "clips", "0"), ("optim", "lr", "inf"),
-])
+@pytest.mark.parametrize(
+    "section,key,value",
+    [
+        ("optim", "lr", "0"),
+        ("optim", "lr", "nan"),
+        ("optim", "lr", "-1e-3"),
+        ("loss", "tau", "0"),
+        ("model", "dropout", "1.0"),
+        ("train", "log_every", "0"),
+        ("data", "num_threads", "0"),
+        ("data", "size", "0"),
+        ("train", "max_steps", "-1"),
+        ("data", "ssl_crop_scale", "[0, 0]"),
+        ("optim", "betas", "[0.9]"),
+        ("optim", "betas", "[0.9, 1.5]"),
+        ("train", "epochs", "0"),
+        ("eval", "clips", "0"),
+        ("optim", "lr", "inf"),
+    ],
+)
 def test_nonsense_config_values_are_refused_naming_the_value(section, key, value):
     with pytest.raises(UserError, match=f"{section}.{key}="):
         resolve("invariant", "synthetic_tiny", parse_set([f"{section}.{key}={value}"]))
@@ -261,8 +422,24 @@ def test_os_errors_are_one_line_not_a_traceback(prepared, tmp_path, capsys):
     blocker = tmp_path / "afile"
     blocker.write_text("x")
     # a file where the run directory should be
-    assert cli(["train", "invariant", "--data", str(prepared), "--out", str(blocker / "run"), "--max-steps", "1",
-                "--batch-size", "2", *TINY]) == 2
+    assert (
+        cli(
+            [
+                "train",
+                "invariant",
+                "--data",
+                str(prepared),
+                "--out",
+                str(blocker / "run"),
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "2",
+                *TINY,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("tbfast: error:") and "Traceback" not in err and str(blocker) in err
     from tbfast.cli import _os_error

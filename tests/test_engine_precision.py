@@ -1,4 +1,5 @@
 """Mixed precision: whole-step gradients (backbone, heads, loss) compared with fp32."""
+
 from __future__ import annotations
 
 import copy
@@ -14,11 +15,14 @@ from tbfast.engine.tasks import ClassifyTask, SSLTask
 def _ssl_batch(b=2, s=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     cl = torch.channels_last_3d
-    return {"long0": torch.rand(b, 3, 16, s, s, generator=g).to(memory_format=cl),
-            "long1": torch.rand(b, 3, 16, s, s, generator=g).to(memory_format=cl),
-            "short0": torch.rand(4 * b, 3, 16, s, s, generator=g).to(memory_format=cl),
-            "short1": torch.rand(4 * b, 3, 16, s, s, generator=g).to(memory_format=cl),
-            "label": torch.zeros(b, dtype=torch.long), "index": torch.arange(b)}
+    return {
+        "long0": torch.rand(b, 3, 16, s, s, generator=g).to(memory_format=cl),
+        "long1": torch.rand(b, 3, 16, s, s, generator=g).to(memory_format=cl),
+        "short0": torch.rand(4 * b, 3, 16, s, s, generator=g).to(memory_format=cl),
+        "short1": torch.rand(4 * b, 3, 16, s, s, generator=g).to(memory_format=cl),
+        "label": torch.zeros(b, dtype=torch.long),
+        "index": torch.arange(b),
+    }
 
 
 def _grads(task, model, batch, device, dtype):
@@ -49,8 +53,10 @@ def _setup(stage, device):
         model = ClassNet(cfg.model, 5).to(device)
         task = ClassifyTask(cfg, device, loader=None)
         g = torch.Generator().manual_seed(1)
-        batch = {"clip": torch.rand(6, 3, 8, 16, 16, generator=g).to(device, memory_format=torch.channels_last_3d),
-                 "label": torch.arange(6).remainder(5).to(device)}
+        batch = {
+            "clip": torch.rand(6, 3, 8, 16, 16, generator=g).to(device, memory_format=torch.channels_last_3d),
+            "label": torch.arange(6).remainder(5).to(device),
+        }
     return model, task, batch
 
 

@@ -1,5 +1,6 @@
 """The training loop on stand-in loaders (no DALI): exact resume, non-finite loss, schedule,
 student loss wiring (teachers frozen, p_T detached, s per video from the file)."""
+
 from __future__ import annotations
 
 import math
@@ -38,17 +39,26 @@ class FakeLoader:
         order = [self.indices[i] for i in torch.randperm(len(self.indices), generator=g).tolist()]
         start, self.start = self.start, 0
         for b in range(start, len(self)):
-            idx = order[b * self.bs:(b + 1) * self.bs]
-            gb = torch.Generator().manual_seed(hash((self.seed, self.epoch, b)) % (2 ** 31))
+            idx = order[b * self.bs : (b + 1) * self.bs]
+            gb = torch.Generator().manual_seed(hash((self.seed, self.epoch, b)) % (2**31))
             clip = torch.rand(len(idx), 3, 8, self.size, self.size, generator=gb)
-            yield {"clip": clip.to(memory_format=torch.channels_last_3d),
-                   "label": torch.tensor([i % self.nc for i in idx]), "index": torch.tensor(idx)}
+            yield {
+                "clip": clip.to(memory_format=torch.channels_last_3d),
+                "label": torch.tensor([i % self.nc for i in idx]),
+                "index": torch.tensor(idx),
+            }
 
 
 def _cfg(stage="supervised", **train):
-    cfg = resolve(stage, "synthetic_tiny", {"data": {"size": 16, "batch_size": 2},
-                                            "train": {"device": "cpu", "progress": False, "log_every": 1, **train},
-                                            "optim": {"warmup_epochs": 1}})
+    cfg = resolve(
+        stage,
+        "synthetic_tiny",
+        {
+            "data": {"size": 16, "batch_size": 2},
+            "train": {"device": "cpu", "progress": False, "log_every": 1, **train},
+            "optim": {"warmup_epochs": 1},
+        },
+    )
     return cfg
 
 
@@ -136,7 +146,9 @@ def test_exploding_lr_leaves_a_usable_checkpoint_and_the_advised_recovery_works(
     _, res = _train(tmp_path, cfg2, resume="auto")
     state = ck.load_checkpoint(last)
     assert res.epochs == 2 and state["finished"]
-    assert all(torch.isfinite(v).all() and v.abs().max() < 1e6 for v in state["model"].values() if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all() and v.abs().max() < 1e6 for v in state["model"].values() if v.is_floating_point()
+    )
 
 
 def test_warmup_then_halving_on_plateau():
@@ -207,7 +219,8 @@ def test_student_teachers_frozen_pt_detached_and_s_from_file(tmp_path):
     assert set(out) == {"loss", "ce", "distill_l", "distill_u", "acc"}
     lc = cfg.loss
     assert out["loss"].item() == pytest.approx(
-        (out["ce"] + lc.w_labeled * out["distill_l"] + lc.w_unlabeled * out["distill_u"]).item(), rel=1e-6)
+        (out["ce"] + lc.w_labeled * out["distill_l"] + lc.w_unlabeled * out["distill_u"]).item(), rel=1e-6
+    )
 
 
 def test_student_single_teacher_weights_and_missing_scores(tmp_path):
@@ -263,8 +276,11 @@ def test_augmentation_overrides_from_config():
     from tbfast.engine.config import parse_set
     from tbfast.engine.stages import augmented_spec
 
-    cfg = resolve("invariant", "synthetic_tiny", parse_set(["data.ssl_aug={gray_p: 0.5, hue: [-0.4, 0.4]}",
-                                                            "data.ssl_crop_scale=[0.7, 1.0]"]))
+    cfg = resolve(
+        "invariant",
+        "synthetic_tiny",
+        parse_set(["data.ssl_aug={gray_p: 0.5, hue: [-0.4, 0.4]}", "data.ssl_crop_scale=[0.7, 1.0]"]),
+    )
     aug = augmented_spec("ssl", cfg).aug
     assert aug.gray_p == 0.5 and aug.hue == (-0.4, 0.4) and aug.crop_scale == (0.7, 1.0)
     assert aug.erase_p == 0.7  # untouched fields keep METHOD.md's values

@@ -1,6 +1,7 @@
 """Faults, driven through the CLI as a user meets them (issue 11): a full disk or Ctrl-C in the
 middle of a prep or a training, and a table of bad inputs. Each case asserts the exit status, a
 one-line message that says what to do, no traceback, and that nothing that was there is lost."""
+
 from __future__ import annotations
 
 import errno
@@ -28,8 +29,10 @@ def _one_line_error(err: str, *needles: str) -> None:
 
 def _snapshot(out: Path) -> dict:
     """Manifest text and every listed video's checksum."""
-    return {"manifest": (out / "manifest.jsonl").read_text(),
-            "videos": {r.path: file_checksum(out / r.path) for r in read_manifest(out)}}
+    return {
+        "manifest": (out / "manifest.jsonl").read_text(),
+        "videos": {r.path: file_checksum(out / r.path) for r in read_manifest(out)},
+    }
 
 
 def _intact(out: Path, snap: dict) -> None:
@@ -49,8 +52,22 @@ def small_source(tmp_path):
 
 
 def _prep(src, out, *extra):
-    return main(["data", "prep", str(src), str(out), "--format", "folder", "--short-side", "32", "--workers", "1",
-                 "--no-progress", *extra])
+    return main(
+        [
+            "data",
+            "prep",
+            str(src),
+            str(out),
+            "--format",
+            "folder",
+            "--short-side",
+            "32",
+            "--workers",
+            "1",
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.parametrize("fault", ["disk_full", "ctrl_c"])
@@ -92,11 +109,27 @@ def test_a_prep_stopped_midway_by_a_settings_change_loses_nothing(small_source, 
     assert {r.path: r.blake2b for r in recs} != {p: d for p, d in snap["videos"].items()}
 
 
-def test_a_full_disk_while_training_keeps_the_last_good_checkpoint(prepared, prepared_split, tmp_path, monkeypatch,
-                                                                  capsys):
+def test_a_full_disk_while_training_keeps_the_last_good_checkpoint(
+    prepared, prepared_split, tmp_path, monkeypatch, capsys
+):
     run = tmp_path / "run"
-    args = ["train", "supervised", "--data", str(prepared), "--out", str(run), "--labeled", str(prepared_split[0]),
-            *TINY, "--batch-size", "2", "--max-steps", "3", "--ckpt-every", "1"]
+    args = [
+        "train",
+        "supervised",
+        "--data",
+        str(prepared),
+        "--out",
+        str(run),
+        "--labeled",
+        str(prepared_split[0]),
+        *TINY,
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "3",
+        "--ckpt-every",
+        "1",
+    ]
     real, saves = torch.save, []
 
     def save(obj, f, *a, **k):
@@ -143,7 +176,11 @@ def bad(tmp_path, prepared):
 #  a path under {B} that must not have been created)
 CASES = [
     (["data", "prep", "{S}", "{B}/afile"], ["a file stands where a folder is needed"], None),
-    (["data", "prep", "{S}", "{B}/afile/sub"], ["cannot create folder", "a file stands where a folder is needed"], None),
+    (
+        ["data", "prep", "{S}", "{B}/afile/sub"],
+        ["cannot create folder", "a file stands where a folder is needed"],
+        None,
+    ),
     (["data", "prep", "{B}/nope", "{B}/o"], ["source folder", "does not exist"], "o"),
     (["data", "prep", "{S}", "{B}/o", "--crf", "999"], ["--crf 999", "0 (best) to 63"], "o"),
     (["data", "prep", "{S}", "{B}/o", "--fps", "nan"], ["--fps nan"], "o"),
@@ -155,30 +192,78 @@ CASES = [
     (["data", "synth", "{B}/o", "--classes", "0"], ["--classes 0"], "o"),
     (["data", "splits", "{P}", "--fraction", "0"], ["fraction", "(0, 1]"], None),
     (["data", "splits", "{B}/empty", "--fraction", "0.5"], ["no manifest.jsonl", "tbfast data prep"], None),
-    (["train", "supervised", "--data", "{B}/empty", "--out", "{B}/r", "--labeled", "{L}", *TINY],
-     ["not a prepared dataset"], "r"),
-    (["train", "supervised", "--data", "{B}/Q", "--out", "{B}/r", "--labeled", "{L}", *TINY],
-     ["manifest.jsonl:", "not a manifest line", "re-run `tbfast data prep`"], "r"),
-    (["train", "supervised", "--data", "{P}", "--out", "{B}/afile", "--labeled", "{L}", *TINY, "--batch-size", "2"],
-     ["a file stands where a folder is needed"], None),
-    (["train", "supervised", "--data", "{P}", "--out", "{B}/r", "--labeled", "{L}", *TINY, "--set", "optim.lr=-1"],
-     ["optim.lr"], "r"),
-    (["train", "supervised", "--data", "{P}", "--out", "{B}/r", "--labeled", "{L}", *TINY, "--set", "optim.lr=nan"],
-     ["optim.lr"], "r"),
-    (["train", "supervised", "--data", "{P}", "--out", "{B}/r", "--labeled", "{L}", *TINY, "--set", "loss.tau=0"],
-     ["loss.tau"], "r"),
-    (["train", "supervised", "--data", "{P}", "--out", "{B}/r", "--labeled", "{L}", *TINY, "--set",
-      "model.dropout=1"], ["model.dropout"], "r"),
-    (["train", "supervised", "--data", "{P}", "--out", "{B}/r", "--labeled", "{L}", *TINY, "--set", "nope.key=1"],
-     ["unknown section"], "r"),
-    (["train", "supervised", "--data", "{P}", "--out", "{B}/r", "--labeled", "{L}", *TINY, "--max-steps", "-1"],
-     ["train.max_steps=-1"], "r"),
-    (["train", "supervised", "--data", "{P}", "--out", "{B}/r", "--labeled", "{B}/missing.txt", *TINY],
-     ["missing.txt does not exist", "tbfast data splits"], "r"),
-    (["train", "finetune", "--data", "{P}", "--out", "{B}/r", "--labeled", "{L}", "--init", "{B}/garbage.pt", *TINY],
-     ["cannot read checkpoint", "is it a tbfast checkpoint"], "r"),
-    (["train", "invariant", "--data", "{P}", "--out", "{B}/r", *TINY, "--batch-size", "1"],
-     ["at least 2 videos per step"], "r"),
+    (
+        ["train", "supervised", "--data", "{B}/empty", "--out", "{B}/r", "--labeled", "{L}", *TINY],
+        ["not a prepared dataset"],
+        "r",
+    ),
+    (
+        ["train", "supervised", "--data", "{B}/Q", "--out", "{B}/r", "--labeled", "{L}", *TINY],
+        ["manifest.jsonl:", "not a manifest line", "re-run `tbfast data prep`"],
+        "r",
+    ),
+    (
+        ["train", "supervised", "--data", "{P}", "--out", "{B}/afile", "--labeled", "{L}", *TINY, "--batch-size", "2"],
+        ["a file stands where a folder is needed"],
+        None,
+    ),
+    (
+        ["train", "supervised", "--data", "{P}", "--out", "{B}/r", "--labeled", "{L}", *TINY, "--set", "optim.lr=-1"],
+        ["optim.lr"],
+        "r",
+    ),
+    (
+        ["train", "supervised", "--data", "{P}", "--out", "{B}/r", "--labeled", "{L}", *TINY, "--set", "optim.lr=nan"],
+        ["optim.lr"],
+        "r",
+    ),
+    (
+        ["train", "supervised", "--data", "{P}", "--out", "{B}/r", "--labeled", "{L}", *TINY, "--set", "loss.tau=0"],
+        ["loss.tau"],
+        "r",
+    ),
+    (
+        [
+            "train",
+            "supervised",
+            "--data",
+            "{P}",
+            "--out",
+            "{B}/r",
+            "--labeled",
+            "{L}",
+            *TINY,
+            "--set",
+            "model.dropout=1",
+        ],
+        ["model.dropout"],
+        "r",
+    ),
+    (
+        ["train", "supervised", "--data", "{P}", "--out", "{B}/r", "--labeled", "{L}", *TINY, "--set", "nope.key=1"],
+        ["unknown section"],
+        "r",
+    ),
+    (
+        ["train", "supervised", "--data", "{P}", "--out", "{B}/r", "--labeled", "{L}", *TINY, "--max-steps", "-1"],
+        ["train.max_steps=-1"],
+        "r",
+    ),
+    (
+        ["train", "supervised", "--data", "{P}", "--out", "{B}/r", "--labeled", "{B}/missing.txt", *TINY],
+        ["missing.txt does not exist", "tbfast data splits"],
+        "r",
+    ),
+    (
+        ["train", "finetune", "--data", "{P}", "--out", "{B}/r", "--labeled", "{L}", "--init", "{B}/garbage.pt", *TINY],
+        ["cannot read checkpoint", "is it a tbfast checkpoint"],
+        "r",
+    ),
+    (
+        ["train", "invariant", "--data", "{P}", "--out", "{B}/r", *TINY, "--batch-size", "1"],
+        ["at least 2 videos per step"],
+        "r",
+    ),
     (["eval", "--checkpoint", "{B}/garbage.pt", "--data", "{P}"], ["is it a tbfast checkpoint"], None),
     (["eval", "--checkpoint", "{B}/garbage.pt", "--data", "{P}", "--clips", "0"], ["eval.clips=0"], None),
     (["run", "--out", "{B}/afile"], ["is a file"], None),
@@ -186,10 +271,12 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("argv,needles,not_created", CASES, ids=[" ".join(c[0][:2]) + f"-{i}" for i, c in
-                                                                  enumerate(CASES)])
-def test_bad_input_is_one_clear_line_before_any_work(bad, prepared, prepared_split, synth_src, capsys, argv, needles,
-                                                      not_created):
+@pytest.mark.parametrize(
+    "argv,needles,not_created", CASES, ids=[" ".join(c[0][:2]) + f"-{i}" for i, c in enumerate(CASES)]
+)
+def test_bad_input_is_one_clear_line_before_any_work(
+    bad, prepared, prepared_split, synth_src, capsys, argv, needles, not_created
+):
     subst = {"{B}": str(bad), "{P}": str(prepared), "{S}": str(synth_src), "{L}": str(prepared_split[0])}
     args = []
     for a in argv:
@@ -204,13 +291,16 @@ def test_bad_input_is_one_clear_line_before_any_work(bad, prepared, prepared_spl
     assert sorted(p.name for p in bad.iterdir()) == before  # nothing was created or removed
 
 
-@pytest.mark.parametrize("argv", [
-    ["eval", "--checkpoint", "{B}/garbage.pt", "--data", "{P}", "--json", "{B}"],
-    ["similarity", "--invariant", "x.pt", "--distinctive", "y.pt", "--data", "{P}", "--out", "{B}/empty"],
-    ["similarity", "--invariant", "x.pt", "--distinctive", "y.pt", "--data", "{P}", "--out", "{B}/afile/s.csv"],
-    ["data", "show", "{P}", "--out", "{B}"],
-    ["bench", "losses", "--quick", "--json", "{B}/afile/x.json"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--checkpoint", "{B}/garbage.pt", "--data", "{P}", "--json", "{B}"],
+        ["similarity", "--invariant", "x.pt", "--distinctive", "y.pt", "--data", "{P}", "--out", "{B}/empty"],
+        ["similarity", "--invariant", "x.pt", "--distinctive", "y.pt", "--data", "{P}", "--out", "{B}/afile/s.csv"],
+        ["data", "show", "{P}", "--out", "{B}"],
+        ["bench", "losses", "--quick", "--json", "{B}/afile/x.json"],
+    ],
+)
 def test_an_output_file_that_cannot_be_written_is_refused_before_the_work(bad, prepared, capsys, argv):
     args = [a.replace("{B}", str(bad)).replace("{P}", str(prepared)) for a in argv]
     with pytest.raises(SystemExit) as e:

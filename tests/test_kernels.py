@@ -8,7 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from tbfast.kernels import (
-    IMPLS, fused_ssl_objective, get_ssl_objective, grouped_masked_lse_torch, student_distill_loss,
+    IMPLS,
+    fused_ssl_objective,
+    get_ssl_objective,
+    grouped_masked_lse_torch,
+    student_distill_loss,
     triton_available,
 )
 from tbfast.losses import distill, ssl_objective
@@ -79,7 +83,7 @@ def test_skipped_terms_need_no_slices():
 def test_grouped_lse_matches_logsumexp():
     g = torch.randn(12, 12, dtype=torch.float64)
     g.fill_diagonal_(float("-inf"))
-    want = torch.stack([torch.logsumexp(g[:, k * 4:(k + 1) * 4], dim=1) for k in range(3)], 1)
+    want = torch.stack([torch.logsumexp(g[:, k * 4 : (k + 1) * 4], dim=1) for k in range(3)], 1)
     torch.testing.assert_close(grouped_masked_lse_torch(g, 4), want)
 
 
@@ -115,7 +119,8 @@ def test_student_distill_matches_unfused(kind, dtype):
     assert p_inv.grad is None and p_dis.grad is None  # teachers never differentiated
     if dtype == torch.float64:
         assert torch.autograd.gradcheck(
-            lambda z: student_distill_loss(z, p_inv.detach(), p_dis.detach(), s, kind), (logits.detach().requires_grad_(),)
+            lambda z: student_distill_loss(z, p_inv.detach(), p_dis.detach(), s, kind),
+            (logits.detach().requires_grad_(),),
         )
 
 

@@ -5,7 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from tbfast.losses import (
-    distill, global_local_loss, invariant_loss, local_local_loss, nt_xent, ssl_objective,
+    distill,
+    global_local_loss,
+    invariant_loss,
+    local_local_loss,
+    nt_xent,
+    ssl_objective,
 )
 import _naive_losses as naive
 
@@ -40,14 +45,17 @@ def check(fn, oracle, inputs, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_nt_xent_matches_naive(dtype):
-    check(lambda a, b: nt_xent(a, b, TAU), lambda a, b: naive.ntx(a, b, TAU),
-          [unit(5, seed=1), unit(5, seed=2)], dtype)
+    check(lambda a, b: nt_xent(a, b, TAU), lambda a, b: naive.ntx(a, b, TAU), [unit(5, seed=1), unit(5, seed=2)], dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_invariant_loss_matches_naive(dtype):
-    check(lambda zl, zs: invariant_loss(zl, zs, TAU), lambda zl, zs: naive.L_I(zl, zs, TAU),
-          [unit(3, 2, seed=3), unit(3, 2, 4, seed=4)], dtype)
+    check(
+        lambda zl, zs: invariant_loss(zl, zs, TAU),
+        lambda zl, zs: naive.L_I(zl, zs, TAU),
+        [unit(3, 2, seed=3), unit(3, 2, 4, seed=4)],
+        dtype,
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -57,8 +65,12 @@ def test_local_local_loss_matches_naive(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_global_local_loss_matches_naive(dtype):
-    check(lambda sl, zs: global_local_loss(sl, zs, TAU), lambda sl, zs: naive.L_D2(sl, zs, TAU),
-          [unit(3, 2, 4, seed=6), unit(3, 2, 4, seed=7)], dtype)
+    check(
+        lambda sl, zs: global_local_loss(sl, zs, TAU),
+        lambda sl, zs: naive.L_D2(sl, zs, TAU),
+        [unit(3, 2, 4, seed=6), unit(3, 2, 4, seed=7)],
+        dtype,
+    )
 
 
 def test_tau_is_used():
@@ -78,8 +90,8 @@ def test_nt_xent_hand_values():
 def _structured(B=4, d=32, seed=0):
     """Video v, time t -> one orthonormal direction; every view identical; long slices aligned."""
     basis = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))[0]
-    video = basis[:B]                    # video identity
-    times = basis[B:B + 4]               # time identity, shared by all videos
+    video = basis[:B]  # video identity
+    times = basis[B : B + 4]  # time identity, shared by all videos
     z_t = F.normalize(video[:, None, :] + 2.0 * times[None], dim=-1)  # (B, 4, d): mostly time
     z_short = z_t[:, None].expand(B, 2, 4, d).clone()
     z_long_slices = z_short.clone()

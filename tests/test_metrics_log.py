@@ -1,4 +1,5 @@
 """metrics.jsonl, metrics.csv and TensorBoard events of a run directory, across a resume."""
+
 import csv
 import json
 
@@ -11,8 +12,15 @@ def _records(log: MetricsLog, steps, epoch_every=2):
     for s in steps:
         log.write({"kind": "step", "epoch": (s - 1) // epoch_every + 1, "step": s, "loss": 10.0 - s, "lr": 0.1})
         if s % epoch_every == 0:
-            log.write({"kind": "epoch", "epoch": s // epoch_every, "step": s, "loss": 10.0 - s,
-                       **({"val_top1": 0.5} if s >= 4 else {})})
+            log.write(
+                {
+                    "kind": "epoch",
+                    "epoch": s // epoch_every,
+                    "step": s,
+                    "loss": 10.0 - s,
+                    **({"val_top1": 0.5} if s >= 4 else {}),
+                }
+            )
 
 
 def test_csv_has_one_row_per_epoch_and_survives_a_resume(tmp_path):
@@ -25,8 +33,11 @@ def test_csv_has_one_row_per_epoch_and_survives_a_resume(tmp_path):
     assert list(rows[0]) == ["epoch", "step", "loss", "time", "val_top1"]  # columns in order of first use
     assert rows[0]["val_top1"] == "" and float(rows[-1]["val_top1"]) == 0.5
     assert not (tmp_path / "tensorboard").exists()
-    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
-             if json.loads(x)["kind"] == "step"]
+    steps = [
+        json.loads(x)["step"]
+        for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
+        if json.loads(x)["kind"] == "step"
+    ]
     assert steps == list(range(1, 9))
 
 
@@ -64,7 +75,8 @@ def test_progress_bar_keeps_step_count_and_times_at_80_columns(monkeypatch):
     view.update(5, "loss=1.234 ce=0.55 distill_u=0.33 distill_l=0.22 lr=1.00e-03 20.1 clips/s [data 3%]")
     out = io.StringIO()
     Console(file=out, width=80, force_terminal=True, color_system=None).print(
-        view.progress.make_tasks_table(view.progress.tasks))
+        view.progress.make_tasks_table(view.progress.tasks)
+    )
     line = out.getvalue().splitlines()[0]
     assert len(line) <= 80 and "5/14" in line and "0:00:" in line and "-:--:--" in line
     assert line.startswith("[student_inv") and "loss=1.234" in line

@@ -1,9 +1,18 @@
 """Frame and augmentation plans (pure Python, METHOD.md §2-3)."""
+
 import numpy as np
 import pytest
 
-from tbfast.data.plans import (SSL_AUG, TRAIN_AUG, clip_frames, default_spec, epoch_batches,
-                               eval_starts, plan_sample, random_view)
+from tbfast.data.plans import (
+    SSL_AUG,
+    TRAIN_AUG,
+    clip_frames,
+    default_spec,
+    epoch_batches,
+    eval_starts,
+    plan_sample,
+    random_view,
+)
 
 
 def test_ssl_clips_long_is_every_4th_and_shorts_tile_the_span():
@@ -140,8 +149,17 @@ def _readable_random_view(rng, height, width, size, aug):
         x = int(rng.integers(0, size - w + 1))
         if p < aug.erase_p:
             erase.append((y, x, h, w))
-    return ClipView(roi=roi, flip=flip, brightness=brightness, contrast=contrast, hue=hue,
-                    saturation=0.0 if gray else saturation, gray=gray, drop_channel=drop, erase=erase)
+    return ClipView(
+        roi=roi,
+        flip=flip,
+        brightness=brightness,
+        contrast=contrast,
+        hue=hue,
+        saturation=0.0 if gray else saturation,
+        gray=gray,
+        drop_channel=drop,
+        erase=erase,
+    )
 
 
 @pytest.mark.parametrize("aug", [SSL_AUG, TRAIN_AUG], ids=["ssl", "train"])
@@ -192,6 +210,8 @@ def test_plan_sample_uses_the_samples_numpy_generator(mode):
         start = int(rng.integers(0, max(frames - spec.span, 0) + 1)) if mode in ("ssl", "train") else 0
         assert all(np.array_equal(got.clips[k], v) for k, v in clip_frames(mode, frames, start, spec).items())
         if spec.aug is not None:
-            want = [[[_readable_random_view(rng, h, w, 32, spec.aug) for _ in range(c.shape[0])]
-                     for _ in range(spec.views)] for c in got.clips.values()]
+            want = [
+                [[_readable_random_view(rng, h, w, 32, spec.aug) for _ in range(c.shape[0])] for _ in range(spec.views)]
+                for c in got.clips.values()
+            ]
             assert [got.views[k] for k in got.clips] == want

@@ -12,6 +12,7 @@ source rate and at ``--fps 30``, as VP9 and as H.264, and checked for content, n
 * the colours of two known patches survive (range and matrix);
 * the manifest's rate, size and flags say what was done, and DALI's decoder sees its frame count.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,36 +37,70 @@ GAP_TIMES = [i / 25 for i in range(20)] + [1.5 + 19 / 25 + i / 25 for i in range
 #   rate: the prepared rate at the source rate; flags: manifest flags that must be present
 CASES = {
     "cfr_bframes": ("c.mp4", dict(n=40), dict(rate=25, flags=[])),
-    "vfr_mkv_1000": ("v.mkv", dict(n=60, fmt="matroska", rate=1000, times=VFR_TIMES, time_base=Fraction(1, 1000)),
-                     dict(rate=Fraction(30000, 1001) if abs(59 / VFR_TIMES[-1] - 29.97) < 0.15 else None,
-                          times=VFR_TIMES, flags=["vfr", "rate_from_timestamps"])),
+    "vfr_mkv_1000": (
+        "v.mkv",
+        dict(n=60, fmt="matroska", rate=1000, times=VFR_TIMES, time_base=Fraction(1, 1000)),
+        dict(
+            rate=Fraction(30000, 1001) if abs(59 / VFR_TIMES[-1] - 29.97) < 0.15 else None,
+            times=VFR_TIMES,
+            flags=["vfr", "rate_from_timestamps"],
+        ),
+    ),
     "portrait_rot90": ("p.mp4", dict(n=30, w=48, h=64, rotation=90), dict(rate=25, flags=["orient:cclock"])),
     "rot270": ("r.mp4", dict(n=30, rotation=270), dict(rate=25, flags=["orient:clock"])),
     "rot180_hflip": ("f.mp4", dict(n=30, rotation=180, hflip=True), dict(rate=25, flags=["orient:vflip"])),
-    "transposed": ("t.mp4", dict(n=30, w=48, h=64, rotation=270, hflip=True), dict(rate=25, flags=["orient:transpose"])),
-    "full_range_mjpeg": ("j.avi", dict(n=30, codec="mjpeg", pix_fmt="yuvj420p", full_range=True),
-                         dict(rate=25, flags=["full_range"])),
+    "transposed": (
+        "t.mp4",
+        dict(n=30, w=48, h=64, rotation=270, hflip=True),
+        dict(rate=25, flags=["orient:transpose"]),
+    ),
+    "full_range_mjpeg": (
+        "j.avi",
+        dict(n=30, codec="mjpeg", pix_fmt="yuvj420p", full_range=True),
+        dict(rate=25, flags=["full_range"]),
+    ),
     "full_range_h264": ("fr.mp4", dict(n=30, full_range=True), dict(rate=25, flags=["full_range"])),  # phones
     # VP9/AV1 decoders keep yuv420p and only tag the range: the conversion must read the tag
-    "full_range_vp9": ("fr.webm", dict(n=30, fmt="webm", codec="libvpx-vp9", full_range=True,
-                                       time_base=Fraction(1, 1000)), dict(rate=25, flags=["full_range"])),
+    "full_range_vp9": (
+        "fr.webm",
+        dict(n=30, fmt="webm", codec="libvpx-vp9", full_range=True, time_base=Fraction(1, 1000)),
+        dict(rate=25, flags=["full_range"]),
+    ),
     "bt709_matrix": ("m.mp4", dict(n=30, colorspace="bt709"), dict(rate=25, flags=["matrix:bt709"])),
     "yuv444": ("y.mp4", dict(n=30, pix_fmt="yuv444p"), dict(rate=25, flags=[])),
     "ten_bit": ("x.mp4", dict(n=30, pix_fmt="yuv420p10le"), dict(rate=25, flags=[])),
-    "yuv422_10bit_bt709": ("x2.mov", dict(n=30, pix_fmt="yuv422p10le", colorspace="bt709"),
-                           dict(rate=25, flags=["matrix:bt709"])),
-    "xvid_avi_bframes": ("v_X_g01_c01.avi", dict(n=40, fmt="avi", codec="mpeg4", time_base=Fraction(1, 25),
-                                                 options={"bf": "2"}), dict(rate=25, flags=[])),
+    "yuv422_10bit_bt709": (
+        "x2.mov",
+        dict(n=30, pix_fmt="yuv422p10le", colorspace="bt709"),
+        dict(rate=25, flags=["matrix:bt709"]),
+    ),
+    "xvid_avi_bframes": (
+        "v_X_g01_c01.avi",
+        dict(n=40, fmt="avi", codec="mpeg4", time_base=Fraction(1, 25), options={"bf": "2"}),
+        dict(rate=25, flags=[]),
+    ),
     "sar_4_3": ("s.mp4", dict(n=30, sar=Fraction(4, 3)), dict(rate=25, flags=["sar:4/3"])),
-    "thumbnail_first": ("th.mkv", dict(n=40, fmt="matroska", thumbnail_first=True),
-                        dict(rate=25, flags=["video_stream:1"])),
-    "start_5s_mkv": ("o.mkv", dict(n=40, fmt="matroska", start=5.0, time_base=Fraction(1, 1000)),
-                     dict(rate=25, flags=[])),
+    "thumbnail_first": (
+        "th.mkv",
+        dict(n=40, fmt="matroska", thumbnail_first=True),
+        dict(rate=25, flags=["video_stream:1"]),
+    ),
+    "start_5s_mkv": (
+        "o.mkv",
+        dict(n=40, fmt="matroska", start=5.0, time_base=Fraction(1, 1000)),
+        dict(rate=25, flags=[]),
+    ),
     "start_5s_mp4": ("o4.mp4", dict(n=40, start=5.0), dict(rate=25, flags=[])),
-    "camcorder_mts": ("CAM.MTS", dict(n=40, fmt="mpegts", rate=Fraction(30000, 1001), options={"bf": "0"}),
-                      dict(rate=Fraction(30000, 1001), flags=[])),
-    "gap": ("g.mkv", dict(n=40, fmt="matroska", times=GAP_TIMES, time_base=Fraction(1, 1000)),
-            dict(rate=25, times=GAP_TIMES, flags=["vfr"])),  # the pause is not part of the rate
+    "camcorder_mts": (
+        "CAM.MTS",
+        dict(n=40, fmt="mpegts", rate=Fraction(30000, 1001), options={"bf": "0"}),
+        dict(rate=Fraction(30000, 1001), flags=[]),
+    ),
+    "gap": (
+        "g.mkv",
+        dict(n=40, fmt="matroska", times=GAP_TIMES, time_base=Fraction(1, 1000)),
+        dict(rate=25, times=GAP_TIMES, flags=["vfr"]),
+    ),  # the pause is not part of the rate
 }
 
 
@@ -119,8 +154,10 @@ def _expected_indices(exp, n_src, rate):
     allowed = []
     for k in range(n_out):
         t = k / rate
-        cur = {shown[max(i for i, s in enumerate(times) if s <= t + 1.5e-3)],
-               shown[max(i for i, s in enumerate(times) if s <= t - 1.5e-3)] if t >= 1.5e-3 else shown[0]}
+        cur = {
+            shown[max(i for i, s in enumerate(times) if s <= t + 1.5e-3)],
+            shown[max(i for i, s in enumerate(times) if s <= t - 1.5e-3)] if t >= 1.5e-3 else shown[0],
+        }
         allowed.append(cur)
     return allowed
 
@@ -132,13 +169,15 @@ def _frames(path):
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
 
-@pytest.fixture(scope="module", params=[("vp9", None), ("h264", None), ("vp9", 30.0), ("h264", 30.0)],
-                ids=["vp9-source-rate", "h264-source-rate", "vp9-fps30", "h264-fps30"])
+@pytest.fixture(
+    scope="module",
+    params=[("vp9", None), ("h264", None), ("vp9", 30.0), ("h264", 30.0)],
+    ids=["vp9-source-rate", "h264-source-rate", "vp9-fps30", "h264-fps30"],
+)
 def prepared(request, source, tmp_path_factory):
     codec, fps = request.param
     out = tmp_path_factory.mktemp(f"conf_{codec}_{fps}")
-    report = prepare(source, out, "folder", codec=codec, fps=fps, short_side=SHORT, workers=2,
-                     show_progress=False)
+    report = prepare(source, out, "folder", codec=codec, fps=fps, short_side=SHORT, workers=2, show_progress=False)
     return out, report, fps
 
 
@@ -187,8 +226,14 @@ def test_dali_sees_the_manifest_frame_counts(prepared):
         pytest.skip("H.264 outputs decode on DALI's GPU (NVDEC) only; no CUDA here")
     data = [np.fromfile(out / r.path, dtype=np.uint8) for r in records]
 
-    @pipeline_def(batch_size=len(records), num_threads=1, device_id=0 if gpu else None, prefetch_queue_depth=1,
-                  exec_async=False, exec_pipelined=False)
+    @pipeline_def(
+        batch_size=len(records),
+        num_threads=1,
+        device_id=0 if gpu else None,
+        prefetch_queue_depth=1,
+        exec_async=False,
+        exec_pipelined=False,
+    )
     def pipe():
         enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1)
         return fn.decoders.video(enc, device="mixed" if gpu else "cpu")
@@ -227,8 +272,14 @@ def test_all_eight_orientations_turn_upright(tmp_path, rotation, hflip):
 def test_implausible_rate_fails_with_the_reason_and_fps_fixes_it(tmp_path):
     src = tmp_path / "src"
     # 40 frames 1 ms apart: a real 1000 fps, which no action clip sampler can use as is
-    write_video(src / "a" / "fast.mkv", n=40, fmt="matroska", rate=1000, time_base=Fraction(1, 1000),
-                times=[i / 1000 for i in range(40)])
+    write_video(
+        src / "a" / "fast.mkv",
+        n=40,
+        fmt="matroska",
+        rate=1000,
+        time_base=Fraction(1, 1000),
+        times=[i / 1000 for i in range(40)],
+    )
     write_video(src / "a" / "ok.mp4", n=30)
     rep = prepare(src, tmp_path / "out", "folder", short_side=SHORT, workers=1, show_progress=False)
     (fail,) = rep["failures"]
@@ -260,16 +311,35 @@ def test_camera_extensions_listed_in_any_case_and_other_files_reported(tmp_path,
 
     src = tmp_path / "src"
     for name in ("A.MTS", "b.m2ts", "c.ts", "d.Mp4"):
-        write_video(src / "cam" / name, n=20, fmt="mpegts" if "ts" in name.lower() else "mp4",
-                    options={"bf": "0"})
+        write_video(src / "cam" / name, n=20, fmt="mpegts" if "ts" in name.lower() else "mp4", options={"bf": "0"})
     (src / "cam" / "notes.txt").write_text("shot list")
     (src / "cam" / "clip.xyz").write_bytes(b"\0" * 10)
     (src / "cam" / "sub").mkdir()
     (src / "cam" / ".DS_Store").write_bytes(b"\0")
-    assert main(["data", "prep", str(src), str(tmp_path / "out"), "--format", "folder", "--short-side", "48",
-                 "--workers", "1", "--no-progress"]) == 0
-    assert sorted(r.source for r in read_manifest(tmp_path / "out")) == ["cam/A.MTS", "cam/b.m2ts", "cam/c.ts",
-                                                                         "cam/d.Mp4"]
+    assert (
+        main(
+            [
+                "data",
+                "prep",
+                str(src),
+                str(tmp_path / "out"),
+                "--format",
+                "folder",
+                "--short-side",
+                "48",
+                "--workers",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert sorted(r.source for r in read_manifest(tmp_path / "out")) == [
+        "cam/A.MTS",
+        "cam/b.m2ts",
+        "cam/c.ts",
+        "cam/d.Mp4",
+    ]
     err = " ".join(capsys.readouterr().err.split())
     assert "3 file(s) or folder(s) in class folders are not videos" in err
     assert "cam/clip.xyz" in err and "cam/notes.txt" in err and "cam/sub/" in err and "DS_Store" not in err

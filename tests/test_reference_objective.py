@@ -1,5 +1,6 @@
 """tbfast's self-supervised objective against the reference code's structure (METHOD.md §4):
 loss reductions, stage weights, KL's 1/C, and per-clip-group BatchNorm in both executions."""
+
 from __future__ import annotations
 
 import copy
@@ -25,8 +26,8 @@ def _unit(*shape, seed, dtype=torch.float64):
 def _embeddings(b, d=16, seed=0):
     """Random unit embeddings in the reference's layout (lists of (B, d) tensors, leaves)."""
     leaves = [_unit(b, d, seed=seed + k).requires_grad_() for k in range(10 + 8)]
-    out_sparse = [tuple(leaves[5 * v:5 * v + 5]) for v in range(2)]
-    out_dense = [leaves[10 + 4 * v:14 + 4 * v] for v in range(2)]
+    out_sparse = [tuple(leaves[5 * v : 5 * v + 5]) for v in range(2)]
+    out_dense = [leaves[10 + 4 * v : 14 + 4 * v] for v in range(2)]
     return leaves, out_sparse, out_dense
 
 
@@ -89,12 +90,16 @@ def test_kl_reference_reduction_is_kldivloss_mean_and_l2_is_mseloss(dtype):
     p_t = s[:, None] * p_i + (1 - s[:, None]) * p_d
     tol = 1e-10 if dtype == torch.float64 else 1e-5
     # the reference: KLDivLoss(reduction='mean') on log-softmax, MSELoss(reduction='mean') on softmax
-    want = {"kl": F.kl_div(F.log_softmax(logits, 1), p_t, reduction="mean"),
-            "l2": F.mse_loss(F.softmax(logits, 1), p_t, reduction="mean")}
+    want = {
+        "kl": F.kl_div(F.log_softmax(logits, 1), p_t, reduction="mean"),
+        "l2": F.mse_loss(F.softmax(logits, 1), p_t, reduction="mean"),
+    }
     for kind, w in want.items():
         (gw,) = torch.autograd.grad(w, logits)
-        for fn in (lambda kind=kind: distill(torch.softmax(logits, 1), p_t, kind, "reference"),
-                   lambda kind=kind: student_distill_loss(logits, p_i, p_d, s, kind, "reference")):
+        for fn in (
+            lambda kind=kind: distill(torch.softmax(logits, 1), p_t, kind, "reference"),
+            lambda kind=kind: student_distill_loss(logits, p_i, p_d, s, kind, "reference"),
+        ):
             v = fn()
             (gv,) = torch.autograd.grad(v, logits)
             assert abs(v.item() - w.item()) <= tol * abs(w.item()), kind
@@ -146,7 +151,7 @@ def _clips(b, size, seed=0):
     short = torch.rand(8 * b, 3, 16, size, size, generator=g)
     # the clip groups differ in brightness, so per-group statistics differ from pooled ones
     long[b:] *= 0.6
-    short[4 * b:] = short[4 * b:] * 0.8 + 0.1
+    short[4 * b :] = short[4 * b :] * 0.8 + 0.1
     return long, short
 
 
@@ -174,8 +179,10 @@ def _close(a, b, tol):
 
 # (r3d18: only the one-pass execution, ~8 s a run on one thread; B = 2: BatchNorm over 2 rows in the
 # head is the worst-conditioned case)
-@pytest.mark.parametrize("backbone,b,size,modes", [("tiny", 2, 32, ("calls", "pass")), ("tiny", 8, 32, ("calls", "pass")),
-                                                   ("r3d18", 4, 16, ("pass",))])
+@pytest.mark.parametrize(
+    "backbone,b,size,modes",
+    [("tiny", 2, 32, ("calls", "pass")), ("tiny", 8, 32, ("calls", "pass")), ("r3d18", 4, 16, ("pass",))],
+)
 def test_grouped_bn_pass_equals_calls_equals_reference_sequence(backbone, b, size, modes):
     net = _ssl_net(backbone)
     long, short = _clips(b, size)
@@ -198,8 +205,12 @@ def test_grouped_bn_pass_equals_calls_equals_reference_sequence(backbone, b, siz
             assert _close(got["buffers"][n], w, 1e-5), (mode, n)
     # the head's BatchNorms took 18 updates per step (2 x (pooled + 4 slices) + 8), the backbone's 10
     assert ref["buffers"]["head.bn1.num_batches_tracked"].item() == 18
-    assert next(v for k, v in ref["buffers"].items() if k.startswith("backbone") and
-                k.endswith("num_batches_tracked")).item() == 10
+    assert (
+        next(
+            v for k, v in ref["buffers"].items() if k.startswith("backbone") and k.endswith("num_batches_tracked")
+        ).item()
+        == 10
+    )
     if backbone == "tiny":  # and one set of statistics over the whole step is really something else
         mixed = _run(net, long, short, "mixed")
         assert not _close(mixed["z"], ref["z"], 1e-3)
@@ -220,8 +231,11 @@ def test_grouped_bn_student_labeled_unlabeled_groups():
         else:
             logits = m(torch.cat([xl, xu]), groups=[3, 5], bn=mode)
         (logits * torch.arange(5.0)).sum().backward()
-        results[mode] = (logits.detach(), {n: p.grad for n, p in m.named_parameters()},
-                         {n: b.clone() for n, b in m.named_buffers()})
+        results[mode] = (
+            logits.detach(),
+            {n: p.grad for n, p in m.named_parameters()},
+            {n: b.clone() for n, b in m.named_buffers()},
+        )
     ref = results["reference"]
     for mode in ("calls", "pass"):
         logits, grads, bufs = results[mode]

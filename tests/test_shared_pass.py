@@ -1,6 +1,7 @@
 """One decode, many models (tbfast/engine/shared.py): every model of a shared pass ends bit-identical
 (fp32, CPU) to the same stage run alone, each batch is decoded once, each teacher runs once per
 batch, and a pass killed with SIGKILL continues with --resume auto to the same weights."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,11 @@ from tbfast.engine.config import resolve
 from tbfast.engine.distributed import Dist
 from tbfast.engine.shared import LoaderPool
 
-SMALL = {"data": {"size": 16, "batch_size": 2, "num_threads": 1},
-         "train": {"device": "cpu", "progress": False, "log_every": 1}, "optim": {"warmup_epochs": 1}}
+SMALL = {
+    "data": {"size": 16, "batch_size": 2, "num_threads": 1},
+    "train": {"device": "cpu", "progress": False, "log_every": 1},
+    "optim": {"warmup_epochs": 1},
+}
 
 
 def _cfg(stage, epochs, **extra):
@@ -41,9 +45,13 @@ def _same_checkpoint(a: Path, b: Path) -> None:
             assert torch.equal(t, sb["optimizer"]["state"][k][name]), f"{a.name}: optimizer {k}.{name}"
     assert sa["scheduler"] == sb["scheduler"]
     assert torch.equal(sa["rng"][0]["torch"], sb["rng"][0]["torch"])
-    la, lb = ([{k: v for k, v in json.loads(line).items() if k not in ("time", "clips_per_s", "data_share",
-                                                                          "seconds")}
-               for line in (p / "metrics.jsonl").read_text().splitlines()] for p in (a, b))
+    la, lb = (
+        [
+            {k: v for k, v in json.loads(line).items() if k not in ("time", "clips_per_s", "data_share", "seconds")}
+            for line in (p / "metrics.jsonl").read_text().splitlines()
+        ]
+        for p in (a, b)
+    )
     assert la == lb
 
 
@@ -58,8 +66,10 @@ def test_ssl_pair_in_one_pass_equals_each_alone(prepared, tmp_path):
     for k, cfg in cfgs.items():
         stages.train_ssl(cfg, prepared, tmp_path / "alone" / k, dist=dist, log=lambda s: None)
     pool = LoaderPool()
-    members = [stages.ssl_member(_cfg(k, 2), prepared, tmp_path / "shared" / k, dist=dist, pool=pool,
-                                 log=lambda s: None) for k in cfgs]
+    members = [
+        stages.ssl_member(_cfg(k, 2), prepared, tmp_path / "shared" / k, dist=dist, pool=pool, log=lambda s: None)
+        for k in cfgs
+    ]
     summaries = stages.train_together(members, pool=pool, log=lambda s: None)
     assert set(summaries) == set(cfgs) and all(s["finished"] for s in summaries.values())
     for k in cfgs:
@@ -73,13 +83,15 @@ def _teachers(prepared, lab, root):
     out = {}
     for kind in ("invariant", "distinctive"):
         cfg = _cfg("supervised", 1, train={"seed": len(kind), "max_steps": 1})
-        stages.train_classifier(cfg, prepared, root / kind, dist=Dist(), labeled=lab, init="scratch",
-                                log=lambda s: None)
+        stages.train_classifier(
+            cfg, prepared, root / kind, dist=Dist(), labeled=lab, init="scratch", log=lambda s: None
+        )
         out[kind] = root / kind / "checkpoints" / "last.pt"
     from tbfast.data.manifest import read_manifest
 
-    rows = ["index,path,raw,score"] + [f"{i},{r.path},0,{(i % 5) / 4}" for i, r in enumerate(read_manifest(prepared))
-                                       if r.split == "train"]
+    rows = ["index,path,raw,score"] + [
+        f"{i},{r.path},0,{(i % 5) / 4}" for i, r in enumerate(read_manifest(prepared)) if r.split == "train"
+    ]
     out["sim"] = root / "sim.csv"
     out["sim"].write_text("\n".join(rows) + "\n")
     return out
@@ -90,16 +102,41 @@ def _student_set(prepared, lab, unl, t, root, *, pool=None, teachers=None, resum
     the unlabeled videos: 4 steps each); ``only=k``: build just the k-th."""
     members = []
     if only in (None, 0):
-        members.append(stages.classifier_member(
-            _cfg("supervised", 3), prepared, root / "supervised", dist=Dist(), labeled=lab, init="scratch",
-            pool=pool, resume=resume, name="supervised", log=lambda s: None))
+        members.append(
+            stages.classifier_member(
+                _cfg("supervised", 3),
+                prepared,
+                root / "supervised",
+                dist=Dist(),
+                labeled=lab,
+                init="scratch",
+                pool=pool,
+                resume=resume,
+                name="supervised",
+                log=lambda s: None,
+            )
+        )
     for k, w in enumerate(("invariant", "distinctive", "timebalance"), 1):
         if only not in (None, k):
             continue
-        members.append(stages.student_member(
-            _cfg("student", 2, loss={"weighting": w}), prepared, root / w, dist=Dist(), labeled=lab,
-            unlabeled=unl, teacher_inv=t["invariant"], teacher_dis=t["distinctive"], similarity=t["sim"],
-            pool=pool, teachers=teachers, resume=resume, name=w, log=lambda s: None))
+        members.append(
+            stages.student_member(
+                _cfg("student", 2, loss={"weighting": w}),
+                prepared,
+                root / w,
+                dist=Dist(),
+                labeled=lab,
+                unlabeled=unl,
+                teacher_inv=t["invariant"],
+                teacher_dis=t["distinctive"],
+                similarity=t["sim"],
+                pool=pool,
+                teachers=teachers,
+                resume=resume,
+                name=w,
+                log=lambda s: None,
+            )
+        )
     return members
 
 
@@ -149,15 +186,33 @@ def test_models_resumed_at_different_steps_catch_up_then_share(prepared, prepare
     t, alone = student_refs
     root = tmp_path / "shared"
     # a pass stopped early for two models: the baseline after 1 step, the s=0 student after 3
-    stages.fit_alone(stages.classifier_member(_cfg("supervised", 3, train={"max_steps": 1}), prepared,
-                                               root / "supervised", dist=Dist(), labeled=lab, init="scratch",
-                                               log=lambda s: None))
-    stages.fit_alone(stages.student_member(
-        _cfg("student", 2, loss={"weighting": "distinctive"}, train={"max_steps": 3}), prepared, root / "distinctive",
-        dist=Dist(), labeled=lab, unlabeled=unl, teacher_dis=t["distinctive"], log=lambda s: None))
+    stages.fit_alone(
+        stages.classifier_member(
+            _cfg("supervised", 3, train={"max_steps": 1}),
+            prepared,
+            root / "supervised",
+            dist=Dist(),
+            labeled=lab,
+            init="scratch",
+            log=lambda s: None,
+        )
+    )
+    stages.fit_alone(
+        stages.student_member(
+            _cfg("student", 2, loss={"weighting": "distinctive"}, train={"max_steps": 3}),
+            prepared,
+            root / "distinctive",
+            dist=Dist(),
+            labeled=lab,
+            unlabeled=unl,
+            teacher_dis=t["distinctive"],
+            log=lambda s: None,
+        )
+    )
     pool = LoaderPool()
-    stages.train_together(_student_set(prepared, lab, unl, t, root, pool=pool, teachers={}, resume="auto"),
-                          pool=pool, log=lambda s: None)
+    stages.train_together(
+        _student_set(prepared, lab, unl, t, root, pool=pool, teachers={}, resume="auto"), pool=pool, log=lambda s: None
+    )
     for name in ("supervised", "invariant", "distinctive", "timebalance"):
         _same_checkpoint(root / name, alone / name)
     # the models that were behind went first and then shared: still every batch decoded once
@@ -169,10 +224,12 @@ def test_models_resumed_at_different_steps_catch_up_then_share(prepared, prepare
 def test_a_failing_model_stops_alone_and_is_named(prepared, tmp_path):
     pool = LoaderPool()
     bad = _cfg("invariant", 1, optim={"lr": 1e30})
-    members = [stages.ssl_member(bad, prepared, tmp_path / "bad", dist=Dist(), pool=pool, name="bad",
-                                 log=lambda s: None),
-               stages.ssl_member(_cfg("distinctive", 1), prepared, tmp_path / "good", dist=Dist(), pool=pool,
-                                 name="good", log=lambda s: None)]
+    members = [
+        stages.ssl_member(bad, prepared, tmp_path / "bad", dist=Dist(), pool=pool, name="bad", log=lambda s: None),
+        stages.ssl_member(
+            _cfg("distinctive", 1), prepared, tmp_path / "good", dist=Dist(), pool=pool, name="good", log=lambda s: None
+        ),
+    ]
     from tbfast.errors import UserError
 
     with pytest.raises(UserError, match=r"bad: .*non-finite.*finished: good"):
@@ -194,15 +251,54 @@ def test_recipe_with_shared_passes_equals_one_stage_at_a_time(prepared, tmp_path
     runs = {}
     for shared in ("true", "false"):
         out = tmp_path / f"shared_{shared}"
-        assert cli(["run", "--data", str(data), "--preset", "synthetic_tiny", "--out", str(out), "--fraction", "0.5",
-                    "--no-progress", "--device", "cpu", "--threads", "1", "--set", "train.max_steps=3", "--set", "train.log_every=1",
-                    "--set", "data.size=16", "--set", "data.batch_size=2", "--set", "eval.clips=2",
-                    "--set", f"recipe.shared_passes={shared}", "--seeds", "1"]) == 0
+        assert (
+            cli(
+                [
+                    "run",
+                    "--data",
+                    str(data),
+                    "--preset",
+                    "synthetic_tiny",
+                    "--out",
+                    str(out),
+                    "--fraction",
+                    "0.5",
+                    "--no-progress",
+                    "--device",
+                    "cpu",
+                    "--threads",
+                    "1",
+                    "--set",
+                    "train.max_steps=3",
+                    "--set",
+                    "train.log_every=1",
+                    "--set",
+                    "data.size=16",
+                    "--set",
+                    "data.batch_size=2",
+                    "--set",
+                    "eval.clips=2",
+                    "--set",
+                    f"recipe.shared_passes={shared}",
+                    "--seeds",
+                    "1",
+                ]
+            )
+            == 0
+        )
         runs[shared] = out
     a, b = (json.loads((runs[k] / "results.json").read_text()) for k in ("true", "false"))
     assert a["top1_all"] == b["top1_all"] and a["timebalance_paired"] == b["timebalance_paired"]
-    stages_ = ("invariant", "distinctive", "finetune_invariant", "finetune_distinctive", "supervised",
-               "student_invariant", "student_distinctive", "timebalance")
+    stages_ = (
+        "invariant",
+        "distinctive",
+        "finetune_invariant",
+        "finetune_distinctive",
+        "supervised",
+        "student_invariant",
+        "student_distinctive",
+        "timebalance",
+    )
     for name in stages_:
         _same_checkpoint(runs["true"] / name, runs["false"] / name)
     s = json.loads((runs["true"] / "timebalance" / "summary.json").read_text())
@@ -212,15 +308,50 @@ def test_recipe_with_shared_passes_equals_one_stage_at_a_time(prepared, tmp_path
 
 
 def _students_cmd(prepared, lab, unl, t, out, *extra):
-    return [sys.executable, "-m", "tbfast", "train", "students", "--data", str(prepared), "--out", str(out),
-            "--labeled", str(lab), "--unlabeled", str(unl), "--teacher-invariant", str(t["invariant"]),
-            "--teacher-distinctive", str(t["distinctive"]), "--similarity", str(t["sim"]), "--preset",
-            "synthetic_tiny", "--size", "16", "--batch-size", "2", "--threads", "1", "--epochs", "3",
-            "--ckpt-every", "1", "--log-every", "1", "--no-progress", "--device", "cpu", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "tbfast",
+        "train",
+        "students",
+        "--data",
+        str(prepared),
+        "--out",
+        str(out),
+        "--labeled",
+        str(lab),
+        "--unlabeled",
+        str(unl),
+        "--teacher-invariant",
+        str(t["invariant"]),
+        "--teacher-distinctive",
+        str(t["distinctive"]),
+        "--similarity",
+        str(t["sim"]),
+        "--preset",
+        "synthetic_tiny",
+        "--size",
+        "16",
+        "--batch-size",
+        "2",
+        "--threads",
+        "1",
+        "--epochs",
+        "3",
+        "--ckpt-every",
+        "1",
+        "--log-every",
+        "1",
+        "--no-progress",
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
-def test_sigkill_in_a_shared_pass_then_resume_auto_equals_uninterrupted(prepared, prepared_split, student_refs,
-                                                                        tmp_path, capsys):
+def test_sigkill_in_a_shared_pass_then_resume_auto_equals_uninterrupted(
+    prepared, prepared_split, student_refs, tmp_path, capsys
+):
     from tbfast.cli import main as cli
 
     lab, unl = prepared_split
@@ -231,8 +362,12 @@ def test_sigkill_in_a_shared_pass_then_resume_auto_equals_uninterrupted(prepared
     assert cli(_students_cmd(prepared, lab, unl, t, full)[3:]) == 0
     assert "batches decoded for" in capsys.readouterr().err
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_students_cmd(prepared, lab, unl, t, killed), env=dict(env, TBFAST_STEP_DELAY="0.2"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _students_cmd(prepared, lab, unl, t, killed),
+        env=dict(env, TBFAST_STEP_DELAY="0.2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     # 6 steps per model (3 epochs of 2 batches); kill once a model has passed step 3
     last = killed / "timebalance" / "checkpoints" / "last.pt"
     deadline, step = time.time() + 240, 0
@@ -245,11 +380,14 @@ def test_sigkill_in_a_shared_pass_then_resume_auto_equals_uninterrupted(prepared
     assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    steps = {m: torch.load(killed / m / "checkpoints" / "last.pt", weights_only=True)["step"]
-             for m in ("supervised", "student_invariant", "student_distinctive", "timebalance")}
+    steps = {
+        m: torch.load(killed / m / "checkpoints" / "last.pt", weights_only=True)["step"]
+        for m in ("supervised", "student_invariant", "student_distinctive", "timebalance")
+    }
     assert 0 < min(steps.values()) and max(steps.values()) < 6, steps
-    res = subprocess.run(_students_cmd(prepared, lab, unl, t, killed, "--resume", "auto"), env=env,
-                         capture_output=True, timeout=300)
+    res = subprocess.run(
+        _students_cmd(prepared, lab, unl, t, killed, "--resume", "auto"), env=env, capture_output=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr.decode()[-2000:]
     for m in steps:
         _same_checkpoint(killed / m, full / m)
@@ -263,9 +401,29 @@ def test_train_teachers_ssl_pair_then_finetune_pair(prepared, prepared_split, tm
 
     lab, _ = prepared_split
     root = tmp_path / "runs"
-    args = ["train", "teachers", "--data", str(prepared), "--out", str(root), "--labeled", str(lab),
-            "--preset", "synthetic_tiny", "--size", "16", "--batch-size", "2", "--threads", "1", "--max-steps", "2",
-            "--no-progress", "--device", "cpu"]
+    args = [
+        "train",
+        "teachers",
+        "--data",
+        str(prepared),
+        "--out",
+        str(root),
+        "--labeled",
+        str(lab),
+        "--preset",
+        "synthetic_tiny",
+        "--size",
+        "16",
+        "--batch-size",
+        "2",
+        "--threads",
+        "1",
+        "--max-steps",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     assert cli(args) == 0
     err = capsys.readouterr().err
     assert err.count("one data pass for 2 models") == 2

@@ -1,4 +1,5 @@
 """Uncertainty helpers: Wilson interval and exact McNemar against known values."""
+
 import math
 
 import pytest
@@ -18,7 +19,7 @@ def test_mcnemar_exact_two_sided():
     assert mcnemar(0, 0) == 1.0
     assert mcnemar(5, 5) == 1.0
     # 10 discordant videos all one way: 2 * 0.5**10
-    assert mcnemar(10, 0) == pytest.approx(2 * 0.5 ** 10)
+    assert mcnemar(10, 0) == pytest.approx(2 * 0.5**10)
     # b=2, c=8: 2 * P(X <= 2), X ~ Bin(10, 1/2)
     assert mcnemar(2, 8) == pytest.approx(2 * sum(math.comb(10, i) for i in range(3)) / 1024)
     assert mcnemar(8, 2) == mcnemar(2, 8)
@@ -40,9 +41,12 @@ def test_paired_comparison_counts_only_the_disagreements():
 def test_pairwise_covers_every_pair_once_with_named_verdicts():
     from tbfast.stats import pairwise
 
-    preds = {"a": [(i, 0, 0 if i < 30 else 1) for i in range(40)],
-             "b": [(i, 0, 0 if i < 18 else 1) for i in range(40)],
-             "c": [(i, 0, 0 if i < 29 else 1) for i in range(40)], "none": None}
+    preds = {
+        "a": [(i, 0, 0 if i < 30 else 1) for i in range(40)],
+        "b": [(i, 0, 0 if i < 18 else 1) for i in range(40)],
+        "c": [(i, 0, 0 if i < 29 else 1) for i in range(40)],
+        "none": None,
+    }
     r = pairwise(preds)
     assert list(r) == ["a vs b", "a vs c", "b vs c"]
     assert r["a vs b"]["verdict"] == "a better" and r["b vs c"]["verdict"] == "c better"
@@ -124,8 +128,12 @@ def test_correlations():
 # ------------------------------------------------------------ the recipe's analysis
 def _evals(right: dict[int, bool], labels: dict[int, int], n_classes=2, probs=None):
     preds = [[i, labels[i], labels[i] if ok else (labels[i] + 1) % n_classes] for i, ok in right.items()]
-    out = {"predictions": preds, "classes": [f"c{k}" for k in range(n_classes)], "videos": len(preds),
-           "video_top1": sum(right.values()) / len(right)}
+    out = {
+        "predictions": preds,
+        "classes": [f"c{k}" for k in range(n_classes)],
+        "videos": len(preds),
+        "video_top1": sum(right.values()) / len(right),
+    }
     if probs is not None:
         out["probs"] = [probs[i] for i in right]
     return out
@@ -164,8 +172,12 @@ def test_seed_summary_verdict_needs_significance_over_seeds_and_videos():
 
     n = 80
     labels = {i: i % 2 for i in range(n)}
-    acc = {"supervised": (0.40, 0.42, 0.41), "student_invariant": (0.60, 0.62, 0.61),
-           "student_distinctive": (0.58, 0.60, 0.59), "timebalance": (0.85, 0.86, 0.87)}
+    acc = {
+        "supervised": (0.40, 0.42, 0.41),
+        "student_invariant": (0.60, 0.62, 0.61),
+        "student_distinctive": (0.58, 0.60, 0.59),
+        "timebalance": (0.85, 0.86, 0.87),
+    }
     evals, names = {}, {}
     for m, accs in acc.items():
         names[m] = []
@@ -181,8 +193,9 @@ def test_seed_summary_verdict_needs_significance_over_seeds_and_videos():
     # TimeBalance level with s=1: the means may favour it, the verdict does not
     for k in range(3):
         name = "timebalance" + (f"_seed{k}" if k else "")
-        evals[name] = _evals({i: ((i * 7 + k) % n) < acc["student_invariant"][k] * n + (1 if k == 0 else 0)
-                              for i in range(n)}, labels)
+        evals[name] = _evals(
+            {i: ((i * 7 + k) % n) < acc["student_invariant"][k] * n + (1 if k == 0 else 0) for i in range(n)}, labels
+        )
     sd = seed_summary(names, evals, [0, 1, 2], resamples=2000)
     assert sd["checks"]["timebalance_mean_ge_single_teacher"] is True
     assert sd["checks"]["timebalance_significantly_better_than_both_single_teachers"] is False

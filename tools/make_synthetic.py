@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Same as `tbfast data synth`."""
+
 import sys
 
 import tbfast.cli

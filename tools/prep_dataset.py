@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Same as `tbfast data prep`."""
+
 import sys
 
 import tbfast.cli

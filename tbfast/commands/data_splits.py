@@ -1,4 +1,5 @@
 """`tbfast data splits PREPARED --fraction F --seed S`: a class-balanced labeled/unlabeled split."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,8 +7,12 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("prepared", metavar="PREPARED", help="prepared dataset folder (from `tbfast data prep`)")
-    parser.add_argument("--fraction", nargs="+", default=["0.05"],
-                        help="labeled share of the train split, in (0,1] or a percent like 5%%; several allowed")
+    parser.add_argument(
+        "--fraction",
+        nargs="+",
+        default=["0.05"],
+        help="labeled share of the train split, in (0,1] or a percent like 5%%; several allowed",
+    )
     parser.add_argument("--seed", type=int, nargs="+", default=[0], help="seed(s)")
 
 

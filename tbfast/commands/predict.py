@@ -5,6 +5,7 @@ host by PyAV (``--decoder pyav``, dali_pipelines.host_decode) and cut by the sam
 graph as ``tbfast eval``: ``--clips`` evenly spaced 8-frame clips (stride 2), centre crop (or
 three crops), softmax averaged over the clips and crops.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,18 +14,24 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     from tbfast.argtypes import positive_int
 
-    parser.epilog = ("example: tbfast predict runs/student/checkpoints/last.pt clip1.mp4 clip2.avi "
-                     "--classes prepared/ucf101")
+    parser.epilog = (
+        "example: tbfast predict runs/student/checkpoints/last.pt clip1.mp4 clip2.avi --classes prepared/ucf101"
+    )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="fine-tuned, supervised or student checkpoint")
     parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (any format PyAV reads)")
-    parser.add_argument("--classes", default=None, metavar="FILE|PREPARED",
-                        help="class names: a classes.txt or the prepared dataset the model was trained on "
-                             "(default: the names stored in the checkpoint, else class indices)")
+    parser.add_argument(
+        "--classes",
+        default=None,
+        metavar="FILE|PREPARED",
+        help="class names: a classes.txt or the prepared dataset the model was trained on "
+        "(default: the names stored in the checkpoint, else class indices)",
+    )
     parser.add_argument("--top-k", type=positive_int, default=5, help="classes shown per video")
     parser.add_argument("--clips", type=positive_int, default=10, help="evenly spaced clips per video")
     parser.add_argument("--crops", type=int, choices=(1, 3), default=1, help="spatial crops per clip")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto = cuda when torch sees a GPU")
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda when torch sees a GPU"
+    )
     parser.add_argument("--threads", type=positive_int, default=2, help="decoding and DALI threads")
     parser.add_argument("--json", action="store_true", help="print JSON (one object per video) instead of text")
 
@@ -42,8 +49,10 @@ def _class_names(arg, state: dict, n: int) -> list[str]:
             raise UserError(f"--classes {arg}: no such file (give a classes.txt or a prepared dataset folder)")
         names = [ln.strip() for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
         if len(names) != n:
-            raise UserError(f"--classes {arg} lists {len(names)} classes, but the checkpoint predicts {n}; "
-                            "give the classes of the dataset it was trained on")
+            raise UserError(
+                f"--classes {arg} lists {len(names)} classes, but the checkpoint predicts {n}; "
+                "give the classes of the dataset it was trained on"
+            )
         return names
     stored = state.get("classes")
     if isinstance(stored, list) and len(stored) == n:
@@ -91,8 +100,9 @@ def main(args: argparse.Namespace) -> int:
     from tbfast.engine.stages import CLASSIFIER_STAGES, load_classifier
     from tbfast.errors import UserError
 
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    device = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     state = ck.load_checkpoint(args.checkpoint)
     ck.expect(state, args.checkpoint, stages=CLASSIFIER_STAGES, what="checkpoint")
     n_classes = int(state["num_classes"])
@@ -111,14 +121,25 @@ def main(args: argparse.Namespace) -> int:
         except UserError as exc:
             problems.append((v, str(exc)))
             continue
-        records.append(VideoRecord(path=str(p), label=0, class_name="", split="test", frames=frames, fps=fps,
-                                   width=w, height=h))
+        records.append(
+            VideoRecord(path=str(p), label=0, class_name="", split="test", frames=frames, fps=fps, width=w, height=h)
+        )
     results = []
     if records:
         spec = default_spec("eval", num_clips=args.clips, views=args.crops)
-        loader = build_loader(Path("."), "eval", records=records, indices=list(range(len(records))), batch_size=1,
-                              size=tcfg.data.size, device="gpu" if device.type == "cuda" else "cpu",
-                              num_threads=args.threads, augment=False, spec=spec, decoder="pyav")
+        loader = build_loader(
+            Path("."),
+            "eval",
+            records=records,
+            indices=list(range(len(records))),
+            batch_size=1,
+            size=tcfg.data.size,
+            device="gpu" if device.type == "cuda" else "cpu",
+            num_threads=args.threads,
+            augment=False,
+            spec=spec,
+            decoder="pyav",
+        )
         with torch.no_grad():
             for batch in loader:
                 keys = sorted(k for k in batch if k.startswith("clip"))
@@ -126,9 +147,16 @@ def main(args: argparse.Namespace) -> int:
                 probs = probs / len(keys)
                 top = torch.topk(probs, min(args.top_k, n_classes))
                 rec = records[int(batch["index"][0])]
-                results.append({"video": rec.path, "frames": rec.frames,
-                                "top": [{"class": names[int(i)], "index": int(i), "probability": round(float(pv), 4)}
-                                        for pv, i in zip(top.values, top.indices)]})
+                results.append(
+                    {
+                        "video": rec.path,
+                        "frames": rec.frames,
+                        "top": [
+                            {"class": names[int(i)], "index": int(i), "probability": round(float(pv), 4)}
+                            for pv, i in zip(top.values, top.indices)
+                        ],
+                    }
+                )
     if args.json:
         print(json.dumps(results + [{"video": v, "error": why} for v, why in problems], indent=1))
     else:

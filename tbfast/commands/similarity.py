@@ -4,6 +4,7 @@ Both *self-supervised* teachers embed 4 consecutive 16-frame centre clips of eve
 the raw score is the mean off-diagonal entry of (C_I + C_D)/2, min-max normalised over the videos.
 Writes FILE (CSV ``index,path,raw,score``) and FILE with suffix .png (histograms).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,14 +16,22 @@ from tbfast.argtypes import output_file
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     from tbfast.engine.cli_args import add_common
 
-    parser.epilog = ("example: tbfast similarity --invariant runs/inv/checkpoints/last.pt "
-                     "--distinctive runs/dis/checkpoints/last.pt --data prepared/ucf101 --out runs/similarity.csv")
+    parser.epilog = (
+        "example: tbfast similarity --invariant runs/inv/checkpoints/last.pt "
+        "--distinctive runs/dis/checkpoints/last.pt --data prepared/ucf101 --out runs/similarity.csv"
+    )
     parser.add_argument("--invariant", required=True, metavar="SSL_CKPT", help="self-supervised invariant teacher")
     parser.add_argument("--distinctive", required=True, metavar="SSL_CKPT", help="self-supervised distinctive teacher")
     parser.add_argument("--data", required=True, metavar="PREPARED", help="prepared dataset")
-    parser.add_argument("--out", required=True, metavar="FILE", type=output_file, help="scores CSV to write (histogram next to it)")
-    parser.add_argument("--videos", default=None, metavar="SPLIT",
-                        help="score only the videos of this split list [default: every training video]")
+    parser.add_argument(
+        "--out", required=True, metavar="FILE", type=output_file, help="scores CSV to write (histogram next to it)"
+    )
+    parser.add_argument(
+        "--videos",
+        default=None,
+        metavar="SPLIT",
+        help="score only the videos of this split list [default: every training video]",
+    )
     add_common(parser, "similarity", training=False)
 
 
@@ -42,10 +51,19 @@ def main(args: argparse.Namespace) -> int:
         if args.videos:
             idx = stages.split_list_indices(args.data, args.videos, None, "--videos")
         size = getattr(args, "ov:data.size", None)
-        summary = stages.compute_similarity(cfg, args.data, args.out, invariant=args.invariant,
-                                            distinctive=args.distinctive, dist=local, indices=idx, size=size,
-                                            log=log_line)
+        summary = stages.compute_similarity(
+            cfg,
+            args.data,
+            args.out,
+            invariant=args.invariant,
+            distinctive=args.distinctive,
+            dist=local,
+            indices=idx,
+            size=size,
+            log=log_line,
+        )
         print(json.dumps(summary))
+
     try:
         D.on_main(world, run)
     finally:

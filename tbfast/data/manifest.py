@@ -2,6 +2,7 @@
 
 Layout and fields are fixed in docs/ARCHITECTURE.md ("Prepared dataset").
 """
+
 from __future__ import annotations
 
 import json
@@ -91,7 +92,9 @@ def write_classes(prepared: str | Path, classes: list[str]) -> Path:
 def read_manifest(prepared: str | Path) -> list[VideoRecord]:
     path = Path(prepared) / MANIFEST
     if not path.is_file():
-        raise UserError(f"no {MANIFEST} in {prepared}; prepare the dataset first with `tbfast data prep SRC {prepared}`")
+        raise UserError(
+            f"no {MANIFEST} in {prepared}; prepare the dataset first with `tbfast data prep SRC {prepared}`"
+        )
     records = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -110,8 +113,10 @@ def read_manifest(prepared: str | Path) -> list[VideoRecord]:
         n_classes = len(read_classes(prepared))
         over = next((r for r in records if r.label >= n_classes), None)
         if over is not None:
-            raise UserError(f"{path}: {over.path} has label {over.label} but {classes_file} lists {n_classes} "
-                            "classes; the two files come from different preparations - re-run `tbfast data prep`")
+            raise UserError(
+                f"{path}: {over.path} has label {over.label} but {classes_file} lists {n_classes} "
+                "classes; the two files come from different preparations - re-run `tbfast data prep`"
+            )
     return records
 
 
@@ -164,8 +169,10 @@ def read_split_list(prepared: str | Path, file: str | Path, what: str = "") -> l
     prepared = Path(prepared)
     found = resolve_split_list(prepared, file)
     if found is None:
-        raise UserError(f"{what + ' ' if what else ''}split list {file} does not exist; make one with "
-                        f"`tbfast data splits {prepared} --fraction F --seed S`")
+        raise UserError(
+            f"{what + ' ' if what else ''}split list {file} does not exist; make one with "
+            f"`tbfast data splits {prepared} --fraction F --seed S`"
+        )
     file = found
     index = {r.path: i for i, r in enumerate(read_manifest(prepared))}
     out, unknown = [], []

@@ -7,6 +7,7 @@ The DALI graph (``dali_pipelines``) only *executes* these plans, so tests can co
 the pipeline's output, a resumed epoch reproduces the interrupted one exactly, and shards are
 slices of one per-epoch permutation.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,9 +42,21 @@ class AugSpec:
 
 
 SSL_AUG = AugSpec()
-TRAIN_AUG = AugSpec(crop_scale=(0.4, 1.0), contrast_p=0.125, contrast=(0.9, 1.1), hue_p=0.15,
-                    hue=(-0.05, 0.05), saturation_p=0.15, saturation=(0.9, 1.1), brightness_p=0.15,
-                    brightness=(0.9, 1.1), gray_p=0.1, channel_drop_p=0.0, erase_p=0.4, num_erase=2)
+TRAIN_AUG = AugSpec(
+    crop_scale=(0.4, 1.0),
+    contrast_p=0.125,
+    contrast=(0.9, 1.1),
+    hue_p=0.15,
+    hue=(-0.05, 0.05),
+    saturation_p=0.15,
+    saturation=(0.9, 1.1),
+    brightness_p=0.15,
+    brightness=(0.9, 1.1),
+    gray_p=0.1,
+    channel_drop_p=0.0,
+    erase_p=0.4,
+    num_erase=2,
+)
 
 
 @dataclass(frozen=True)
@@ -99,8 +112,17 @@ def default_spec(mode: str, **overrides) -> ClipSpec:
 # ----------------------------------------------------------------------------- order, sharding
 
 
-def epoch_batches(indices: Sequence[int], *, batch_size: int, seed: int, epoch: int, shuffle: bool,
-                  drop_last: bool, shard_id: int = 0, num_shards: int = 1) -> list[list[int]]:
+def epoch_batches(
+    indices: Sequence[int],
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool,
+    drop_last: bool,
+    shard_id: int = 0,
+    num_shards: int = 1,
+) -> list[list[int]]:
     """This shard's batches (lists of manifest indices) for one epoch.
 
     One permutation per (seed, epoch), shared by all ranks; rank r takes every ``num_shards``-th
@@ -312,9 +334,17 @@ def random_view(rng: Draws, height: int, width: int, size: int, aug: AugSpec) ->
             x = integers(0, size - w + 1)
             if p < aug.erase_p:
                 erase.append((y, x, h, w))
-    return ClipView(roi=roi, flip=flip, brightness=brightness, contrast=contrast, hue=hue,
-                    saturation=0.0 if gray else saturation, gray=gray,
-                    drop_channel=channel if d5 < aug.channel_drop_p else -1, erase=erase)
+    return ClipView(
+        roi=roi,
+        flip=flip,
+        brightness=brightness,
+        contrast=contrast,
+        hue=hue,
+        saturation=0.0 if gray else saturation,
+        gray=gray,
+        drop_channel=channel if d5 < aug.channel_drop_p else -1,
+        erase=erase,
+    )
 
 
 def _entropy(seed: int, epoch: int, index: int, mode: str) -> list[int]:
@@ -353,8 +383,18 @@ def sample_draws(seed: int, epoch: int, index: int, mode: str) -> Draws:
     return Draws(np.random.PCG64(_entropy(seed, epoch, index, mode)))
 
 
-def plan_sample(index: int, num_frames: int, height: int, width: int, *, spec: ClipSpec, size: int,
-                seed: int = 0, epoch: int = 0, augment: bool = True) -> SamplePlan:
+def plan_sample(
+    index: int,
+    num_frames: int,
+    height: int,
+    width: int,
+    *,
+    spec: ClipSpec,
+    size: int,
+    seed: int = 0,
+    epoch: int = 0,
+    augment: bool = True,
+) -> SamplePlan:
     """The complete plan of manifest record ``index`` (``num_frames`` x ``height`` x ``width``)."""
     mode = spec.mode
     rng = sample_draws(seed, epoch, index, mode)
@@ -367,8 +407,13 @@ def plan_sample(index: int, num_frames: int, height: int, width: int, *, spec: C
     for name, c in clips.items():
         # eval: view v is crop position v of spec.views (three-crop testing); others: the centre
         crops = spec.views if mode == "eval" else 1
-        views[name] = [[random_view(rng, height, width, size, aug) if aug is not None
-                        else center_view(height, width, spec.center_crop, min(v, crops - 1), crops)
-                        for _ in range(c.shape[0])] for v in range(spec.views)]
-    return SamplePlan(index=int(index), decode=decode.astype(np.int64), clips=clips, orders=orders,
-                      views=views)
+        views[name] = [
+            [
+                random_view(rng, height, width, size, aug)
+                if aug is not None
+                else center_view(height, width, spec.center_crop, min(v, crops - 1), crops)
+                for _ in range(c.shape[0])
+            ]
+            for v in range(spec.views)
+        ]
+    return SamplePlan(index=int(index), decode=decode.astype(np.int64), clips=clips, orders=orders, views=views)

@@ -7,6 +7,7 @@ a re-run trusts an output only when the journal has it with the same settings, t
 size/mtime and the same output size. Temporary files are never trusted and are removed on start.
 The manifest, classes and report are written atomically at the end.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,15 @@ from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 
-from tbfast.data.manifest import (REPORT, SHORT_FRAMES, VideoRecord, atomic_write_text, file_checksum,
-                                  write_classes, write_manifest)
+from tbfast.data.manifest import (
+    REPORT,
+    SHORT_FRAMES,
+    VideoRecord,
+    atomic_write_text,
+    file_checksum,
+    write_classes,
+    write_manifest,
+)
 from tbfast.data.sources import SourceItem, list_source
 from tbfast.data.transcode import CODECS, WRITE_ERRNOS, BadVideo, Settings, transcode
 from tbfast.errors import UserError
@@ -100,8 +108,12 @@ def _entry_file(out: Path, e: dict | None) -> str | None:
     if not want:
         return None
     for rel in (e.get("staged"), rec.get("path")):
-        if rel and (out / rel).is_file() and (out / rel).stat().st_size == e.get("size", rec.get("bytes")) \
-                and file_checksum(out / rel) == want:
+        if (
+            rel
+            and (out / rel).is_file()
+            and (out / rel).stat().st_size == e.get("size", rec.get("bytes"))
+            and file_checksum(out / rel) == want
+        ):
             return rel
     return None
 
@@ -128,8 +140,16 @@ def prepare(src: str | Path, out: str | Path, fmt: str, *, console=None, **kw) -
     from tbfast.lock import folder_lock
 
     console = console or Console(stderr=True)
-    _check_options(Path(src), Path(out), kw.get("codec", "vp9"), kw.get("fps"), kw.get("gop", 16),
-                   kw.get("short_side", 128), kw.get("workers"), kw.get("crf"))
+    _check_options(
+        Path(src),
+        Path(out),
+        kw.get("codec", "vp9"),
+        kw.get("fps"),
+        kw.get("gop", 16),
+        kw.get("short_side", 128),
+        kw.get("workers"),
+        kw.get("crf"),
+    )
     with folder_lock(Path(out), "tbfast data prep", note=lambda m: console.print(f"[yellow]note[/yellow] {m}")):
         return _prepare(src, out, fmt, console=console, **kw)
 
@@ -157,17 +177,24 @@ class _VideoNotes:
         if self.counts[kind] <= self.SHOWN:
             self.console.print(Text.assemble(("note", "yellow"), f" {source}: {text}"), soft_wrap=True)
         if self.counts[kind] == self.SHOWN:
-            self.console.print(Text(f"     (more '{kind}' notes are counted at the end; all are in {REPORT})",
-                                    style="dim"), soft_wrap=True)
+            self.console.print(
+                Text(f"     (more '{kind}' notes are counted at the end; all are in {REPORT})", style="dim"),
+                soft_wrap=True,
+            )
 
     def summary(self) -> None:
         from rich.text import Text
 
         for kind, n in self.counts.items():
             if n > self.SHOWN:
-                self.console.print(Text.assemble(("note", "yellow"), f" {n} videos in all with '{kind}' "
-                                                 f"({n - self.SHOWN} not shown above; every one is in {REPORT})"),
-                                   soft_wrap=True)
+                self.console.print(
+                    Text.assemble(
+                        ("note", "yellow"),
+                        f" {n} videos in all with '{kind}' "
+                        f"({n - self.SHOWN} not shown above; every one is in {REPORT})",
+                    ),
+                    soft_wrap=True,
+                )
 
 
 def _check_options(src: Path, out: Path, codec, fps, gop, short_side, workers, crf) -> None:
@@ -191,16 +218,37 @@ def _check_options(src: Path, out: Path, codec, fps, gop, short_side, workers, c
     if out.resolve() == src.resolve():
         raise UserError("OUT must differ from SRC")
     if src.resolve() in out.resolve().parents:
-        raise UserError(f"OUT {out} is inside SRC {src}: its videos would be listed as source videos; "
-                        "put OUT elsewhere")
+        raise UserError(
+            f"OUT {out} is inside SRC {src}: its videos would be listed as source videos; put OUT elsewhere"
+        )
 
 
-def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path | None = None, split_id: int = 1,
-             test_fraction: float = 0.0, seed: int = 0, codec: str = "vp9", fps: float | None = None,
-             gop: int = 16, short_side: int = 128, workers: int | None = None, crf: int | None = None,
-             console=None, show_progress: bool = True) -> dict:
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+def _prepare(
+    src: str | Path,
+    out: str | Path,
+    fmt: str,
+    *,
+    splits: str | Path | None = None,
+    split_id: int = 1,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    codec: str = "vp9",
+    fps: float | None = None,
+    gop: int = 16,
+    short_side: int = 128,
+    workers: int | None = None,
+    crf: int | None = None,
+    console=None,
+    show_progress: bool = True,
+) -> dict:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     src, out = Path(src), Path(out)
@@ -210,8 +258,9 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
     duplicates: list[dict] = []
     for it in listed:  # a video listed twice (e.g. in both train and test lists) is prepared once
         if it.source in seen:
-            duplicates.append({"source": it.source,
-                               "reason": f"listed more than once (again as {it.split}); kept where first listed"})
+            duplicates.append(
+                {"source": it.source, "reason": f"listed more than once (again as {it.split}); kept where first listed"}
+            )
             console.print(f"[yellow]note[/yellow] {it.source}: {duplicates[-1]['reason']}")
         else:
             seen.add(it.source)
@@ -219,8 +268,13 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
     if not items:
         raise UserError(f"no videos listed in {src} for format {fmt}; check SRC, --format and --splits")
     for c in sorted(set(classes) - {it.class_name for it in items}):
-        duplicates.append({"source": c, "reason": "this class has no videos (it keeps its label, but no model can "
-                                                  "learn it); add its videos or remove the class"})
+        duplicates.append(
+            {
+                "source": c,
+                "reason": "this class has no videos (it keeps its label, but no model can "
+                "learn it); add its videos or remove the class",
+            }
+        )
         console.print(f"[yellow]note[/yellow] class {c}: {duplicates[-1]['reason']}")
     unlisted: list[str] = []
     if fmt == "folder":
@@ -229,19 +283,24 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
         unlisted = unlisted_in_folders(src)
         if unlisted:
             shown = ", ".join(unlisted[:5]) + (", ..." if len(unlisted) > 5 else "")
-            reason = (f"{len(unlisted)} file(s) or folder(s) in class folders are not videos by their extension "
-                      f"and were not listed: {shown}. If some are videos, give them a video extension "
-                      "(.mp4, .mkv, .avi, .mts, ...); videos in nested folders are not listed")
+            reason = (
+                f"{len(unlisted)} file(s) or folder(s) in class folders are not videos by their extension "
+                f"and were not listed: {shown}. If some are videos, give them a video extension "
+                "(.mp4, .mkv, .avi, .mts, ...); videos in nested folders are not listed"
+            )
             duplicates.append({"source": str(src), "reason": reason, "unlisted": unlisted})
             console.print(f"[yellow]note[/yellow] {reason}")
     bad_names = [it.source for it in items if any(ord(ch) < 32 or ch == "\x7f" for ch in it.source)]
     if bad_names:
-        raise UserError(f"{len(bad_names)} video name(s) contain control characters (e.g. {bad_names[0]!r}), "
-                        "which split lists cannot hold; rename them")
+        raise UserError(
+            f"{len(bad_names)} video name(s) contain control characters (e.g. {bad_names[0]!r}), "
+            "which split lists cannot hold; rename them"
+        )
     workers = workers or os.cpu_count() or 1
     workers = max(1, min(workers, len(items)))
-    settings = Settings(codec=codec, fps=fps, gop=gop, short_side=short_side,
-                        threads=max(1, (os.cpu_count() or 1) // workers), crf=crf)
+    settings = Settings(
+        codec=codec, fps=fps, gop=gop, short_side=short_side, threads=max(1, (os.cpu_count() or 1) // workers), crf=crf
+    )
     out.mkdir(parents=True, exist_ok=True)
     # temporary files of an interrupted run are never trusted (we hold OUT's lock: no other writer)
     for folder in (out / "videos", out / STAGING):
@@ -288,8 +347,10 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
             if e and e.get("key") != key and e.get("src_id") == sid:
                 redo_settings += 1
     if redo_settings:
-        console.print(f"[yellow]note[/yellow] {redo_settings} video(s) were prepared with other settings or by an "
-                      "earlier version of prep: transcoded again (finished ones are kept if this run fails)")
+        console.print(
+            f"[yellow]note[/yellow] {redo_settings} video(s) were prepared with other settings or by an "
+            "earlier version of prep: transcoded again (finished ones are kept if this run fails)"
+        )
     if skipped:
         console.print(f"[green]skipping {skipped} video(s) already prepared and valid[/green]")
 
@@ -328,8 +389,9 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
         if res.get("fatal"):  # e.g. the disk is full: stop; the journal keeps every finished video
             raise OSError(*res["fatal"])
         if not res["ok"]:
-            failures.append({"source": it.source, "class_name": it.class_name, "split": it.split,
-                             "reason": res["reason"]})
+            failures.append(
+                {"source": it.source, "class_name": it.class_name, "split": it.split, "reason": res["reason"]}
+            )
             console.print(Text.assemble(("FAILED", "red"), f" {it.source}: {res['reason']}"), soft_wrap=True)
             _keep_earlier(i)
             return
@@ -337,16 +399,32 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
         if res["src_width"] % 2 or res["src_height"] % 2:
             flags.append("odd_size")
         flags += res.get("flags", [])
-        rec = VideoRecord(path=dst, label=label[it.class_name], class_name=it.class_name, split=it.split,
-                          frames=res["frames"], fps=round(res["fps"], 6), width=res["width"],
-                          height=res["height"], source=it.source, flags=flags, bytes=res["size"],
-                          blake2b=res["blake2b"])
+        rec = VideoRecord(
+            path=dst,
+            label=label[it.class_name],
+            class_name=it.class_name,
+            split=it.split,
+            frames=res["frames"],
+            fps=round(res["fps"], 6),
+            width=res["width"],
+            height=res["height"],
+            source=it.source,
+            flags=flags,
+            bytes=res["size"],
+            blake2b=res["blake2b"],
+        )
         records[i] = rec
         for n in res["notes"]:
             warnings.append({"source": it.source, "reason": n})
             video_notes(it.source, n)
-        entry = {"source": it.source, "key": key, "src_id": _source_id(src / it.source),
-                 "size": res["size"], "record": asdict(rec), "notes": res["notes"]}
+        entry = {
+            "source": it.source,
+            "key": key,
+            "src_id": _source_id(src / it.source),
+            "size": res["size"],
+            "record": asdict(rec),
+            "notes": res["notes"],
+        }
         if i in staged:
             entry["staged"] = staged[i]
         kept[it.source] = entry
@@ -354,8 +432,15 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
         jf.flush()
         os.fsync(jf.fileno())
 
-    columns = (TextColumn("[bold]prep[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("videos"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]prep[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("videos"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
     try:
         with Progress(*columns, console=console, disable=not show_progress or not todo) as bar:
             task = bar.add_task("prep", total=len(todo))
@@ -365,8 +450,7 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
                     bar.advance(task)
             elif todo:
                 with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                    futs = {pool.submit(_work, str(src / items[i].source), target(i), settings): i
-                            for i in todo}
+                    futs = {pool.submit(_work, str(src / items[i].source), target(i), settings): i for i in todo}
                     try:
                         for fut in as_completed(futs):
                             try:
@@ -409,9 +493,12 @@ def _prepare(src: str | Path, out: str | Path, fmt: str, *, splits: str | Path |
         "unlisted": len(unlisted),
     }
     report = {
-        "format": fmt, "source": str(src), "split_id": split_id,
+        "format": fmt,
+        "source": str(src),
+        "split_id": split_id,
         "settings": {"codec": codec, "fps": fps, "gop": gop, "short_side": short_side, "workers": workers},
-        "counts": counts, "elapsed_s": round(time.time() - t0, 3),
+        "counts": counts,
+        "elapsed_s": round(time.time() - t0, 3),
         "failures": sorted(failures, key=lambda f: f["source"]),
         "warnings": sorted(warnings, key=lambda w: (w["source"], w["reason"])),
         "skipped": skipped,

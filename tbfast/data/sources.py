@@ -20,6 +20,7 @@ Formats (SRC = the folder given to ``tbfast data prep``):
 * ``folder``: ``SRC/<class>/<video>``; everything is train unless ``test_fraction`` > 0 holds out a
   class-balanced, seeded share of each class as test. Labels = sorted class names.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,9 +32,37 @@ from pathlib import Path
 from tbfast.errors import UserError
 
 # matched case-insensitively; cameras and broadcast (.ts .mts .m2ts .mxf .vob .mod .tod .dv) included
-VIDEO_EXTS = {".avi", ".mp4", ".mkv", ".webm", ".mov", ".qt", ".mpg", ".mpeg", ".m2v", ".m4v", ".flv", ".f4v",
-              ".wmv", ".asf", ".ogv", ".3gp", ".3g2", ".ts", ".mts", ".m2ts", ".mxf", ".vob", ".mod", ".tod",
-              ".dv", ".divx", ".rm", ".rmvb", ".y4m"}
+VIDEO_EXTS = {
+    ".avi",
+    ".mp4",
+    ".mkv",
+    ".webm",
+    ".mov",
+    ".qt",
+    ".mpg",
+    ".mpeg",
+    ".m2v",
+    ".m4v",
+    ".flv",
+    ".f4v",
+    ".wmv",
+    ".asf",
+    ".ogv",
+    ".3gp",
+    ".3g2",
+    ".ts",
+    ".mts",
+    ".m2ts",
+    ".mxf",
+    ".vob",
+    ".mod",
+    ".tod",
+    ".dv",
+    ".divx",
+    ".rm",
+    ".rmvb",
+    ".y4m",
+}
 FORMATS = ("ucf101", "hmdb51", "kinetics", "folder")
 
 
@@ -69,8 +98,9 @@ def _resolve_ci(root: Path, rel: str) -> str:
     return "/".join(parts)
 
 
-def list_source(fmt: str, src: Path, splits: Path | None = None, split_id: int = 1,
-                test_fraction: float = 0.0, seed: int = 0) -> tuple[list[str], list[SourceItem]]:
+def list_source(
+    fmt: str, src: Path, splits: Path | None = None, split_id: int = 1, test_fraction: float = 0.0, seed: int = 0
+) -> tuple[list[str], list[SourceItem]]:
     src = Path(src)
     if not src.is_dir():
         raise UserError(f"source folder {src} does not exist or is not a folder")
@@ -87,6 +117,7 @@ def list_source(fmt: str, src: Path, splits: Path | None = None, split_id: int =
 
 # --- UCF101 -----------------------------------------------------------------------------------
 
+
 def parse_ucf101_splits(split_dir: Path, split_id: int = 1) -> tuple[list[str], list[tuple[str, str, str]]]:
     """Return (classes, [(relpath 'Class/v_...avi', class_name, split)]) from the official files."""
     split_dir = Path(split_dir)
@@ -95,8 +126,10 @@ def parse_ucf101_splits(split_dir: Path, split_id: int = 1) -> tuple[list[str], 
     test = split_dir / f"testlist{split_id:02d}.txt"
     for f in (ci, train, test):
         if not f.is_file():
-            raise UserError(f"UCF101 split file {f} not found; pass the ucfTrainTestlist folder with --splits "
-                            "(and --split-id 1|2|3)")
+            raise UserError(
+                f"UCF101 split file {f} not found; pass the ucfTrainTestlist folder with --splits "
+                "(and --split-id 1|2|3)"
+            )
     classes: dict[int, str] = {}
     for ln in _lines(ci):
         parts = ln.split()
@@ -172,6 +205,7 @@ def list_hmdb51(src: Path, splits: Path | None, split_id: int) -> tuple[list[str
 
 # --- Kinetics ---------------------------------------------------------------------------------
 
+
 def parse_kinetics_csv(paths: list[Path]) -> list[dict]:
     rows = []
     for p in paths:
@@ -183,13 +217,17 @@ def parse_kinetics_csv(paths: list[Path]) -> list[dict]:
             for row in reader:
                 where = f"{p}:{reader.line_num}"
                 if None in row or any(row.get(k) in (None, "") for k in ("label", "youtube_id", "split")):
-                    raise UserError(f"{where}: a row without label, youtube_id or split (or with extra fields): "
-                                    f"{row}; fix or remove that line")
+                    raise UserError(
+                        f"{where}: a row without label, youtube_id or split (or with extra fields): "
+                        f"{row}; fix or remove that line"
+                    )
                 try:
                     start, end = float(row["time_start"]), float(row["time_end"])
                 except (TypeError, ValueError):
-                    raise UserError(f"{where}: time_start/time_end {row.get('time_start')!r}/{row.get('time_end')!r} "
-                                    "are not numbers; fix or remove that line") from None
+                    raise UserError(
+                        f"{where}: time_start/time_end {row.get('time_start')!r}/{row.get('time_end')!r} "
+                        "are not numbers; fix or remove that line"
+                    ) from None
                 if not (0 <= start < end):
                     raise UserError(f"{where}: time_start {start} must be >= 0 and below time_end {end}")
                 rows.append(row)
@@ -208,7 +246,9 @@ def list_kinetics(src: Path, splits: Path | None) -> tuple[list[str], list[Sourc
     else:
         csvs = [Path(splits)]
     if not csvs or not all(p.is_file() for p in csvs):
-        raise UserError(f"no Kinetics CSV found ({splits or src}); pass the annotation CSV (or its folder) with --splits")
+        raise UserError(
+            f"no Kinetics CSV found ({splits or src}); pass the annotation CSV (or its folder) with --splits"
+        )
     rows = parse_kinetics_csv(csvs)
     split_map = {"train": "train", "val": "test", "validate": "test", "valid": "test", "validation": "test"}
     classes = sorted({r["label"] for r in rows if r["split"] == "train"}) or sorted({r["label"] for r in rows})
@@ -232,6 +272,7 @@ def list_kinetics(src: Path, splits: Path | None) -> tuple[list[str], list[Sourc
 
 # --- folder -----------------------------------------------------------------------------------
 
+
 def list_folder(src: Path, test_fraction: float = 0.0, seed: int = 0) -> tuple[list[str], list[SourceItem]]:
     if not 0.0 <= test_fraction < 1.0:
         raise UserError(f"--test-fraction must be in [0, 1), got {test_fraction}")
@@ -242,16 +283,19 @@ def list_folder(src: Path, test_fraction: float = 0.0, seed: int = 0) -> tuple[l
     for cls in classes:  # a class folder that links to another (or to SRC itself) would label videos twice
         r = (src / cls).resolve()
         if r in real:
-            raise UserError(f"class folder {src / cls} is a link to class folder {real[r]}: its videos would get "
-                            "two labels; remove the link or make it a real folder")
+            raise UserError(
+                f"class folder {src / cls} is a link to class folder {real[r]}: its videos would get "
+                "two labels; remove the link or make it a real folder"
+            )
         if r == src.resolve() or r in src.resolve().parents:
             raise UserError(f"class folder {src / cls} links to SRC itself (or above it); remove the link")
         real[r] = cls
     items: list[SourceItem] = []
     for cls in classes:
         # a broken symlink or unreadable file still counts: prep reports it instead of skipping it silently
-        vids = sorted(p.name for p in (src / cls).iterdir()
-                      if not p.name.startswith(".") and p.suffix.lower() in VIDEO_EXTS)
+        vids = sorted(
+            p.name for p in (src / cls).iterdir() if not p.name.startswith(".") and p.suffix.lower() in VIDEO_EXTS
+        )
         n_test = int(round(len(vids) * test_fraction)) if test_fraction > 0 else 0
         if test_fraction > 0 and len(vids) >= 2:
             n_test = min(max(n_test, 1), len(vids) - 1)
@@ -263,8 +307,10 @@ def list_folder(src: Path, test_fraction: float = 0.0, seed: int = 0) -> tuple[l
         r = (src / it.source).resolve()
         prev = owner.setdefault(r, it.source)
         if prev != it.source and prev.split("/")[0] != it.class_name:
-            raise UserError(f"{it.source} and {prev} are the same file (a link) in two classes; a video has one "
-                            "label: remove one of them")
+            raise UserError(
+                f"{it.source} and {prev} are the same file (a link) in two classes; a video has one "
+                "label: remove one of them"
+            )
     return classes, items
 
 

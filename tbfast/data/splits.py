@@ -5,6 +5,7 @@ max(1, round(fraction * n_class)) are labeled. Ranking by a hash keeps the resul
 every Python version and platform, and makes the subsets nested: for one seed the 5 % labeled set
 is contained in the 10 % one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,8 +66,9 @@ def make_label_split(records: Sequence[VideoRecord], fraction: float | str, seed
     return sorted(labeled), sorted(unlabeled)
 
 
-def write_label_split(prepared: str | Path, fraction: float | str, seed: int,
-                      records: Sequence[VideoRecord] | None = None) -> tuple[Path, Path, str]:
+def write_label_split(
+    prepared: str | Path, fraction: float | str, seed: int, records: Sequence[VideoRecord] | None = None
+) -> tuple[Path, Path, str]:
     """Write PREPARED/splits/{labeled,unlabeled}_<pct>pct_seed<S>.txt; return both paths and a sha256.
 
     Each file lists manifest paths, sorted, one per line (LF). The checksum covers both files:

@@ -19,6 +19,7 @@ Layout: ``OUT/UCF-101/<Class>/v_<Class>_gGG_cCC.avi`` (MPEG-4 part 2 in AVI) and
 ``OUT/ucfTrainTestlist/{classInd.txt,trainlist01.txt,testlist01.txt}`` (CRLF, official format;
 groups 1-7 are the test split; ``extra_test_videos`` adds test videos to those groups only).
 """
+
 from __future__ import annotations
 
 import json
@@ -81,8 +82,10 @@ def class_names(opt: SynthOptions) -> list[str]:
     pairs = max(0, min(pairs, len(ORDER_PAIRS), n // 2))
     n_app = n - 2 * pairs
     if n < 1 or n_app > len(APPEARANCE) or pairs < 0:
-        raise UserError(f"--classes {n}: at most {len(APPEARANCE) + 2 * len(ORDER_PAIRS)} classes "
-                        f"({len(APPEARANCE)} appearance + {len(ORDER_PAIRS)} order pairs)")
+        raise UserError(
+            f"--classes {n}: at most {len(APPEARANCE) + 2 * len(ORDER_PAIRS)} classes "
+            f"({len(APPEARANCE)} appearance + {len(ORDER_PAIRS)} order pairs)"
+        )
     names = APPEARANCE[:n_app]
     for a, b in ORDER_PAIRS[:pairs]:
         names += [a, b]
@@ -95,6 +98,7 @@ def group_of(j: int, videos: int, groups: int) -> int:
 
 
 # --- drawing ----------------------------------------------------------------------------------
+
 
 def _smooth_noise(rng, h, w, cells=(4, 6)):
     import numpy as np
@@ -125,8 +129,10 @@ def _shape_mask(kind, yy, xx, cy, cx, r, phase=0.0):
 
     dy, dx = yy - cy, xx - cx
     ady, adx = np.abs(dy), np.abs(dx)
+
     def soft(d):  # d < 0 inside
         return np.clip(0.5 - d, 0.0, 1.0)
+
     box = soft(np.maximum(ady, adx) - r)
     if kind == "Square":
         return box
@@ -166,8 +172,9 @@ def render_video(cls: str, n_frames: int, size: tuple[int, int], rng, bg_rng, di
     # background: shared by a (class, group) like a UCF101 group's scene
     base = bg_rng.random(3) * 0.6 + 0.2
     tex = _smooth_noise(bg_rng, h + 2 * pad, w + 2 * pad)[..., None] - 0.5
-    bg = np.clip(base[None, None] + tex * bg_rng.uniform(0.15, 0.35) * bg_rng.random(3) * 2 * difficulty,
-                 0, 1).astype(np.float32)
+    bg = np.clip(base[None, None] + tex * bg_rng.uniform(0.15, 0.35) * bg_rng.random(3) * 2 * difficulty, 0, 1).astype(
+        np.float32
+    )
     bg_lum = float(_lum(base))
     # camera: mean-reverting jitter (no trend, so it cannot fake MoveUp/MoveDown)
     cam = np.zeros((n_frames, 2))
@@ -222,7 +229,9 @@ def render_video(cls: str, n_frames: int, size: tuple[int, int], rng, bg_rng, di
                 q = p * p  # accelerating
                 cx = x0 + (x1 - x0) * q if direction > 0 else x1 - (x1 - x0) * q
         oy, ox = cam[t]
-        img = bg[pad + int(round(oy)):pad + int(round(oy)) + h, pad + int(round(ox)):pad + int(round(ox)) + w].copy()
+        img = bg[
+            pad + int(round(oy)) : pad + int(round(oy)) + h, pad + int(round(ox)) : pad + int(round(ox)) + w
+        ].copy()
         for dp, dv, dr, dc in dis:
             dpos = dp + dv * t
             dpos = np.array([dpos[0] % (h + 8) - 4, dpos[1] % (w + 8) - 4])
@@ -281,8 +290,10 @@ def make_synthetic_dataset(out: str | Path, *, force: bool = False, progress: bo
     interrupted = not stamp.exists() and out.is_dir() and {p.name for p in out.iterdir()} <= ours
     if out.exists() and any(out.iterdir()):
         if not force and not interrupted:
-            raise UserError(f"{out} is not empty and was not made with these options; "
-                            "choose another folder or pass --force to replace it")
+            raise UserError(
+                f"{out} is not empty and was not made with these options; "
+                "choose another folder or pass --force to replace it"
+            )
         for sub in ("UCF-101", "ucfTrainTestlist"):
             shutil.rmtree(out / sub, ignore_errors=True)
         stamp.unlink(missing_ok=True)
@@ -296,8 +307,11 @@ def make_synthetic_dataset(out: str | Path, *, force: bool = False, progress: bo
         (vdir / cls).mkdir(parents=True, exist_ok=True)
         clip_no: dict[int, int] = {}
         for j in range(opt.videos_per_class + opt.extra_test_videos):
-            g = (group_of(j, opt.videos_per_class, opt.groups) if j < opt.videos_per_class
-                 else (j - opt.videos_per_class) % TEST_GROUPS + 1)
+            g = (
+                group_of(j, opt.videos_per_class, opt.groups)
+                if j < opt.videos_per_class
+                else (j - opt.videos_per_class) % TEST_GROUPS + 1
+            )
             clip_no[g] = clip_no.get(g, 0) + 1
             name = f"v_{cls}_g{g:02d}_c{clip_no[g]:02d}.avi"
             rel = f"{cls}/{name}"
@@ -317,6 +331,7 @@ def make_synthetic_dataset(out: str | Path, *, force: bool = False, progress: bo
 
     if progress:
         from rich.progress import Progress
+
         with Progress() as bar:
             task = bar.add_task("synthetic videos", total=len(jobs))
             for job in jobs:
@@ -330,5 +345,6 @@ def make_synthetic_dataset(out: str | Path, *, force: bool = False, progress: bo
     (ldir / "trainlist01.txt").write_bytes("".join(ln + crlf for ln in train).encode())
     (ldir / "testlist01.txt").write_bytes("".join(ln + crlf for ln in test).encode())
     from tbfast.data.manifest import atomic_write_text
+
     atomic_write_text(stamp, json.dumps(cfg, indent=1) + "\n")
     return out

@@ -3,6 +3,7 @@
 Run in worker processes by tbfast.data.prep. Every problem with an input becomes a
 :class:`BadVideo` with a one-line reason (the report's wording).
 """
+
 from __future__ import annotations
 
 import errno
@@ -57,8 +58,10 @@ def out_size(w: float, h: float, short_side: int) -> tuple[int, int]:
 
     ``short_side`` 0 keeps the source size (rounded to even).
     """
+
     def even(x: float) -> int:
         return max(2, int(round(x / 2.0)) * 2)
+
     if short_side == 0:
         return even(w), even(h)
     if w <= h:
@@ -84,9 +87,23 @@ def _check_input(src: Path) -> None:
 
 
 # frame rates a measured average snaps to when it is within 0.5% of one (a VFR phone clip at 29.95 -> 30000/1001)
-STANDARD_RATES = [Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30),
-                  Fraction(48), Fraction(50), Fraction(60000, 1001), Fraction(60), Fraction(12), Fraction(15),
-                  Fraction(10), Fraction(100), Fraction(120), Fraction(240)]
+STANDARD_RATES = [
+    Fraction(24000, 1001),
+    Fraction(24),
+    Fraction(25),
+    Fraction(30000, 1001),
+    Fraction(30),
+    Fraction(48),
+    Fraction(50),
+    Fraction(60000, 1001),
+    Fraction(60),
+    Fraction(12),
+    Fraction(15),
+    Fraction(10),
+    Fraction(100),
+    Fraction(120),
+    Fraction(240),
+]
 RATE_RANGE = (1.0, 240.0)  # plausible source rates; outside it prep asks for --fps
 # swscale names of the YUV matrices (AVColorSpace numbers as PyAV reports them)
 MATRICES = {1: "itu709", 4: "fcc", 5: "itu601", 6: "itu601", 7: "smpte240m", 9: "bt2020", 10: "bt2020"}
@@ -103,6 +120,7 @@ def _declared_rate(stream) -> Fraction | None:
 @dataclass
 class StreamProbe:
     """What the demuxer delivers for one video stream (no decoding): packet times and counts."""
+
     index: int
     times: list[float] = field(default_factory=list)  # presentation times (s) of the packets, sorted
     packets: int = 0
@@ -164,8 +182,14 @@ def choose_stream(container, probes: dict[int, StreamProbe]):
     def key(st):
         pr = probes.get(st.index) or StreamProbe(st.index)
         cc = st.codec_context
-        return (not (int(st.disposition) & attached), pr.packets > 1, (cc.width or 0) * (cc.height or 0),
-                pr.packets, -st.index)
+        return (
+            not (int(st.disposition) & attached),
+            pr.packets > 1,
+            (cc.width or 0) * (cc.height or 0),
+            pr.packets,
+            -st.index,
+        )
+
     return max(container.streams.video, key=key)
 
 
@@ -199,8 +223,10 @@ def choose_rate(settings: "Settings", stream, probe: StreamProbe) -> tuple[Fract
         notes.append("no frame rate in the source: assumed 25 fps")
     lo, hi = RATE_RANGE
     if not lo <= float(rate) <= hi:
-        raise BadVideo(f"implausible frame rate {float(rate):.4g} fps (outside {lo:g}-{hi:g} fps); "
-                       "pass --fps to resample it to a rate you choose")
+        raise BadVideo(
+            f"implausible frame rate {float(rate):.4g} fps (outside {lo:g}-{hi:g} fps); "
+            "pass --fps to resample it to a rate you choose"
+        )
     return rate, flags, notes
 
 
@@ -331,8 +357,12 @@ def colour_args(frame, coded_height: int) -> tuple[dict, list[str]]:
         flags.append(trc)
     if frame.interlaced_frame:
         flags.append("interlaced")
-    args = {"src_colorspace": src_cs, "dst_colorspace": "itu601",
-            "src_color_range": "JPEG" if full else "MPEG", "dst_color_range": "MPEG"}
+    args = {
+        "src_colorspace": src_cs,
+        "dst_colorspace": "itu601",
+        "src_color_range": "JPEG" if full else "MPEG",
+        "dst_color_range": "MPEG",
+    }
     return args, flags
 
 
@@ -387,8 +417,10 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
         probe = probes.get(ist.index) or StreamProbe(ist.index)
         if len(inp.streams.video) > 1:
             flags.append(f"video_stream:{ist.index}")
-            notes.append(f"{len(inp.streams.video)} video streams: prepared stream {ist.index} "
-                         f"({ist.codec_context.width}x{ist.codec_context.height}, {probe.packets} frames)")
+            notes.append(
+                f"{len(inp.streams.video)} video streams: prepared stream {ist.index} "
+                f"({ist.codec_context.width}x{ist.codec_context.height}, {probe.packets} frames)"
+            )
         ist.thread_type = "AUTO"
         ist.thread_count = max(1, settings.threads)
         src_w, src_h = ist.codec_context.width, ist.codec_context.height
@@ -414,6 +446,7 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
         n_src = n_out = 0
         t_first = t_last = None
         try:
+
             def counted():
                 nonlocal n_src, t_first, t_last
                 for item in _decode(inp, ist):
@@ -422,13 +455,15 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
                         t_first = item[1] if t_first is None else t_first
                         t_last = item[1]
                     yield item
+
             colour_flags: set[str] = set()
             for frame in _cfr_frames(counted(), rate, tick=tick):
                 if out is None:  # the first frame tells the orientation
                     ops = orientation(display_matrix(frame))
                     if ops == ("odd",):
-                        notes.append(f"display matrix rotates by {frame.rotation} degrees (not a multiple of 90): "
-                                     "ignored")
+                        notes.append(
+                            f"display matrix rotates by {frame.rotation} degrees (not a multiple of 90): ignored"
+                        )
                         ops = ()
                     if ops:
                         flags.append("orient:" + "+".join(ops))
@@ -446,20 +481,26 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
                 vf.pts = n_out
                 vf.time_base = Fraction(1) / rate
                 # a keyframe every `gop` frames exactly: the loaders seek to them
-                vf.pict_type = av.video.frame.PictureType.I if n_out % settings.gop == 0 else av.video.frame.PictureType.NONE
+                vf.pict_type = (
+                    av.video.frame.PictureType.I if n_out % settings.gop == 0 else av.video.frame.PictureType.NONE
+                )
                 out.mux(ost.encode(vf))
                 n_out += 1
             flags += sorted(colour_flags)
             if any(f.startswith("hdr:") for f in colour_flags):
-                notes.append("HDR transfer (PQ/HLG): the matrix and range are converted, the picture is not "
-                             "tone-mapped (it looks flat)")
+                notes.append(
+                    "HDR transfer (PQ/HLG): the matrix and range are converted, the picture is not "
+                    "tone-mapped (it looks flat)"
+                )
             if "interlaced" in colour_flags:
                 notes.append("interlaced frames: prepared as they are (not deinterlaced)")
         except av.error.FFmpegError as exc:
             if exc.errno in WRITE_ERRNOS:  # writing the output failed (a full disk): not the video's fault
                 raise OSError(exc.errno, os.strerror(exc.errno), str(dst)) from None
-            raise BadVideo(f"truncated or corrupt: decoding stopped after {n_src} frames "
-                           f"({type(exc).__name__}: {exc.strerror or exc})") from None
+            raise BadVideo(
+                f"truncated or corrupt: decoding stopped after {n_src} frames "
+                f"({type(exc).__name__}: {exc.strerror or exc})"
+            ) from None
         finally:
             if out is not None:
                 try:
@@ -506,13 +547,26 @@ def _open_output(dst: Path, fmt: str, codec_name: str, rate: Fraction, w: int, h
     if settings.codec == "vp9":
         crf = 32 if settings.crf is None else settings.crf
         cc.bit_rate = 0
-        cc.options = {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "crf": str(crf),
-                      "lag-in-frames": "0", "auto-alt-ref": "0", "keyint_min": str(settings.gop),
-                      "tile-columns": "0"}
+        cc.options = {
+            "deadline": "realtime",
+            "cpu-used": "8",
+            "row-mt": "1",
+            "crf": str(crf),
+            "lag-in-frames": "0",
+            "auto-alt-ref": "0",
+            "keyint_min": str(settings.gop),
+            "tile-columns": "0",
+        }
     else:
         crf = 23 if settings.crf is None else settings.crf
-        cc.options = {"preset": "veryfast", "crf": str(crf), "bf": "0", "sc_threshold": "0",
-                      "keyint_min": str(settings.gop), "forced-idr": "1"}
+        cc.options = {
+            "preset": "veryfast",
+            "crf": str(crf),
+            "bf": "0",
+            "sc_threshold": "0",
+            "keyint_min": str(settings.gop),
+            "forced-idr": "1",
+        }
     return out, ost
 
 

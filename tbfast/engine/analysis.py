@@ -16,6 +16,7 @@ Used by ``tbfast run`` (engine/recipe.py) on the evaluations it has made; every 
   teacher is right" minus "only the distinctive one is"; and the accuracy of the teachers' mixture
   weighted by s against fixed weights and against s shuffled over the videos.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -25,11 +26,21 @@ from tbfast import stats
 MODELS = ("supervised", "student_invariant", "student_distinctive", "timebalance")
 # (A, B): the claims of the method: TimeBalance beats each single-teacher student and the baseline;
 # distilling from a self-supervised teacher beats training on the labels alone
-COMPARISONS = (("timebalance", "student_invariant"), ("timebalance", "student_distinctive"),
-               ("timebalance", "supervised"), ("student_invariant", "supervised"),
-               ("student_distinctive", "supervised"))
-SHORT = {"supervised": "supervised-only", "teacher_invariant": "T_I", "teacher_distinctive": "T_D",
-         "student_invariant": "s=1", "student_distinctive": "s=0", "timebalance": "TimeBalance"}
+COMPARISONS = (
+    ("timebalance", "student_invariant"),
+    ("timebalance", "student_distinctive"),
+    ("timebalance", "supervised"),
+    ("student_invariant", "supervised"),
+    ("student_distinctive", "supervised"),
+)
+SHORT = {
+    "supervised": "supervised-only",
+    "teacher_invariant": "T_I",
+    "teacher_distinctive": "T_D",
+    "student_invariant": "s=1",
+    "student_distinctive": "s=0",
+    "timebalance": "TimeBalance",
+}
 
 
 def single_run(evals: dict) -> tuple[dict, dict, dict]:
@@ -45,15 +56,21 @@ def single_run(evals: dict) -> tuple[dict, dict, dict]:
     for k, p in preds.items():
         if k != "timebalance" and tb and p:
             r = stats.paired_comparison(tb, p)
-            verdict = {"A better": "TimeBalance better", "B better": "TimeBalance worse"}.get(r["verdict"], r["verdict"])
-            vs_tb[k] = {"videos": r["videos"], "only_timebalance": r["only_a"], "only_other": r["only_b"],
-                        "p": round(r["p"], 4), "verdict": verdict}
+            verdict = {"A better": "TimeBalance better", "B better": "TimeBalance worse"}.get(
+                r["verdict"], r["verdict"]
+            )
+            vs_tb[k] = {
+                "videos": r["videos"],
+                "only_timebalance": r["only_a"],
+                "only_other": r["only_b"],
+                "p": round(r["p"], 4),
+                "verdict": verdict,
+            }
     pairs = {key: {**r, "p": round(r["p"], 4)} for key, r in stats.pairwise(preds).items()}
     return ci, vs_tb, pairs
 
 
-def seed_summary(seed_names: dict[str, list[str]], evals: dict, seeds: list[int], *,
-                 resamples: int = 10000) -> dict:
+def seed_summary(seed_names: dict[str, list[str]], evals: dict, seeds: list[int], *, resamples: int = 10000) -> dict:
     """Video top-1 of every model for each seed, mean and standard deviation (over seeds, n-1),
     TimeBalance's paired wins / ties / losses (same seed), the seeds-and-videos bootstrap of every
     comparison in :data:`COMPARISONS`, the checks and the verdict line."""
@@ -64,8 +81,11 @@ def seed_summary(seed_names: dict[str, list[str]], evals: dict, seeds: list[int]
     wins = {}
     for m, v in top1.items():
         if m != "timebalance":
-            wins[m] = {"wins": sum(a > b for a, b in zip(tb, v)), "ties": sum(a == b for a, b in zip(tb, v)),
-                       "losses": sum(a < b for a, b in zip(tb, v))}
+            wins[m] = {
+                "wins": sum(a > b for a, b in zip(tb, v)),
+                "ties": sum(a == b for a, b in zip(tb, v)),
+                "losses": sum(a < b for a, b in zip(tb, v)),
+            }
     tests = {}
     correct = {}
     for m, names in seed_names.items():
@@ -77,28 +97,45 @@ def seed_summary(seed_names: dict[str, list[str]], evals: dict, seeds: list[int]
                 raise ValueError(f"{a} and {b} were not evaluated on the same videos")
             r = stats.seeds_videos_bootstrap(correct[a][1], correct[b][1], resamples=resamples)
             r["verdict"] = {"A better": f"{SHORT[a]} better", "B better": f"{SHORT[b]} better"}.get(
-                r["verdict"], r["verdict"])
-            r["per_seed_mcnemar_p"] = [round(stats.paired_comparison(evals[x]["predictions"],
-                                                                     evals[y]["predictions"])["p"], 4)
-                                       for x, y in zip(seed_names[a], seed_names[b])]
+                r["verdict"], r["verdict"]
+            )
+            r["per_seed_mcnemar_p"] = [
+                round(stats.paired_comparison(evals[x]["predictions"], evals[y]["predictions"])["p"], 4)
+                for x, y in zip(seed_names[a], seed_names[b])
+            ]
             tests[f"{a} vs {b}"] = r
 
     def better(a: str, b: str) -> bool | None:
         t = tests.get(f"{a} vs {b}")
         return None if t is None else t["verdict"] == f"{SHORT[a]} better"
 
-    checks = {"timebalance_mean_ge_single_teacher": bool(mean["timebalance"] >= mean["student_invariant"]
-                                                         and mean["timebalance"] >= mean["student_distinctive"]),
-              "timebalance_mean_gt_supervised": bool(mean["timebalance"] > mean["supervised"])}
+    checks = {
+        "timebalance_mean_ge_single_teacher": bool(
+            mean["timebalance"] >= mean["student_invariant"] and mean["timebalance"] >= mean["student_distinctive"]
+        ),
+        "timebalance_mean_gt_supervised": bool(mean["timebalance"] > mean["supervised"]),
+    }
     if tests:
-        checks.update({
-            "timebalance_significantly_better_than_both_single_teachers":
-                bool(better("timebalance", "student_invariant") and better("timebalance", "student_distinctive")),
-            "timebalance_significantly_better_than_supervised": bool(better("timebalance", "supervised")),
-            "both_single_teachers_significantly_better_than_supervised":
-                bool(better("student_invariant", "supervised") and better("student_distinctive", "supervised"))})
-    out = {"seeds": seeds, "top1": top1, "mean": mean, "std": std, "timebalance_paired": wins,
-           "tests": tests, "checks": checks}
+        checks.update(
+            {
+                "timebalance_significantly_better_than_both_single_teachers": bool(
+                    better("timebalance", "student_invariant") and better("timebalance", "student_distinctive")
+                ),
+                "timebalance_significantly_better_than_supervised": bool(better("timebalance", "supervised")),
+                "both_single_teachers_significantly_better_than_supervised": bool(
+                    better("student_invariant", "supervised") and better("student_distinctive", "supervised")
+                ),
+            }
+        )
+    out = {
+        "seeds": seeds,
+        "top1": top1,
+        "mean": mean,
+        "std": std,
+        "timebalance_paired": wins,
+        "tests": tests,
+        "checks": checks,
+    }
     out["verdict"] = verdict_line(out)
     return out
 
@@ -112,22 +149,29 @@ def verdict_line(sd: dict) -> str:
     parts = []
     for key, t in tests.items():
         a, b = key.split(" vs ")
-        rel = (f"{SHORT[a]} better than {SHORT[b]}" if t["verdict"] == f"{SHORT[a]} better"
-               else f"{SHORT[b]} better than {SHORT[a]}" if t["verdict"] == f"{SHORT[b]} better"
-               else f"{SHORT[a]} vs {SHORT[b]}: no significant difference")
+        rel = (
+            f"{SHORT[a]} better than {SHORT[b]}"
+            if t["verdict"] == f"{SHORT[a]} better"
+            else f"{SHORT[b]} better than {SHORT[a]}"
+            if t["verdict"] == f"{SHORT[b]} better"
+            else f"{SHORT[a]} vs {SHORT[b]}: no significant difference"
+        )
         parts.append(f"{rel} ({t['diff']:+.1f} points, 95 % interval {t['ci95'][0]:+.1f} to {t['ci95'][1]:+.1f})")
     if not parts:
         m = sd["mean"]
         return head + ", ".join(f"{SHORT[k]} {m[k]:.1f}" for k in MODELS if k in m) + " (no per-video predictions)"
     c = sd["checks"]
-    claim = ("TimeBalance is significantly better than both single-teacher students"
-             if c.get("timebalance_significantly_better_than_both_single_teachers")
-             else "TimeBalance is not shown to be better than both single-teacher students")
+    claim = (
+        "TimeBalance is significantly better than both single-teacher students"
+        if c.get("timebalance_significantly_better_than_both_single_teachers")
+        else "TimeBalance is not shown to be better than both single-teacher students"
+    )
     return head + claim + ". " + "; ".join(parts) + "."
 
 
-def mechanism(scores: dict[int, float], teacher_inv: dict, teacher_dis: dict, *, permutations: int = 2000,
-              seed: int = 0) -> dict:
+def mechanism(
+    scores: dict[int, float], teacher_inv: dict, teacher_dis: dict, *, permutations: int = 2000, seed: int = 0
+) -> dict:
     """How s relates to which fine-tuned teacher is right, over the videos both teachers were
     evaluated on and that have a score.
 
@@ -149,9 +193,12 @@ def mechanism(scores: dict[int, float], teacher_inv: dict, teacher_dis: dict, *,
     for c, name in enumerate(classes):
         m = y == c
         if m.any():
-            per_class[name] = {"videos": int(m.sum()), "mean_s": round(float(s[m].mean()), 4),
-                               "teacher_invariant": round(100 * float(ri[m].mean()), 2),
-                               "teacher_distinctive": round(100 * float(rd[m].mean()), 2)}
+            per_class[name] = {
+                "videos": int(m.sum()),
+                "mean_s": round(float(s[m].mean()), 4),
+                "teacher_invariant": round(100 * float(ri[m].mean()), 2),
+                "teacher_distinctive": round(100 * float(rd[m].mean()), 2),
+            }
     cs = [v["mean_s"] for v in per_class.values()]
     cd = [v["teacher_invariant"] - v["teacher_distinctive"] for v in per_class.values()]
     only_i, only_d = (ri == 1) & (rd == 0), (rd == 1) & (ri == 0)
@@ -159,13 +206,20 @@ def mechanism(scores: dict[int, float], teacher_inv: dict, teacher_dis: dict, *,
     def r4(x):
         return None if x is None else round(x, 4)
 
-    out = {"videos": len(idx), "classes": per_class,
-           "class_corr_s_vs_TI_minus_TD": {"pearson": r4(stats.pearson(cs, cd)), "spearman": r4(stats.spearman(cs, cd))},
-           "video_corr_s_vs_TI_minus_TD": r4(stats.pearson(s, ri - rd)),
-           "only_invariant_right": {"videos": int(only_i.sum()),
-                                    "mean_s": round(float(s[only_i].mean()), 4) if only_i.any() else None},
-           "only_distinctive_right": {"videos": int(only_d.sum()),
-                                      "mean_s": round(float(s[only_d].mean()), 4) if only_d.any() else None}}
+    out = {
+        "videos": len(idx),
+        "classes": per_class,
+        "class_corr_s_vs_TI_minus_TD": {"pearson": r4(stats.pearson(cs, cd)), "spearman": r4(stats.spearman(cs, cd))},
+        "video_corr_s_vs_TI_minus_TD": r4(stats.pearson(s, ri - rd)),
+        "only_invariant_right": {
+            "videos": int(only_i.sum()),
+            "mean_s": round(float(s[only_i].mean()), 4) if only_i.any() else None,
+        },
+        "only_distinctive_right": {
+            "videos": int(only_d.sum()),
+            "mean_s": round(float(s[only_d].mean()), 4) if only_d.any() else None,
+        },
+    }
     qi = {int(i): p for (i, _, _), p in zip(teacher_inv["predictions"], teacher_inv.get("probs") or [])}
     qd = {int(i): p for (i, _, _), p in zip(teacher_dis["predictions"], teacher_dis.get("probs") or [])}
     if all(i in qi and i in qd for i in idx):
@@ -178,11 +232,14 @@ def mechanism(scores: dict[int, float], teacher_inv: dict, teacher_dis: dict, *,
         rng = np.random.default_rng(seed)
         shuffled = np.array([acc(rng.permutation(s)) for _ in range(permutations)])
         observed = acc(s)
-        out["mixture_top1"] = {"s": round(100 * observed, 2), "1 - s": round(100 * acc(1 - s), 2),
-                               "0.5": round(100 * acc(np.full_like(s, 0.5)), 2),
-                               "1 (T_I only)": round(100 * acc(np.ones_like(s)), 2),
-                               "0 (T_D only)": round(100 * acc(np.zeros_like(s)), 2),
-                               "s shuffled (mean)": round(100 * float(shuffled.mean()), 2)}
+        out["mixture_top1"] = {
+            "s": round(100 * observed, 2),
+            "1 - s": round(100 * acc(1 - s), 2),
+            "0.5": round(100 * acc(np.full_like(s, 0.5)), 2),
+            "1 (T_I only)": round(100 * acc(np.ones_like(s)), 2),
+            "0 (T_D only)": round(100 * acc(np.zeros_like(s)), 2),
+            "s shuffled (mean)": round(100 * float(shuffled.mean()), 2),
+        }
         # one-sided: how often routing by a random reassignment of the same scores is at least as good
         out["mixture_permutation_p"] = round(float((1 + (shuffled >= observed).sum()) / (1 + permutations)), 4)
         out["permutations"] = permutations
@@ -191,26 +248,37 @@ def mechanism(scores: dict[int, float], teacher_inv: dict, teacher_dis: dict, *,
 
 def mechanism_text(m: dict) -> list[str]:
     """The report's lines for :func:`mechanism`."""
-    lines = [f"Over {m['videos']} test videos (s from the self-supervised teachers, normalised with the training "
-             "set's range; T_I, T_D: the fine-tuned teachers):", "",
-             "| class | test videos | mean s | T_I top-1 % | T_D top-1 % | T_I − T_D |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"Over {m['videos']} test videos (s from the self-supervised teachers, normalised with the training "
+        "set's range; T_I, T_D: the fine-tuned teachers):",
+        "",
+        "| class | test videos | mean s | T_I top-1 % | T_D top-1 % | T_I − T_D |",
+        "|---|---|---|---|---|---|",
+    ]
     for c, v in sorted(m["classes"].items(), key=lambda kv: -kv[1]["mean_s"]):
-        lines.append(f"| {c} | {v['videos']} | {v['mean_s']:.3f} | {v['teacher_invariant']:.1f} | "
-                     f"{v['teacher_distinctive']:.1f} | {v['teacher_invariant'] - v['teacher_distinctive']:+.1f} |")
+        lines.append(
+            f"| {c} | {v['videos']} | {v['mean_s']:.3f} | {v['teacher_invariant']:.1f} | "
+            f"{v['teacher_distinctive']:.1f} | {v['teacher_invariant'] - v['teacher_distinctive']:+.1f} |"
+        )
     cc = m["class_corr_s_vs_TI_minus_TD"]
     fmt = lambda x: "-" if x is None else f"{x:+.2f}"  # noqa: E731
     oi, od = m["only_invariant_right"], m["only_distinctive_right"]
     ms = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
-    lines += ["", f"- Correlation over classes of mean s with T_I − T_D: Pearson {fmt(cc['pearson'])}, "
-              f"Spearman {fmt(cc['spearman'])}; over videos, of s with (T_I right) − (T_D right): "
-              f"{fmt(m['video_corr_s_vs_TI_minus_TD'])}. Positive: the score gives the invariant teacher the "
-              "videos it gets right, as the method intends.",
-              f"- Videos only T_I gets right: {oi['videos']} (mean s {ms(oi['mean_s'])}); only T_D: "
-              f"{od['videos']} (mean s {ms(od['mean_s'])})."]
+    lines += [
+        "",
+        f"- Correlation over classes of mean s with T_I − T_D: Pearson {fmt(cc['pearson'])}, "
+        f"Spearman {fmt(cc['spearman'])}; over videos, of s with (T_I right) − (T_D right): "
+        f"{fmt(m['video_corr_s_vs_TI_minus_TD'])}. Positive: the score gives the invariant teacher the "
+        "videos it gets right, as the method intends.",
+        f"- Videos only T_I gets right: {oi['videos']} (mean s {ms(oi['mean_s'])}); only T_D: "
+        f"{od['videos']} (mean s {ms(od['mean_s'])}).",
+    ]
     mt = m.get("mixture_top1")
     if mt:
-        lines.append("- Top-1 % of the teachers' mixture w·p_I + (1 − w)·p_D: "
-                     + ", ".join(f"w = {k} {v:.1f}" for k, v in mt.items())
-                     + f"; routing by s beats s shuffled over the videos with p = {m['mixture_permutation_p']:.3f} "
-                     f"({m['permutations']} permutations).")
+        lines.append(
+            "- Top-1 % of the teachers' mixture w·p_I + (1 − w)·p_D: "
+            + ", ".join(f"w = {k} {v:.1f}" for k, v in mt.items())
+            + f"; routing by s beats s shuffled over the videos with p = {m['mixture_permutation_p']:.3f} "
+            f"({m['permutations']} permutations)."
+        )
     return lines

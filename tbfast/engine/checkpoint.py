@@ -6,6 +6,7 @@ plus ``batch`` (batches of ``epoch`` already done: the loader position), ``epoch
 (running sums of the epoch in progress), ``best`` (best validation top-1) and ``finished``;
 classifiers also ``classes`` (the class names) and, when fine-tuned, ``init_stage``.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,7 +45,7 @@ def _atomic_write(path: Path, write) -> None:
 
 def _read_umask() -> int:
     mask = os.umask(0)  # reading the umask means setting it; put it back at once (at import, before
-    os.umask(mask)      # any thread of ours creates files)
+    os.umask(mask)  # any thread of ours creates files)
     return mask
 
 
@@ -81,25 +82,39 @@ def load_checkpoint(path: str | Path, *, foreign_ok: bool = False) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated file, not a torch file, unsafe pickle
         first = str(exc).strip().split("\n")[0].split(". ")[0][:160]  # torch's first sentence, not its essay
-        raise UserError(f"cannot read checkpoint {path} ({exc.__class__.__name__}: {first}); "
-                        "is it a tbfast checkpoint (checkpoints/last.pt or best.pt)?") from None
+        raise UserError(
+            f"cannot read checkpoint {path} ({exc.__class__.__name__}: {first}); "
+            "is it a tbfast checkpoint (checkpoints/last.pt or best.pt)?"
+        ) from None
     if not foreign_ok and (not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT):
         raise UserError(f"{path} is not a tbfast checkpoint (format {FORMAT!r} expected)")
     return ckpt
 
 
-def expect(ckpt: dict, path: str | Path, *, stages: tuple[str, ...] | None = None,
-           backbone: str | None = None, num_classes: int | None = None, what: str = "checkpoint") -> None:
+def expect(
+    ckpt: dict,
+    path: str | Path,
+    *,
+    stages: tuple[str, ...] | None = None,
+    backbone: str | None = None,
+    num_classes: int | None = None,
+    what: str = "checkpoint",
+) -> None:
     """Raise a UserError when ``ckpt`` does not fit where it is used."""
     if stages is not None and ckpt.get("stage") not in stages:
-        raise UserError(f"{what} {path} comes from stage {ckpt.get('stage')!r}, but {' or '.join(stages)} "
-                        f"is needed here")
+        raise UserError(
+            f"{what} {path} comes from stage {ckpt.get('stage')!r}, but {' or '.join(stages)} is needed here"
+        )
     if backbone is not None and ckpt.get("backbone") != backbone:
-        raise UserError(f"{what} {path} has backbone {ckpt.get('backbone')!r}, but this run uses {backbone!r}; "
-                        f"pass --backbone {ckpt.get('backbone')} (or the matching --preset)")
+        raise UserError(
+            f"{what} {path} has backbone {ckpt.get('backbone')!r}, but this run uses {backbone!r}; "
+            f"pass --backbone {ckpt.get('backbone')} (or the matching --preset)"
+        )
     if num_classes is not None and ckpt.get("num_classes") != num_classes:
-        raise UserError(f"{what} {path} predicts {ckpt.get('num_classes')} classes, but the dataset has "
-                        f"{num_classes}; use a checkpoint trained on this dataset")
+        raise UserError(
+            f"{what} {path} predicts {ckpt.get('num_classes')} classes, but the dataset has "
+            f"{num_classes}; use a checkpoint trained on this dataset"
+        )
 
 
 # RNG states: torch tensors and plain python values only (weights_only-loadable)
@@ -109,8 +124,13 @@ def rng_state() -> dict:
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": [py[0], list(py[1]), py[2]],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
-                  int(np_state[3]), float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()
@@ -125,4 +145,3 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-

@@ -3,6 +3,7 @@
 Options that override the preset default to ``argparse.SUPPRESS`` so that only what the user
 typed overrides the YAML; their help shows the default preset's value for the stage.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,12 @@ OVERRIDES: dict[str, tuple[str, type, str]] = {
     "--batch-size": ("data.batch_size", int, "videos per step per process (student: labeled and unlabeled each)"),
     "--eval-batch-size": ("data.eval_batch_size", int, "videos per evaluation / similarity batch"),
     "--threads": ("data.num_threads", int, "DALI CPU threads per process"),
-    "--decoder": ("data.decoder", str, "video decoder: dali (in the graph) | pyav | torchcodec (on the host: "
-                  "faster on the CPU; see docs/PIPELINES.md)"),
+    "--decoder": (
+        "data.decoder",
+        str,
+        "video decoder: dali (in the graph) | pyav | torchcodec (on the host: "
+        "faster on the CPU; see docs/PIPELINES.md)",
+    ),
     "--epochs": ("train.epochs", int, "epochs"),
     "--lr": ("optim.lr", float, "base learning rate (Adam)"),
     "--warmup-epochs": ("optim.warmup_epochs", float, "linear warmup epochs (0.01 -> 1 x lr)"),
@@ -35,16 +40,26 @@ SSL_OVERRIDES = {
     "--tau": ("loss.tau", float, "contrastive temperature"),
     "--ssl-impl": ("loss.ssl_impl", str, "loss implementation: auto | reference | fused | triton | compiled"),
     "--reduction": ("loss.reduction", str, "loss reductions: reference (the public code's sums) | mean"),
-    "--bn-exec": ("model.group_bn_exec", str, "per-clip-group BatchNorm executed as: auto | calls | pass "
-                  "(--set model.group_bn=false: one set of statistics)"),
+    "--bn-exec": (
+        "model.group_bn_exec",
+        str,
+        "per-clip-group BatchNorm executed as: auto | calls | pass (--set model.group_bn=false: one set of statistics)",
+    ),
 }
 STUDENT_OVERRIDES = {
     "--distill": ("loss.distill", str, "distillation distance: l2 | kl | js"),
     "--reduction": ("loss.reduction", str, "loss reductions: reference (KL over batch x classes) | mean"),
-    "--bn-exec": ("model.group_bn_exec", str, "labeled / unlabeled BatchNorm groups executed as: auto | calls | "
-                  "pass (--set model.group_bn=false: one set of statistics)"),
-    "--weighting": ("loss.weighting", str, "teacher mix: timebalance (s from --similarity) | invariant (s=1) | "
-                    "distinctive (s=0)"),
+    "--bn-exec": (
+        "model.group_bn_exec",
+        str,
+        "labeled / unlabeled BatchNorm groups executed as: auto | calls | "
+        "pass (--set model.group_bn=false: one set of statistics)",
+    ),
+    "--weighting": (
+        "loss.weighting",
+        str,
+        "teacher mix: timebalance (s from --similarity) | invariant (s=1) | distinctive (s=0)",
+    ),
     "--w-labeled": ("loss.w_labeled", float, "weight of the labeled distillation term (omega_l)"),
     "--w-unlabeled": ("loss.w_unlabeled", float, "weight of the unlabeled distillation term (omega_u)"),
 }
@@ -74,25 +89,63 @@ def _preset_value(stage: str, key: str, preset: str = DEFAULT_PRESET):
 def add_overrides(parser: argparse.ArgumentParser, stage: str, table: dict, preset: str = DEFAULT_PRESET) -> None:
     """One flag per entry of ``table``; its help shows the value of ``preset`` (the default one)."""
     for flag, (key, typ, help_) in table.items():
-        parser.add_argument(flag, dest="ov:" + key, type=typ, default=argparse.SUPPRESS, metavar=key.split(".")[1].upper(),
-                            help=f"{help_} [default: {preset}: {_preset_value(stage, key, preset)}]")
+        parser.add_argument(
+            flag,
+            dest="ov:" + key,
+            type=typ,
+            default=argparse.SUPPRESS,
+            metavar=key.split(".")[1].upper(),
+            help=f"{help_} [default: {preset}: {_preset_value(stage, key, preset)}]",
+        )
 
 
 def add_common(parser: argparse.ArgumentParser, stage: str, *, training: bool = True) -> None:
     g = parser.add_argument_group("configuration")
-    g.add_argument("--preset", default=None,
-                   help=f"YAML preset ({', '.join(list_presets())}) or a YAML file [default: {DEFAULT_PRESET}]")
-    g.add_argument("--set", dest="set_items", action="append", metavar="SECTION.KEY=VALUE", default=[],
-                   help="override any config value, e.g. --set optim.lr=3e-4 (repeatable)")
-    add_overrides(g, stage, OVERRIDES if training else {k: OVERRIDES[k] for k in
-                                                        ("--size", "--eval-batch-size", "--threads", "--decoder", "--device")})
+    g.add_argument(
+        "--preset",
+        default=None,
+        help=f"YAML preset ({', '.join(list_presets())}) or a YAML file [default: {DEFAULT_PRESET}]",
+    )
+    g.add_argument(
+        "--set",
+        dest="set_items",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        default=[],
+        help="override any config value, e.g. --set optim.lr=3e-4 (repeatable)",
+    )
+    add_overrides(
+        g,
+        stage,
+        OVERRIDES
+        if training
+        else {k: OVERRIDES[k] for k in ("--size", "--eval-batch-size", "--threads", "--decoder", "--device")},
+    )
     if training:
-        g.add_argument("--compile", dest="ov:train.compile", action="store_const", const=True,
-                       default=argparse.SUPPRESS, help="torch.compile the model")
-        g.add_argument("--no-channels-last", dest="ov:train.channels_last", action="store_const", const=False,
-                       default=argparse.SUPPRESS, help="keep contiguous (NCDHW) memory instead of channels-last")
-    g.add_argument("--no-progress", dest="ov:train.progress", action="store_const", const=False,
-                   default=argparse.SUPPRESS, help="no progress bars (summary lines only)")
+        g.add_argument(
+            "--compile",
+            dest="ov:train.compile",
+            action="store_const",
+            const=True,
+            default=argparse.SUPPRESS,
+            help="torch.compile the model",
+        )
+        g.add_argument(
+            "--no-channels-last",
+            dest="ov:train.channels_last",
+            action="store_const",
+            const=False,
+            default=argparse.SUPPRESS,
+            help="keep contiguous (NCDHW) memory instead of channels-last",
+        )
+    g.add_argument(
+        "--no-progress",
+        dest="ov:train.progress",
+        action="store_const",
+        const=False,
+        default=argparse.SUPPRESS,
+        help="no progress bars (summary lines only)",
+    )
 
 
 def overrides(args: argparse.Namespace) -> dict:

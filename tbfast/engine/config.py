@@ -4,6 +4,7 @@ A resolved config is ``defaults <- preset common sections <- preset stages[<stag
 it is written as ``config.yaml`` in every run directory and stored in every checkpoint.
 Presets live in ``tbfast/configs/<name>.yaml`` (or any path to a YAML file).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -342,14 +343,20 @@ def validate(cfg: Config) -> None:
         if not ok:
             raise UserError(f"{section}.{key}={v!r}: must be {allowed}")
     b = cfg.optim.betas
-    if not (isinstance(b, (tuple, list)) and len(b) == 2
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1 for x in b)):
+    if not (
+        isinstance(b, (tuple, list))
+        and len(b) == 2
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1 for x in b)
+    ):
         raise UserError(f"optim.betas={b!r}: must be two numbers in [0, 1), e.g. [0.9, 0.999]")
     for key in ("ssl_crop_scale", "train_crop_scale"):
         c = getattr(cfg.data, key)
-        if c and not (isinstance(c, (tuple, list)) and len(c) == 2
-                      and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in c)
-                      and 0 < c[0] <= c[1] <= 1):
+        if c and not (
+            isinstance(c, (tuple, list))
+            and len(c) == 2
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in c)
+            and 0 < c[0] <= c[1] <= 1
+        ):
             raise UserError(f"data.{key}={c!r}: must be [low, high] with 0 < low <= high <= 1 (or empty)")
 
 

@@ -3,6 +3,7 @@
 ``torchrun --nproc_per_node N -m tbfast train ...`` sets RANK, WORLD_SIZE, LOCAL_RANK,
 MASTER_ADDR/PORT; a plain ``tbfast`` call is world size 1 and never initialises a group.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,9 @@ def setup(device: str = "auto") -> Dist:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
-                                device_id=dev if dev.type == "cuda" else None)
+        dist.init_process_group(
+            backend="nccl" if dev.type == "cuda" else "gloo", device_id=dev if dev.type == "cuda" else None
+        )
     return Dist(rank=rank, world=world, local_rank=local_rank, device=dev)
 
 

@@ -1,4 +1,5 @@
 """Evaluation (clip- and video-level top-1/top-5) and the per-video temporal-similarity scores."""
+
 from __future__ import annotations
 
 import csv
@@ -33,8 +34,17 @@ def crop_keys(batch: dict) -> list[str]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, *, clips: int = 10, chunk: int = 40,
-             progress: bool = False, title: str = "eval", keep_probs: bool = False) -> dict:
+def evaluate(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    *,
+    clips: int = 10,
+    chunk: int = 40,
+    progress: bool = False,
+    title: str = "eval",
+    keep_probs: bool = False,
+) -> dict:
     """Top-1/top-5 of ``model`` (logits) over an ``eval`` loader: per clip and per video (softmax
     averaged over the ``clips`` clips of a video). With several spatial crops (batch keys ``clip0``,
     ``clip1``, ...) a clip's softmax is the mean over its crops. Views go through the model
@@ -61,7 +71,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips: int = 10,
             probs = []
             with _autocast(device):
                 for i in range(0, x.shape[0], chunk):
-                    probs.append(torch.softmax(model(x[i:i + chunk]).float(), dim=1))
+                    probs.append(torch.softmax(model(x[i : i + chunk]).float(), dim=1))
             p = p + torch.cat(probs) / len(crops)  # (b*k, C), row v*k + j
         num_classes = p.shape[1]
         clip_labels = labels.repeat_interleave(k)
@@ -81,12 +91,21 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips: int = 10,
     dt = time.perf_counter() - t0
     from tbfast.stats import wilson_interval
 
-    return {"videos": n_vid, "clips": n_clip, "clip_top1": clip1 / max(n_clip, 1),
-            "clip_top5": clip5 / max(n_clip, 1), "video_top1": vid1 / max(n_vid, 1),
-            "video_top1_ci95": list(wilson_interval(vid1, n_vid)),  # over test videos (Wilson)
-            "video_top5": vid5 / max(n_vid, 1), "crops": n_crops, **per_class(per_video, num_classes),
-            "seconds": dt, "clips_per_s": n_clip / dt if dt else None, "predictions": per_video,
-            **({"probs": video_probs} if keep_probs else {})}
+    return {
+        "videos": n_vid,
+        "clips": n_clip,
+        "clip_top1": clip1 / max(n_clip, 1),
+        "clip_top5": clip5 / max(n_clip, 1),
+        "video_top1": vid1 / max(n_vid, 1),
+        "video_top1_ci95": list(wilson_interval(vid1, n_vid)),  # over test videos (Wilson)
+        "video_top5": vid5 / max(n_vid, 1),
+        "crops": n_crops,
+        **per_class(per_video, num_classes),
+        "seconds": dt,
+        "clips_per_s": n_clip / dt if dt else None,
+        "predictions": per_video,
+        **({"probs": video_probs} if keep_probs else {}),
+    }
 
 
 def per_class(predictions: list[tuple[int, int, int]], num_classes: int) -> dict:
@@ -101,8 +120,9 @@ def per_class(predictions: list[tuple[int, int, int]], num_classes: int) -> dict
 
 
 @torch.no_grad()
-def similarity_scores(net_inv: nn.Module, net_dis: nn.Module, loader, device: torch.device, *,
-                      progress: bool = False) -> tuple[list[int], torch.Tensor, dict]:
+def similarity_scores(
+    net_inv: nn.Module, net_dis: nn.Module, loader, device: torch.device, *, progress: bool = False
+) -> tuple[list[int], torch.Tensor, dict]:
     """Raw TimeBalance score per video (METHOD.md §5) from a ``similarity`` loader.
 
     Returns manifest indices, raw scores (float64, CPU) and timing."""
@@ -128,8 +148,11 @@ def similarity_scores(net_inv: nn.Module, net_dis: nn.Module, loader, device: to
         view.update(bi + 1, f"{len(idx)} videos")
     view.close()
     dt = time.perf_counter() - t0
-    return idx, torch.cat(raw) if raw else torch.zeros(0, dtype=torch.float64), {
-        "seconds": dt, "clips": n_clip, "clips_per_s": n_clip / dt if dt else None}
+    return (
+        idx,
+        torch.cat(raw) if raw else torch.zeros(0, dtype=torch.float64),
+        {"seconds": dt, "clips": n_clip, "clips_per_s": n_clip / dt if dt else None},
+    )
 
 
 def write_scores(path: Path, indices: list[int], paths: list[str], raw: torch.Tensor, scores: torch.Tensor) -> None:
@@ -160,8 +183,10 @@ def read_scores(path: Path, records) -> torch.Tensor:
         for n, row in enumerate(reader, start=2):
             i = by_path.get(row["path"])
             if i is None:
-                raise UserError(f"{path} line {n}: video {row['path']!r} is not in this dataset's manifest; "
-                                "was the file computed on other prepared data?")
+                raise UserError(
+                    f"{path} line {n}: video {row['path']!r} is not in this dataset's manifest; "
+                    "was the file computed on other prepared data?"
+                )
             try:
                 s = float(row["score"])
             except ValueError:

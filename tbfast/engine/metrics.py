@@ -1,5 +1,6 @@
 """What a user sees: metrics.jsonl (+ metrics.csv, TensorBoard events), a rich progress bar, one summary
 line per epoch (rank 0 only)."""
+
 from __future__ import annotations
 
 import json
@@ -121,7 +122,14 @@ class ProgressView:
         if not enabled:
             return
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
         from rich.table import Column
 
         def fixed(width: int) -> Column:  # never squeezed: step count, elapsed and remaining time stay readable
@@ -133,10 +141,15 @@ class ProgressView:
         self.console = Console(file=sys.stderr)
         self.progress = Progress(
             TextColumn("[bold]{task.description}", table_column=elastic(1)),
-            BarColumn(bar_width=16, table_column=fixed(16)), MofNCompleteColumn(table_column=fixed(7)),
-            TimeElapsedColumn(table_column=fixed(7)), TimeRemainingColumn(table_column=fixed(7)),
+            BarColumn(bar_width=16, table_column=fixed(16)),
+            MofNCompleteColumn(table_column=fixed(7)),
+            TimeElapsedColumn(table_column=fixed(7)),
+            TimeRemainingColumn(table_column=fixed(7)),
             TextColumn("{task.fields[info]}", table_column=elastic(1)),
-            console=self.console, transient=False, refresh_per_second=4, expand=True,
+            console=self.console,
+            transient=False,
+            refresh_per_second=4,
+            expand=True,
             disable=not self.console.is_terminal,
         )
         self.progress.start()

@@ -4,6 +4,7 @@
 ``ClassNet`` = backbone + classifier (``backbone.*``, ``classifier.*``). Fine-tuning and the
 student take the ``backbone.*`` part of any checkpoint; the projection head is dropped.
 """
+
 from __future__ import annotations
 
 import torch
@@ -56,8 +57,10 @@ class SSLNet(nn.Module):
         pooled = pool_time(feats)  # (10B, D)
         tp = feats.shape[-1]
         # head rows: [G pooled, G slice 0..T'-1, G' pooled, G' slices, short groups], B rows each
-        lg = torch.cat([pooled[:n_long].view(2, 1, b, -1), feats[:n_long].permute(2, 0, 1).reshape(tp, 2, b, -1)
-                        .transpose(0, 1)], dim=1)  # (2, 1 + T', B, D)
+        lg = torch.cat(
+            [pooled[:n_long].view(2, 1, b, -1), feats[:n_long].permute(2, 0, 1).reshape(tp, 2, b, -1).transpose(0, 1)],
+            dim=1,
+        )  # (2, 1 + T', B, D)
         rows = torch.cat([lg.reshape(-1, pooled.shape[1]), pooled[n_long:]])
         # the head is called per group in both executions: it is cheap, and one matmul over all rows
         # rounds differently from the reference's per-call ones, which BatchNorm over a few rows
@@ -66,7 +69,7 @@ class SSLNet(nn.Module):
         zg = z[: 2 * (1 + tp) * b].view(2, 1 + tp, b, -1)
         z_long = zg[:, 0].transpose(0, 1)  # (B, 2, d)
         z_slices = zg[:, 1:].permute(2, 0, 1, 3) if slices else None  # (B, 2, T', d)
-        z_short = z[2 * (1 + tp) * b:].view(2, nt, b, -1).permute(2, 0, 1, 3)  # (B, 2, nt, d)
+        z_short = z[2 * (1 + tp) * b :].view(2, nt, b, -1).permute(2, 0, 1, 3)  # (B, 2, nt, d)
         return z_long, z_short, z_slices
 
     @torch.no_grad()
@@ -96,7 +99,7 @@ class ClassNet(nn.Module):
 
 
 def backbone_state(state: dict) -> dict:
-    return {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    return {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
 
 
 def load_backbone(net: nn.Module, ckpt: dict, path) -> None:
@@ -105,9 +108,11 @@ def load_backbone(net: nn.Module, ckpt: dict, path) -> None:
     state = backbone_state(ckpt["model"])
     missing, unexpected = net.backbone.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise UserError(f"{path}: backbone weights do not fit ({len(missing)} missing, {len(unexpected)} "
-                        f"unexpected, e.g. {(missing or unexpected)[:3]}); was it trained with another "
-                        "backbone or --set model.tclr=...?")
+        raise UserError(
+            f"{path}: backbone weights do not fit ({len(missing)} missing, {len(unexpected)} "
+            f"unexpected, e.g. {(missing or unexpected)[:3]}); was it trained with another "
+            "backbone or --set model.tclr=...?"
+        )
 
 
 def load_external_backbone(net: nn.Module, obj, path) -> str:
@@ -128,7 +133,7 @@ def load_external_backbone(net: nn.Module, obj, path) -> str:
     src = {}
     for k, v in obj.items():
         for prefix in ("module.", "backbone."):
-            k = k[len(prefix):] if k.startswith(prefix) else k
+            k = k[len(prefix) :] if k.startswith(prefix) else k
         src[k] = v
     own = net.backbone.state_dict()
     fit = {k: v for k, v in src.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
@@ -136,14 +141,25 @@ def load_external_backbone(net: nn.Module, obj, path) -> str:
     loaded = [k for k in weights if k in fit]
     if len(loaded) < len(weights) / 2:
         bad = [k for k in src if k in own and k not in fit][:3]
-        raise UserError(f"{path}: only {len(loaded)} of the backbone's {len(weights)} tensors match it by name "
-                        f"and shape{f' (other shapes: {bad})' if bad else ''}; is it a state dict of the same "
-                        "architecture (torchvision r3d_18 for r3d18, pytorchvideo slow_r50 for r50)?")
+        raise UserError(
+            f"{path}: only {len(loaded)} of the backbone's {len(weights)} tensors match it by name "
+            f"and shape{f' (other shapes: {bad})' if bad else ''}; is it a state dict of the same "
+            "architecture (torchvision r3d_18 for r3d18, pytorchvideo slow_r50 for r50)?"
+        )
     net.backbone.load_state_dict({**own, **fit})
     new = [k for k in weights if k not in fit]
     skipped = [k for k in src if k not in fit]
-    return (f"{path}: loaded {len(loaded)} of the backbone's {len(weights)} tensors"
-            + (f"; {len(new)} kept their initialisation ({', '.join(new[:3])}{', ...' if len(new) > 3 else ''})"
-               if new else "")
-            + (f"; {len(skipped)} of the file's tensors skipped ({', '.join(skipped[:3])}"
-               f"{', ...' if len(skipped) > 3 else ''})" if skipped else ""))
+    return (
+        f"{path}: loaded {len(loaded)} of the backbone's {len(weights)} tensors"
+        + (
+            f"; {len(new)} kept their initialisation ({', '.join(new[:3])}{', ...' if len(new) > 3 else ''})"
+            if new
+            else ""
+        )
+        + (
+            f"; {len(skipped)} of the file's tensors skipped ({', '.join(skipped[:3])}"
+            f"{', ...' if len(skipped) > 3 else ''})"
+            if skipped
+            else ""
+        )
+    )

@@ -1,11 +1,29 @@
 """PNG plots of a run's metrics.jsonl: loss terms and lr per step, epoch loss and accuracy."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-NON_LOSS = {"kind", "epoch", "step", "time", "lr", "clips_per_s", "data_share", "batch", "rank", "world",
-            "val_top1", "val_top5", "val_clip_top1", "val_clip_top5", "seconds", "clips", "acc"}
+NON_LOSS = {
+    "kind",
+    "epoch",
+    "step",
+    "time",
+    "lr",
+    "clips_per_s",
+    "data_share",
+    "batch",
+    "rank",
+    "world",
+    "val_top1",
+    "val_top5",
+    "val_clip_top1",
+    "val_clip_top5",
+    "seconds",
+    "clips",
+    "acc",
+}
 
 
 def _plain_log_ticks(ax) -> None:
@@ -53,8 +71,13 @@ def plot_run(run_dir: Path) -> list[Path]:
             style = {"color": "black", "lw": 1.6} if k == "loss" else {"lw": 1.0}
             ax.plot(xs, [r[k] for r in steps if r.get(k) is not None], label=k, **style)
         if epochs:
-            ax.plot([r["step"] for r in epochs if r.get("loss") is not None],
-                    [r["loss"] for r in epochs if r.get("loss") is not None], "ko", ms=3, label="epoch mean (loss)")
+            ax.plot(
+                [r["step"] for r in epochs if r.get("loss") is not None],
+                [r["loss"] for r in epochs if r.get("loss") is not None],
+                "ko",
+                ms=3,
+                label="epoch mean (loss)",
+            )
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         if keys and all(r.get(k) is None or r[k] > 0 for r in steps for k in keys):
@@ -74,13 +97,22 @@ def plot_run(run_dir: Path) -> list[Path]:
     if acc or train_acc:
         fig, ax = plt.subplots(figsize=(6, 4))
         if train_acc:
-            ax.plot([r["epoch"] for r in train_acc], [100 * r["acc"] for r in train_acc], "-", color="tab:gray",
-                    label="training (clips, augmented)")
+            ax.plot(
+                [r["epoch"] for r in train_acc],
+                [100 * r["acc"] for r in train_acc],
+                "-",
+                color="tab:gray",
+                label="training (clips, augmented)",
+            )
         if acc:
             ax.plot([r["epoch"] for r in acc], [100 * r["val_top1"] for r in acc], "o-", label="validation video top-1")
         if any(r.get("val_top5") is not None for r in acc):
-            ax.plot([r["epoch"] for r in acc], [100 * r.get("val_top5", 0) for r in acc], "s--",
-                    label="validation video top-5")
+            ax.plot(
+                [r["epoch"] for r in acc],
+                [100 * r.get("val_top5", 0) for r in acc],
+                "s--",
+                label="validation video top-5",
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 100)
@@ -126,8 +158,15 @@ def plot_seeds(seeds: dict, out: Path) -> Path:
     for i, m in enumerate(models):
         vals = seeds["top1"][m]
         ax.errorbar([i], [seeds["mean"][m]], yerr=[seeds["std"][m]], fmt="s", color="black", capsize=6, zorder=3)
-        ax.scatter([i + 0.12 * (j - (len(vals) - 1) / 2) for j in range(len(vals))], vals, s=22, alpha=0.7,
-                   color="tab:blue", zorder=2, label="one seed" if i == 0 else None)
+        ax.scatter(
+            [i + 0.12 * (j - (len(vals) - 1) / 2) for j in range(len(vals))],
+            vals,
+            s=22,
+            alpha=0.7,
+            color="tab:blue",
+            zorder=2,
+            label="one seed" if i == 0 else None,
+        )
     ax.set_xticks(range(len(models)), labels)
     ax.set_ylabel("video top-1 %")
     ax.set_title(f"{len(seeds['seeds'])} seeds: each seed (dots), mean ± std (black)")
@@ -148,8 +187,14 @@ def plot_models(results: dict, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    short = {"supervised": "supervised\nonly", "teacher_invariant": "T_I", "teacher_distinctive": "T_D",
-             "student_invariant": "student\ns=1", "student_distinctive": "student\ns=0", "timebalance": "TimeBalance"}
+    short = {
+        "supervised": "supervised\nonly",
+        "teacher_invariant": "T_I",
+        "teacher_distinctive": "T_D",
+        "student_invariant": "student\ns=1",
+        "student_distinctive": "student\ns=0",
+        "timebalance": "TimeBalance",
+    }
     models = [m for m in short if m in results.get("top1_all", {})]
     ci = results.get("top1_ci95") or {}
     sd = results.get("seeds") or {}
@@ -164,8 +209,9 @@ def plot_models(results: dict, out: Path) -> Path:
     n_classes = len(next(iter((results.get("class_top1_all") or {"": {}}).values())) or {}) or None
     if n_classes:
         ax.axhline(100 / n_classes, ls=":", color="black", lw=1)
-        ax.text(len(models) - 0.5, 100 / n_classes, f"chance {100 / n_classes:.1f} %", ha="right", va="bottom",
-                fontsize=7)
+        ax.text(
+            len(models) - 0.5, 100 / n_classes, f"chance {100 / n_classes:.1f} %", ha="right", va="bottom", fontsize=7
+        )
     ax.set_xticks(range(len(models)), [short[m] for m in models], fontsize=8)
     ax.set_ylabel("video top-1 (%)")
     ax.set_ylim(0, 100)
@@ -222,8 +268,9 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], out: Path, ti
         for i, row in enumerate(confusion):
             for j, c in enumerate(row):
                 if c:
-                    ax.text(j, i, str(c), ha="center", va="center", fontsize=7,
-                            color="white" if c > top / 2 else "black")
+                    ax.text(
+                        j, i, str(c), ha="center", va="center", fontsize=7, color="white" if c > top / 2 else "black"
+                    )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)

@@ -7,6 +7,7 @@ pass (SSL pair, fine-tuning pair, baseline + students of a seed: tbfast/engine/s
 finished stage (its summary.json) is reused when the same OUT is run again; an interrupted one
 resumes from its last.pt.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,11 @@ def _done(run_dir: Path) -> dict | None:
 FINGERPRINT = "recipe_fingerprint.txt"
 # settings that do not change what a stage computes
 # (DALI's thread count changes how fast the planned clips are made, not which clips: plans are pure Python)
-_COSMETIC = {"train": ("progress", "log_every", "ckpt_every", "val_every"), "eval": ("chunk",),
-             "data": ("num_threads",)}
+_COSMETIC = {
+    "train": ("progress", "log_every", "ckpt_every", "val_every"),
+    "eval": ("chunk",),
+    "data": ("num_threads",),
+}
 
 
 def fingerprint(cfg, **inputs) -> str:
@@ -67,9 +71,11 @@ def fingerprint(cfg, **inputs) -> str:
 
 
 def _refuse(name: str, where: Path, why: str) -> UserError:
-    return UserError(f"{where} holds the {name} stage of another recipe ({why}): this run's settings or inputs "
-                     f"differ (e.g. --fraction, --set, the preset or an upstream stage). Use another --out, or "
-                     f"delete {where} to compute it again")
+    return UserError(
+        f"{where} holds the {name} stage of another recipe ({why}): this run's settings or inputs "
+        f"differ (e.g. --fraction, --set, the preset or an upstream stage). Use another --out, or "
+        f"delete {where} to compute it again"
+    )
 
 
 def _decide(name: str, run_dir: Path, fp: str) -> dict | None:
@@ -81,12 +87,14 @@ def _decide(name: str, run_dir: Path, fp: str) -> dict | None:
     if prev is not None and (run_dir / "checkpoints" / "last.pt").exists():
         got = prev.get("fingerprint") or was
         if got != fp:
-            raise _refuse(name, run_dir, "made by an older tbfast" if got is None else
-                          f"fingerprint {got}, this run {fp}")
+            raise _refuse(
+                name, run_dir, "made by an older tbfast" if got is None else f"fingerprint {got}, this run {fp}"
+            )
         return prev
     if (run_dir / "checkpoints" / "last.pt").exists() and was != fp:  # interrupted: resume only the same
-        raise _refuse(name, run_dir, f"an interrupted run with fingerprint {was or 'none (an older tbfast)'}, "
-                      f"this run {fp}")
+        raise _refuse(
+            name, run_dir, f"an interrupted run with fingerprint {was or 'none (an older tbfast)'}, this run {fp}"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(marker, (fp + "\n").encode())
     return None
@@ -98,8 +106,16 @@ def _stages_together(group: list[tuple], log, timings: dict, summaries: dict, di
     one after the other. Each ends exactly as it would alone (tests/test_shared_pass.py)."""
     if not shared:
         for name, run_dir, build, fp in group:
-            _stage(name, run_dir, lambda build=build: stages.fit_alone(build(None, None)), log, timings, summaries,
-                   fp, dist)
+            _stage(
+                name,
+                run_dir,
+                lambda build=build: stages.fit_alone(build(None, None)),
+                log,
+                timings,
+                summaries,
+                fp,
+                dist,
+            )
         return
     todo = []
     for name, run_dir, build, fp in group:
@@ -166,8 +182,16 @@ def prepare_synthetic(out: Path, cfg, log) -> Path:
     return prepared
 
 
-def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | None = None,
-               overrides: dict | None = None, log=print, seeds: int | None = None) -> dict:
+def run_recipe(
+    out,
+    *,
+    data=None,
+    preset: str | None = None,
+    fraction: float | None = None,
+    overrides: dict | None = None,
+    log=print,
+    seeds: int | None = None,
+) -> dict:
     from tbfast.data.splits import parse_fraction
 
     t_start = time.perf_counter()
@@ -197,8 +221,18 @@ def run_recipe(out, *, data=None, preset: str | None = None, fraction: float | N
     # evaluation and the reports on rank 0, which hands its results to the others
     dist = setup(base.train.device)
     try:
-        return _run(out, data, preset, fraction, cfg_of, base, dist, log if dist.main else (lambda line: None),
-                    t_start, int(seeds))
+        return _run(
+            out,
+            data,
+            preset,
+            fraction,
+            cfg_of,
+            base,
+            dist,
+            log if dist.main else (lambda line: None),
+            t_start,
+            int(seeds),
+        )
     finally:
         cleanup(dist)
 
@@ -221,8 +255,10 @@ class _Steps:
 
     def pass_done(self, seconds: float, left: int) -> None:
         if left and seconds > 1:
-            self.log(f"   that pass took {_clock(seconds)}: about {_clock(seconds * left)} more for the "
-                     f"{left} remaining seed{'s' if left != 1 else ''}, then the evaluation")
+            self.log(
+                f"   that pass took {_clock(seconds)}: about {_clock(seconds * left)} more for the "
+                f"{left} remaining seed{'s' if left != 1 else ''}, then the evaluation"
+            )
 
 
 def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, seeds: int = 1) -> dict:
@@ -240,14 +276,18 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
     labeled, unlabeled, digest = on_main(dist, lambda: write_label_split(prepared, frac, base.recipe.split_seed))
     log(f"== labeled split {labeled.name} ({frac:g}, seed {base.recipe.split_seed}), sha256 {digest[:12]}")
 
-    d = {n: out / n for n in ("invariant", "distinctive", "finetune_invariant", "finetune_distinctive",
-                              "supervised", *STUDENTS)}
+    d = {
+        n: out / n
+        for n in ("invariant", "distinctive", "finetune_invariant", "finetune_distinctive", "supervised", *STUDENTS)
+    }
     ck = {n: d[n] / "checkpoints" / "last.pt" for n in d}
     student_init = base.recipe.student_init
     if student_init in ("invariant", "distinctive"):
         student_init = ck[student_init]
     elif student_init != "scratch" and not Path(student_init).is_file():
-        raise UserError(f"recipe.student_init {student_init!r}: use scratch, invariant, distinctive or a checkpoint file")
+        raise UserError(
+            f"recipe.student_init {student_init!r}: use scratch, invariant, distinctive or a checkpoint file"
+        )
     data_id = {"prepared": str(Path(prepared).resolve()), "manifest": _digest(Path(prepared) / "manifest.jsonl")}
     shared = base.recipe.shared_passes
 
@@ -256,24 +296,57 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
             if line.startswith("no checkpoint in "):  # every fresh stage of a recipe starts so; a resumed one says so
                 return
             log(f"[{name}] {line}")
+
         return emit
 
     fps = {n: fingerprint(cfg_of(n), **data_id) for n in ("invariant", "distinctive")}
     steps.next("self-supervised pretraining: invariant and distinctive teachers")
-    _stages_together([(kind, d[kind], lambda pool, _t, kind=kind: stages.ssl_member(
-        cfg_of(kind), prepared, d[kind], dist=dist, resume="auto", log=tagged(kind), pool=pool, name=kind),
-        fps[kind]) for kind in ("invariant", "distinctive")], log, timings, summaries, dist, shared)
+    _stages_together(
+        [
+            (
+                kind,
+                d[kind],
+                lambda pool, _t, kind=kind: stages.ssl_member(
+                    cfg_of(kind), prepared, d[kind], dist=dist, resume="auto", log=tagged(kind), pool=pool, name=kind
+                ),
+                fps[kind],
+            )
+            for kind in ("invariant", "distinctive")
+        ],
+        log,
+        timings,
+        summaries,
+        dist,
+        shared,
+    )
     group = []
     for kind in ("invariant", "distinctive"):
         name = f"finetune_{kind}"
         fps[name] = fingerprint(cfg_of("finetune"), **data_id, split=digest, init=fps[kind])
-        group.append((name, d[name], lambda pool, _t, kind=kind, name=name: stages.classifier_member(
-            cfg_of("finetune"), prepared, d[name], dist=dist, labeled=labeled, init=ck[kind], resume="auto",
-            log=tagged(name), pool=pool, name=name), fps[name]))
+        group.append(
+            (
+                name,
+                d[name],
+                lambda pool, _t, kind=kind, name=name: stages.classifier_member(
+                    cfg_of("finetune"),
+                    prepared,
+                    d[name],
+                    dist=dist,
+                    labeled=labeled,
+                    init=ck[kind],
+                    resume="auto",
+                    log=tagged(name),
+                    pool=pool,
+                    name=name,
+                ),
+                fps[name],
+            )
+        )
     steps.next("fine-tuning both teachers on the labeled videos")
     _stages_together(group, log, timings, summaries, dist, shared)
     sim_file = out / "similarity.csv"
     fps["similarity"] = fingerprint(cfg_of("similarity"), **data_id, ssl=[fps["invariant"], fps["distinctive"]])
+
     def similarity():
         sim_prev = json.loads((out / "similarity.json").read_text()) if (out / "similarity.json").is_file() else None
         if sim_file.is_file() and sim_prev is not None:
@@ -282,8 +355,15 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
             return sim_prev, sim_prev.get("seconds", 0.0)
         log("== similarity")
         t0 = time.perf_counter()
-        summary = stages.compute_similarity(cfg_of("similarity"), prepared, sim_file, invariant=ck["invariant"],
-                                            distinctive=ck["distinctive"], dist=local, log=log)
+        summary = stages.compute_similarity(
+            cfg_of("similarity"),
+            prepared,
+            sim_file,
+            invariant=ck["invariant"],
+            distinctive=ck["distinctive"],
+            dist=local,
+            log=log,
+        )
         summary["fingerprint"] = fps["similarity"]
         atomic_write_bytes(out / "similarity.json", json.dumps(summary, indent=2).encode())
         return summary, round(time.perf_counter() - t0, 2)
@@ -302,24 +382,67 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
         d[name] = out / name
         ck[name] = d[name] / "checkpoints" / "last.pt"
         fps[name] = fingerprint(cfg_of("supervised", extra), **data_id, split=digest)
-        group = [(name, d[name], lambda pool, _t, name=name, extra=extra: stages.classifier_member(
-            cfg_of("supervised", extra), prepared, d[name], dist=dist, labeled=labeled, init="scratch",
-            resume="auto", log=tagged(name), pool=pool, name=name), fps[name])]
+        group = [
+            (
+                name,
+                d[name],
+                lambda pool, _t, name=name, extra=extra: stages.classifier_member(
+                    cfg_of("supervised", extra),
+                    prepared,
+                    d[name],
+                    dist=dist,
+                    labeled=labeled,
+                    init="scratch",
+                    resume="auto",
+                    log=tagged(name),
+                    pool=pool,
+                    name=name,
+                ),
+                fps[name],
+            )
+        ]
         for student, weighting in STUDENTS.items():
             name = student + tag
             seed_names[student].append(name)
             d[name] = out / name
             ck[name] = d[name] / "checkpoints" / "last.pt"
             scfg = cfg_of("student", {"loss": {"weighting": weighting}, **extra})
-            fps[name] = fingerprint(scfg, **data_id, split=digest, init=init_id, similarity=fps["similarity"],
-                                    teachers=[fps["finetune_invariant"], fps["finetune_distinctive"]])
-            group.append((name, d[name], lambda pool, teachers, name=name, scfg=scfg: stages.student_member(
-                scfg, prepared, d[name], dist=dist, labeled=labeled,
-                unlabeled=unlabeled, teacher_inv=ck["finetune_invariant"], teacher_dis=ck["finetune_distinctive"],
-                similarity=sim_file, init=student_init, resume="auto", log=tagged(name), pool=pool,
-                teachers=teachers, name=name), fps[name]))
-        steps.next(f"supervised-only baseline and the three students, seed {base.train.seed + k}"
-                   + (f" ({k + 1} of {seeds})" if seeds > 1 else ""))
+            fps[name] = fingerprint(
+                scfg,
+                **data_id,
+                split=digest,
+                init=init_id,
+                similarity=fps["similarity"],
+                teachers=[fps["finetune_invariant"], fps["finetune_distinctive"]],
+            )
+            group.append(
+                (
+                    name,
+                    d[name],
+                    lambda pool, teachers, name=name, scfg=scfg: stages.student_member(
+                        scfg,
+                        prepared,
+                        d[name],
+                        dist=dist,
+                        labeled=labeled,
+                        unlabeled=unlabeled,
+                        teacher_inv=ck["finetune_invariant"],
+                        teacher_dis=ck["finetune_distinctive"],
+                        similarity=sim_file,
+                        init=student_init,
+                        resume="auto",
+                        log=tagged(name),
+                        pool=pool,
+                        teachers=teachers,
+                        name=name,
+                    ),
+                    fps[name],
+                )
+            )
+        steps.next(
+            f"supervised-only baseline and the three students, seed {base.train.seed + k}"
+            + (f" ({k + 1} of {seeds})" if seeds > 1 else "")
+        )
         t0 = time.perf_counter()
         _stages_together(group, log, timings, summaries, dist, shared)
         steps.pass_done(time.perf_counter() - t0, seeds - k - 1)
@@ -333,9 +456,17 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
         if not (sim_test.is_file() and prev is not None and prev.get("fingerprint") == fps["similarity"]):
             scfg = cfg_of("similarity")
             scfg.train.progress = False
-            summary = stages.compute_similarity(scfg, prepared, sim_test, invariant=ck["invariant"],
-                                                distinctive=ck["distinctive"], dist=local, log=log, split="test",
-                                                reference=sim_file)
+            summary = stages.compute_similarity(
+                scfg,
+                prepared,
+                sim_test,
+                invariant=ck["invariant"],
+                distinctive=ck["distinctive"],
+                dist=local,
+                log=log,
+                split="test",
+                reference=sim_file,
+            )
             summary["fingerprint"] = fps["similarity"]
             atomic_write_bytes(meta, json.dumps(summary, indent=2).encode())
         import csv
@@ -353,9 +484,13 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
         evals = {}
         t0 = time.perf_counter()
         extra_seeds = [(n, n) for names in seed_names.values() for n in names[1:]]
-        for name, src in (("supervised", "supervised"), ("teacher_invariant", "finetune_invariant"),
-                          ("teacher_distinctive", "finetune_distinctive"), *((n, n) for n in STUDENTS),
-                          *extra_seeds):
+        for name, src in (
+            ("supervised", "supervised"),
+            ("teacher_invariant", "finetune_invariant"),
+            ("teacher_distinctive", "finetune_distinctive"),
+            *((n, n) for n in STUDENTS),
+            *extra_seeds,
+        ):
             res_file = d[src] / "eval.json"
             ecfg = cfg_of("eval")
             efp = fingerprint(ecfg, **data_id, model=fps[src])
@@ -367,8 +502,9 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
                     evals[name] = prev
                     continue
             ecfg.train.progress = False
-            evals[name] = stages.evaluate_checkpoint(ecfg, prepared, ck[src], dist=local, split="test", log=log,
-                                                     keep_probs=probs)
+            evals[name] = stages.evaluate_checkpoint(
+                ecfg, prepared, ck[src], dist=local, split="test", log=log, keep_probs=probs
+            )
             evals[name]["fingerprint"] = efp
             atomic_write_bytes(res_file, json.dumps(evals[name], indent=2).encode())
         mech = mechanism_report(evals)
@@ -378,8 +514,16 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
         # it ran), so a second call that reuses everything reports the recipe's time, not its own
         total = round(sum(timings.values()), 2)
         per_seed = {k: v for k, v in evals.items() if "_seed" in k}
-        results = build_results(out, prepared, preset, frac, summaries,
-                                {k: v for k, v in evals.items() if k not in per_seed}, timings, total)
+        results = build_results(
+            out,
+            prepared,
+            preset,
+            frac,
+            summaries,
+            {k: v for k, v in evals.items() if k not in per_seed},
+            timings,
+            total,
+        )
         results["student_init"] = base.recipe.student_init
         ecfg = cfg_of("eval")
         results["eval"] = {"clips": ecfg.eval.clips, "crops": ecfg.eval.crops}
@@ -404,8 +548,12 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
                 plot_mechanism(mech, out / "mechanism.png")
             tb = evals.get("timebalance") or {}
             if tb.get("confusion"):
-                plot_confusion(tb["confusion"], tb.get("classes") or [str(i) for i in range(len(tb["confusion"]))],
-                               out / "confusion_timebalance.png", "TimeBalance student (first seed): test videos")
+                plot_confusion(
+                    tb["confusion"],
+                    tb.get("classes") or [str(i) for i in range(len(tb["confusion"]))],
+                    out / "confusion_timebalance.png",
+                    "TimeBalance student (first seed): test videos",
+                )
         except Exception as exc:
             log(f"(pictures skipped: {exc})")
         atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
@@ -420,30 +568,53 @@ def build_results(out, prepared, preset, frac, summaries, evals, timings, total)
     acc5 = {k: round(100 * v["video_top5"], 2) for k, v in evals.items()}
     clip_acc = {k: round(100 * v["clip_top1"], 2) for k, v in evals.items()}
     cps = {k: v.get("clips_per_s") for k, v in summaries.items()}
-    cps["eval"] = round(sum(v["clips"] for v in evals.values()) / max(sum(v["seconds"] for v in evals.values()), 1e-9), 2)
+    cps["eval"] = round(
+        sum(v["clips"] for v in evals.values()) / max(sum(v["seconds"] for v in evals.values()), 1e-9), 2
+    )
     tb, si, sd, sup = (acc.get(k) for k in ("timebalance", "student_invariant", "student_distinctive", "supervised"))
     ci, paired, pairs = analysis.single_run(evals)
     sig = {m: v["verdict"] == "TimeBalance better" for m, v in paired.items()}
     return {
-        "preset": preset, "prepared": str(prepared), "fraction": frac,
+        "preset": preset,
+        "prepared": str(prepared),
+        "fraction": frac,
         "test_videos": next(iter(evals.values()))["videos"] if evals else 0,
-        "top1": {k: acc[k] for k in ("supervised", "student_invariant", "student_distinctive", "timebalance") if k in acc},
-        "top1_all": acc, "top5_all": acc5, "clip_top1_all": clip_acc,
-        "class_top1_all": {k: {c: round(100 * a, 2) if a is not None else None for c, a in v["class_top1"].items()}
-                           for k, v in evals.items() if isinstance(v.get("class_top1"), dict)},
-        "clips_per_s": cps, "seconds": timings, "total_seconds": total,
-        "top1_ci95": ci, "timebalance_paired": paired, "paired_all": pairs,
-        "checks": {"timebalance_ge_single_teacher": None if None in (tb, si, sd) else bool(tb >= si and tb >= sd),
-                   "timebalance_gt_supervised": None if None in (tb, sup) else bool(tb > sup),
-                   # the same claims where they hold beyond the test set's noise (McNemar, p < 0.05)
-                   "timebalance_significantly_better_than_both_single_teachers":
-                       bool(sig.get("student_invariant") and sig.get("student_distinctive")) if paired else None,
-                   "timebalance_significantly_better_than_supervised":
-                       bool(sig.get("supervised")) if paired else None},
+        "top1": {
+            k: acc[k] for k in ("supervised", "student_invariant", "student_distinctive", "timebalance") if k in acc
+        },
+        "top1_all": acc,
+        "top5_all": acc5,
+        "clip_top1_all": clip_acc,
+        "class_top1_all": {
+            k: {c: round(100 * a, 2) if a is not None else None for c, a in v["class_top1"].items()}
+            for k, v in evals.items()
+            if isinstance(v.get("class_top1"), dict)
+        },
+        "clips_per_s": cps,
+        "seconds": timings,
+        "total_seconds": total,
+        "top1_ci95": ci,
+        "timebalance_paired": paired,
+        "paired_all": pairs,
+        "checks": {
+            "timebalance_ge_single_teacher": None if None in (tb, si, sd) else bool(tb >= si and tb >= sd),
+            "timebalance_gt_supervised": None if None in (tb, sup) else bool(tb > sup),
+            # the same claims where they hold beyond the test set's noise (McNemar, p < 0.05)
+            "timebalance_significantly_better_than_both_single_teachers": bool(
+                sig.get("student_invariant") and sig.get("student_distinctive")
+            )
+            if paired
+            else None,
+            "timebalance_significantly_better_than_supervised": bool(sig.get("supervised")) if paired else None,
+        },
         "similarity": {k: summaries.get("similarity", {}).get(k) for k in ("mean_score", "class_mean_score")},
-        "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": __import__("os").cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
     }
 
 
@@ -464,87 +635,193 @@ def _eval_text(e: dict | None) -> str:
     return f"{e['clips']} clip{'s' if e['clips'] != 1 else ''} per video, {crops}"
 
 
+def render_summary(r: dict, out: str | Path) -> str:
+    """What ``tbfast run`` prints at the end: one screen, at most 80 columns (report.md has the rest)."""
+    import textwrap
+
+    sd = r.get("seeds")
+    ci = r.get("top1_ci95") or {}
+    n = len(sd["seeds"]) if sd else 1
+    first = f"seed {sd['seeds'][0]}" if sd else "top-1"
+    head = f"{'video top-1 %':<40} {first:>7} {'95 % interval':>13}" + (f" {f'{n} seeds':>14}" if sd else "")
+    lines = [
+        f"tbfast run: {r['preset']}, {r['fraction']:g} labeled, {r['test_videos']} test videos, "
+        f"{r['total_seconds']:.0f} s",
+        "",
+        head,
+        "-" * len(head),
+    ]
+    for k, label in LABELS.items():
+        if k not in r["top1_all"]:
+            continue
+        iv = f"{ci[k][0]:.1f}-{ci[k][1]:.1f}" if k in ci else "-"
+        row = f"{label:<40} {r['top1_all'][k]:>7.2f} {iv:>13}"
+        if sd and k in sd["mean"]:
+            spread = f"{sd['mean'][k]:.2f} ± {sd['std'][k]:.2f}"
+            row += f" {spread:>14}"
+        lines.append(row)
+    lines.append("")
+    verdict = (
+        f"Verdict: {sd['verdict']}"
+        if sd
+        else "One seed: its intervals cover the test set's noise, not the training's; run --seeds 3 for a verdict."
+    )
+    lines += textwrap.wrap(verdict, 80, break_long_words=False)
+    lines += [
+        "Full report (per class, paired tests, mechanism, pictures) and figures:",
+        f"  {Path(out) / 'report.md'}",
+        f"  {Path(out) / 'results.json'}",
+    ]
+    return "\n".join(lines)
+
+
 def render_report(r: dict) -> str:
-    lines = [f"# tbfast run: TimeBalance recipe ({r['preset']}, {r['fraction']:g} labeled)", "",
-             f"Data: `{r['prepared']}`; {r['test_videos']} test videos; " + _eval_text(r.get("eval")) + ".",
-             f"Students initialised from: {r.get('student_init', 'scratch')} (supervised-only baseline: scratch).",
-             f"Total wall time: {r['total_seconds']:.0f} s on {r['machine']['cpus']} CPU(s)"
-             + (f", GPU {r['machine']['cuda']}" if r['machine']['cuda'] else "") + ".", "",
-             (f"**Verdict.** {r['seeds']['verdict']}" if r.get("seeds") else
-              "**One seed** (`--seeds 1`): the figures below are one training run; their intervals cover the test "
-              "set's noise, not the training's. Run with `--seeds 3` (the default) for a verdict."), "",
-             "| model | video top-1 % | 95 % interval (test videos) | video top-5 % | clip top-1 % |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"# tbfast run: TimeBalance recipe ({r['preset']}, {r['fraction']:g} labeled)",
+        "",
+        f"Data: `{r['prepared']}`; {r['test_videos']} test videos; " + _eval_text(r.get("eval")) + ".",
+        f"Students initialised from: {r.get('student_init', 'scratch')} (supervised-only baseline: scratch).",
+        f"Total wall time: {r['total_seconds']:.0f} s on {r['machine']['cpus']} CPU(s)"
+        + (f", GPU {r['machine']['cuda']}" if r["machine"]["cuda"] else "")
+        + ".",
+        "",
+        (
+            f"**Verdict.** {r['seeds']['verdict']}"
+            if r.get("seeds")
+            else "**One seed** (`--seeds 1`): the figures below are one training run; their intervals cover the test "
+            "set's noise, not the training's. Run with `--seeds 3` (the default) for a verdict."
+        ),
+        "",
+        "| model | video top-1 % | 95 % interval (test videos) | video top-5 % | clip top-1 % |",
+        "|---|---|---|---|---|",
+    ]
     n_classes = len(next(iter((r.get("class_top1_all") or {"": {}}).values())) or {})
     ci = r.get("top1_ci95") or {}
     for k, label in LABELS.items():
         if k in r["top1_all"]:
             iv = f"{ci[k][0]:.1f}–{ci[k][1]:.1f}" if k in ci else "-"
-            lines.append(f"| {label} | {r['top1_all'][k]:.2f} | {iv} | {r['top5_all'][k]:.2f} | "
-                         f"{r['clip_top1_all'][k]:.2f} |")
+            lines.append(
+                f"| {label} | {r['top1_all'][k]:.2f} | {iv} | {r['top5_all'][k]:.2f} | {r['clip_top1_all'][k]:.2f} |"
+            )
     if n_classes:
         lines += ["", f"Chance level: {100 / n_classes:.1f} % ({n_classes} classes)."]
     pw = r.get("timebalance_paired") or {}
     if pw:
-        lines += ["", "TimeBalance against each model on the same test videos (exact McNemar test: videos only "
-                  "one of the two gets right; \"better\" only where p < 0.05):", "",
-                  "| other model | only TimeBalance right | only the other right | p | verdict |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "TimeBalance against each model on the same test videos (exact McNemar test: videos only "
+            'one of the two gets right; "better" only where p < 0.05):',
+            "",
+            "| other model | only TimeBalance right | only the other right | p | verdict |",
+            "|---|---|---|---|---|",
+        ]
         for k, v in pw.items():
-            lines.append(f"| {LABELS.get(k, k)} | {v['only_timebalance']} | {v['only_other']} | {v['p']:.3f} | "
-                         f"{v['verdict']} |")
+            lines.append(
+                f"| {LABELS.get(k, k)} | {v['only_timebalance']} | {v['only_other']} | {v['p']:.3f} | {v['verdict']} |"
+            )
     allp = r.get("paired_all") or {}
     if allp:
         sig = [(k, v) for k, v in allp.items() if v["verdict"] != "no significant difference"]
-        lines += ["", f"Every pair of models on the same test videos (exact McNemar): {len(sig)} of {len(allp)} pairs "
-                  "differ significantly" + (": " + "; ".join(
-                      f"{_short_pair(k)}: {_short_verdict(v['verdict'])} ({v['only_a']} vs {v['only_b']} videos, "
-                      f"p = {v['p']:.3f})" for k, v in sig) if sig else "") + " (results.json: paired_all)."]
+        lines += [
+            "",
+            f"Every pair of models on the same test videos (exact McNemar): {len(sig)} of {len(allp)} pairs "
+            "differ significantly"
+            + (
+                ": "
+                + "; ".join(
+                    f"{_short_pair(k)}: {_short_verdict(v['verdict'])} ({v['only_a']} vs {v['only_b']} videos, "
+                    f"p = {v['p']:.3f})"
+                    for k, v in sig
+                )
+                if sig
+                else ""
+            )
+            + " (results.json: paired_all).",
+        ]
     c = r["checks"]
     sd = r.get("seeds")
     if sd:
         n = len(sd["seeds"])
-        lines += ["", f"## Over {n} seeds", "",
-                  f"train.seed {', '.join(map(str, sd['seeds']))} (the tables above are the first seed), video top-1 %:",
-                  "", "| model | " + " | ".join(f"seed {x}" for x in sd["seeds"]) + " | mean ± std |",
-                  "|---|" + "---|" * (n + 1)]
+        lines += [
+            "",
+            f"## Over {n} seeds",
+            "",
+            f"train.seed {', '.join(map(str, sd['seeds']))} (the tables above are the first seed), video top-1 %:",
+            "",
+            "| model | " + " | ".join(f"seed {x}" for x in sd["seeds"]) + " | mean ± std |",
+            "|---|" + "---|" * (n + 1),
+        ]
         for k in ("supervised", "student_invariant", "student_distinctive", "timebalance"):
-            lines.append(f"| {LABELS[k]} | " + " | ".join(f"{v:.2f}" for v in sd["top1"][k])
-                         + f" | {sd['mean'][k]:.2f} ± {sd['std'][k]:.2f} |")
+            lines.append(
+                f"| {LABELS[k]} | "
+                + " | ".join(f"{v:.2f}" for v in sd["top1"][k])
+                + f" | {sd['mean'][k]:.2f} ± {sd['std'][k]:.2f} |"
+            )
         pw = sd["timebalance_paired"]
-        lines += ["", "TimeBalance against each model on the same seed (wins / ties / losses): "
-                  + "; ".join(f"{LABELS[m]} {w['wins']}/{w['ties']}/{w['losses']}" for m, w in pw.items()) + "."]
+        lines += [
+            "",
+            "TimeBalance against each model on the same seed (wins / ties / losses): "
+            + "; ".join(f"{LABELS[m]} {w['wins']}/{w['ties']}/{w['losses']}" for m, w in pw.items())
+            + ".",
+        ]
         tests = sd.get("tests") or {}
         if tests:
             t0_ = next(iter(tests.values()))
-            lines += ["", f"Paired bootstrap over seeds and test videos ({t0_['resamples']} resamples: seeds drawn with "
-                      "replacement, then test videos; the interval holds both the training noise and the test "
-                      "set's; \"better\" only where it excludes 0):", "",
-                      "| comparison | mean difference (points) | 95 % interval | p | McNemar p per seed | verdict |",
-                      "|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                f"Paired bootstrap over seeds and test videos ({t0_['resamples']} resamples: seeds drawn with "
+                "replacement, then test videos; the interval holds both the training noise and the test "
+                'set\'s; "better" only where it excludes 0):',
+                "",
+                "| comparison | mean difference (points) | 95 % interval | p | McNemar p per seed | verdict |",
+                "|---|---|---|---|---|---|",
+            ]
             for k, t in tests.items():
-                lines.append(f"| {_short_pair(k)} | {t['diff']:+.2f} | {t['ci95'][0]:+.2f} to {t['ci95'][1]:+.2f} | "
-                             f"{t['p']:.3f} | {', '.join(f'{p:.3f}' for p in t['per_seed_mcnemar_p'])} | "
-                             f"{t['verdict']} |")
-        lines += ["", f"**Verdict.** {sd['verdict']}", "",
-                  f"- TimeBalance's mean ≥ both single-teacher students' means: "
-                  f"**{sd['checks']['timebalance_mean_ge_single_teacher']}**",
-                  f"- TimeBalance's mean > the supervised-only baseline's mean: "
-                  f"**{sd['checks']['timebalance_mean_gt_supervised']}**"]
-        for key, text in (("timebalance_significantly_better_than_both_single_teachers",
-                           "TimeBalance significantly better than both single-teacher students"),
-                          ("both_single_teachers_significantly_better_than_supervised",
-                           "both single-teacher students significantly better than supervised-only")):
+                lines.append(
+                    f"| {_short_pair(k)} | {t['diff']:+.2f} | {t['ci95'][0]:+.2f} to {t['ci95'][1]:+.2f} | "
+                    f"{t['p']:.3f} | {', '.join(f'{p:.3f}' for p in t['per_seed_mcnemar_p'])} | "
+                    f"{t['verdict']} |"
+                )
+        lines += [
+            "",
+            f"**Verdict.** {sd['verdict']}",
+            "",
+            f"- TimeBalance's mean ≥ both single-teacher students' means: "
+            f"**{sd['checks']['timebalance_mean_ge_single_teacher']}**",
+            f"- TimeBalance's mean > the supervised-only baseline's mean: "
+            f"**{sd['checks']['timebalance_mean_gt_supervised']}**",
+        ]
+        for key, text in (
+            (
+                "timebalance_significantly_better_than_both_single_teachers",
+                "TimeBalance significantly better than both single-teacher students",
+            ),
+            (
+                "both_single_teachers_significantly_better_than_supervised",
+                "both single-teacher students significantly better than supervised-only",
+            ),
+        ):
             if key in sd["checks"]:
                 lines.append(f"- {text} (seeds and videos): **{sd['checks'][key]}**")
         lines += ["", "First seed only (one seed is not evidence: the seeds' spread above is the noise):"]
-    lines += ["", f"- TimeBalance ≥ both single-teacher students: **{c['timebalance_ge_single_teacher']}**"
-              + (f" (significantly better than both: **{c['timebalance_significantly_better_than_both_single_teachers']}**)"
-                 if c.get("timebalance_significantly_better_than_both_single_teachers") is not None else ""),
-              f"- TimeBalance > supervised-only baseline: **{c['timebalance_gt_supervised']}**"
-              + (f" (significantly: **{c['timebalance_significantly_better_than_supervised']}**)"
-                 if c.get("timebalance_significantly_better_than_supervised") is not None else ""), "",
-              "| stage | wall s | clips/s (training) |", "|---|---|---|"]
+    lines += [
+        "",
+        f"- TimeBalance ≥ both single-teacher students: **{c['timebalance_ge_single_teacher']}**"
+        + (
+            f" (significantly better than both: **{c['timebalance_significantly_better_than_both_single_teachers']}**)"
+            if c.get("timebalance_significantly_better_than_both_single_teachers") is not None
+            else ""
+        ),
+        f"- TimeBalance > supervised-only baseline: **{c['timebalance_gt_supervised']}**"
+        + (
+            f" (significantly: **{c['timebalance_significantly_better_than_supervised']}**)"
+            if c.get("timebalance_significantly_better_than_supervised") is not None
+            else ""
+        ),
+        "",
+        "| stage | wall s | clips/s (training) |",
+        "|---|---|---|",
+    ]
     for k, sec in r["seconds"].items():
         cps = r["clips_per_s"].get(k)
         lines.append(f"| {k} | {sec:.1f} | {cps if cps is not None else '-'} |")
@@ -553,13 +830,23 @@ def render_report(r: dict) -> str:
     models = [k for k in LABELS if k in per]
     classes = list(next(iter(per.values()))) if per else list(sim)
     if classes:
-        short = {"supervised": "sup.", "teacher_invariant": "T_I", "teacher_distinctive": "T_D",
-                 "student_invariant": "s=1", "student_distinctive": "s=0", "timebalance": "TB"}
-        lines += ["", "Per class: mean temporal-similarity score s of its training videos (1 = all weight on the "
-                  "invariant teacher) and video top-1 % (T_I, T_D: fine-tuned teachers; s=1, s=0, TB: students)"
-                  + (f"; mean s over all videos {r['similarity']['mean_score']:.3f}." if sim else "."), "",
-                  "| class | mean s | " + " | ".join(short[m] for m in models) + " |",
-                  "|---|---|" + "---|" * len(models)]
+        short = {
+            "supervised": "sup.",
+            "teacher_invariant": "T_I",
+            "teacher_distinctive": "T_D",
+            "student_invariant": "s=1",
+            "student_distinctive": "s=0",
+            "timebalance": "TB",
+        }
+        lines += [
+            "",
+            "Per class: mean temporal-similarity score s of its training videos (1 = all weight on the "
+            "invariant teacher) and video top-1 % (T_I, T_D: fine-tuned teachers; s=1, s=0, TB: students)"
+            + (f"; mean s over all videos {r['similarity']['mean_score']:.3f}." if sim else "."),
+            "",
+            "| class | mean s | " + " | ".join(short[m] for m in models) + " |",
+            "|---|---|" + "---|" * len(models),
+        ]
         for c_ in classes:
             cells = [f"{per[m][c_]:.1f}" if per[m].get(c_) is not None else "-" for m in models]
             s_ = f"{sim[c_]:.3f}" if c_ in sim else "-"
@@ -567,9 +854,16 @@ def render_report(r: dict) -> str:
     if r.get("mechanism"):
         lines += ["", "## Does s route videos to the teacher that is right on them?", ""]
         lines += analysis.mechanism_text(r["mechanism"])
-    lines += ["", "Pictures: `models.png` (every model's top-1 with its interval, the seed means, chance level), "
-              "`mechanism.png` (per class: mean s against T_I − T_D), `confusion_timebalance.png`, `seeds.png`, "
-              "`similarity.png`."]
-    lines += ["", "Each stage's run directory holds config.yaml, metrics.jsonl, loss.png, checkpoints/ "
-              "and summary.json; results.json has every figure of this page.", ""]
+    lines += [
+        "",
+        "Pictures: `models.png` (every model's top-1 with its interval, the seed means, chance level), "
+        "`mechanism.png` (per class: mean s against T_I − T_D), `confusion_timebalance.png`, `seeds.png`, "
+        "`similarity.png`.",
+    ]
+    lines += [
+        "",
+        "Each stage's run directory holds config.yaml, metrics.jsonl, loss.png, checkpoints/ "
+        "and summary.json; results.json has every figure of this page.",
+        "",
+    ]
     return "\n".join(lines)

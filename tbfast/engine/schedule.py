@@ -5,6 +5,7 @@ Warmup is per optimiser step from ``warmup_start`` x lr to lr over ``warmup_epoc
 training loss is monitored; ``patience`` epochs without a relative improvement of
 ``threshold`` multiply the lr by ``factor``.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,9 +14,19 @@ import torch
 
 
 class WarmupPlateau:
-    def __init__(self, optimizer: torch.optim.Optimizer, *, base_lr: float, steps_per_epoch: int,
-                 warmup_epochs: float = 10.0, warmup_start: float = 0.01, patience: int = 5,
-                 factor: float = 0.5, threshold: float = 1e-4, min_lr: float = 1e-7):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        base_lr: float,
+        steps_per_epoch: int,
+        warmup_epochs: float = 10.0,
+        warmup_start: float = 0.01,
+        patience: int = 5,
+        factor: float = 0.5,
+        threshold: float = 1e-4,
+        min_lr: float = 1e-7,
+    ):
         self.optimizer = optimizer
         self.base_lr = base_lr
         self.warmup_steps = max(0, int(round(warmup_epochs * steps_per_epoch)))
@@ -63,8 +74,13 @@ class WarmupPlateau:
         return False
 
     def state_dict(self) -> dict:
-        return {"scale": self.scale, "best": self.best, "bad_epochs": self.bad_epochs,
-                "step_count": self.step_count, "warmup_steps": self.warmup_steps}
+        return {
+            "scale": self.scale,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "step_count": self.step_count,
+            "warmup_steps": self.warmup_steps,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.scale = float(state["scale"])

@@ -17,6 +17,7 @@ them in turn through :meth:`Trainer.fit_steps`:
 
 So each model ends bit-identical to the same stage run alone (tests/test_shared_pass.py).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -121,10 +122,13 @@ class LoaderPool:
 
     def counts(self) -> dict:
         """Batches decoded and served over all streams (served - decoded = decodes saved)."""
-        return {"loaders": len(self.streams), "views": self.views,
-                "decoded": sum(s.decoded for s in self.streams.values()),
-                "served": sum(s.served for s in self.streams.values()),
-                "seeks": sum(s.seeks for s in self.streams.values())}
+        return {
+            "loaders": len(self.streams),
+            "views": self.views,
+            "decoded": sum(s.decoded for s in self.streams.values()),
+            "served": sum(s.served for s in self.streams.values()),
+            "seeks": sum(s.seeks for s in self.streams.values()),
+        }
 
     def close(self) -> None:
         for s in self.streams.values():
@@ -154,8 +158,13 @@ def _total_steps(tr) -> int:
     return min(total, tc.max_steps) if tc.max_steps else total
 
 
-def fit_together(members: list[Member], *, log: Callable[[str], None] = lambda s: None,
-                 pool: LoaderPool | None = None, progress: bool = True) -> PassResult:
+def fit_together(
+    members: list[Member],
+    *,
+    log: Callable[[str], None] = lambda s: None,
+    pool: LoaderPool | None = None,
+    progress: bool = True,
+) -> PassResult:
     """Train every member to the end, one step at a time, the one with the fewest steps first.
 
     A member that stops with an error a user can act on (a non-finite loss, a corrupt video) is
@@ -174,8 +183,9 @@ def fit_together(members: list[Member], *, log: Callable[[str], None] = lambda s
     total = sum(_total_steps(m.trainer) for m in members)
     start = sum(min(m.trainer.step, _total_steps(m.trainer)) for m in members)
     main = all(m.trainer.main for m in members)
-    view = ProgressView(progress and main and all(m.trainer.cfg.train.progress for m in members),
-                        f"{len(members)} models")
+    view = ProgressView(
+        progress and main and all(m.trainer.cfg.train.progress for m in members), f"{len(members)} models"
+    )
     view.start(f"{len(members)} models, one data pass", total, start)
     done = start
     try:

@@ -3,6 +3,7 @@
 Used by the ``tbfast train ...``, ``similarity``, ``eval`` commands and by ``tbfast run``.
 Every function returns a JSON-able summary (also written as ``summary.json`` in its run directory).
 """
+
 from __future__ import annotations
 
 import json
@@ -49,9 +50,21 @@ def augmented_spec(mode: str, cfg: Config):
     return replace(spec, aug=replace(spec.aug, **extra)) if extra else spec
 
 
-def make_loader(prepared, mode: str, cfg: Config, dist: Dist, *, indices=None, split: str = "train",
-                batch_size: int | None = None, shard: bool = True, records=None, spec=None, augment=None,
-                pool=None):
+def make_loader(
+    prepared,
+    mode: str,
+    cfg: Config,
+    dist: Dist,
+    *,
+    indices=None,
+    split: str = "train",
+    batch_size: int | None = None,
+    shard: bool = True,
+    records=None,
+    spec=None,
+    augment=None,
+    pool=None,
+):
     """``pool`` (a ``shared.LoaderPool``): models of one shared pass get views of one loader per
     distinct setting."""
     from dali_pipelines import build_loader
@@ -60,16 +73,27 @@ def make_loader(prepared, mode: str, cfg: Config, dist: Dist, *, indices=None, s
     kw = {"records": records} if records is not None else {}
     if spec is None and mode in ("ssl", "train"):
         spec = augmented_spec(mode, cfg)
-    settings = dict(indices=indices, split=split,
-                    batch_size=batch_size or cfg.data.batch_size, size=cfg.data.size,
-                    device="gpu" if gpu else "cpu", device_id=dist.device.index if gpu else None,
-                    num_threads=cfg.data.num_threads, decoder=cfg.data.decoder, seed=cfg.train.seed,
-                    shard_id=dist.rank if shard else 0, num_shards=dist.world if shard else 1,
-                    augment=cfg.data.augment if augment is None else augment, spec=spec, **kw)
+    settings = dict(
+        indices=indices,
+        split=split,
+        batch_size=batch_size or cfg.data.batch_size,
+        size=cfg.data.size,
+        device="gpu" if gpu else "cpu",
+        device_id=dist.device.index if gpu else None,
+        num_threads=cfg.data.num_threads,
+        decoder=cfg.data.decoder,
+        seed=cfg.train.seed,
+        shard_id=dist.rank if shard else 0,
+        num_shards=dist.world if shard else 1,
+        augment=cfg.data.augment if augment is None else augment,
+        spec=spec,
+        **kw,
+    )
     if pool is None:
         return build_loader(prepared, mode, **settings)
-    return pool.get(lambda: build_loader(prepared, mode, **settings), prepared=str(Path(prepared).resolve()),
-                    mode=mode, **settings)
+    return pool.get(
+        lambda: build_loader(prepared, mode, **settings), prepared=str(Path(prepared).resolve()), mode=mode, **settings
+    )
 
 
 def split_list_indices(prepared, split_file, records, what: str):
@@ -129,8 +153,10 @@ def train_together(members: list, *, pool=None, log=_log_default) -> dict[str, d
     res = fit_together(members, log=log, pool=pool)
     if pool is not None:
         c = res.counts
-        log(f"one data pass for {len(members)} models: {c['decoded']} batches decoded for {c['served']} served "
-            f"({c['loaders']} loader(s))")
+        log(
+            f"one data pass for {len(members)} models: {c['decoded']} batches decoded for {c['served']} served "
+            f"({c['loaders']} loader(s))"
+        )
     if res.errors:
         done = ", ".join(res.summaries) or "none"
         raise UserError("; ".join(f"{n}: {e}" for n, e in res.errors.items()) + f" (finished: {done})")
@@ -156,12 +182,22 @@ def train_pass(builds: list, *, log=_log_default) -> tuple[dict[str, dict], dict
 
 
 def _fit_summary(res, cfg: Config, trainer) -> dict:
-    return {"stage": cfg.stage, "run_dir": str(res.run_dir), "checkpoint": str(res.last),
-            "best": str(res.best) if res.best else None, "epochs": res.epochs, "steps": res.steps,
-            "train_seconds": round(res.seconds, 2), "seconds_with_validation": round(res.wall_seconds, 2), "clips": res.clips,
-            "clips_per_s": round(res.clips_per_s, 2) if res.clips else None,
-            "final_loss": res.final_loss, "precision": trainer.precision,
-            "finished": res.epochs >= cfg.train.epochs, **_validation_summary(trainer)}
+    return {
+        "stage": cfg.stage,
+        "run_dir": str(res.run_dir),
+        "checkpoint": str(res.last),
+        "best": str(res.best) if res.best else None,
+        "epochs": res.epochs,
+        "steps": res.steps,
+        "train_seconds": round(res.seconds, 2),
+        "seconds_with_validation": round(res.wall_seconds, 2),
+        "clips": res.clips,
+        "clips_per_s": round(res.clips_per_s, 2) if res.clips else None,
+        "final_loss": res.final_loss,
+        "precision": trainer.precision,
+        "finished": res.epochs >= cfg.train.epochs,
+        **_validation_summary(trainer),
+    }
 
 
 def _validation_summary(trainer) -> dict:
@@ -180,8 +216,11 @@ def _validation_summary(trainer) -> dict:
             last = rec
     if last is None:
         return {}
-    return {"val_top1": last["val_top1"], "val_epoch": last.get("epoch"),
-            "best_val_top1": trainer.best if trainer.best >= 0 else None}
+    return {
+        "val_top1": last["val_top1"],
+        "val_epoch": last.get("epoch"),
+        "best_val_top1": trainer.best if trainer.best >= 0 else None,
+    }
 
 
 def _validator(cfg: Config, prepared, dist: Dist, val, records, log) -> Callable | None:
@@ -192,9 +231,23 @@ def _validator(cfg: Config, prepared, dist: Dist, val, records, log) -> Callable
 
     idx = None if val == "test" else split_list_indices(prepared, val, records, "validation")
     spec = default_spec("eval", num_clips=cfg.eval.clips, views=cfg.eval.crops)
-    loader = make_loader(prepared, "eval", cfg, Dist(device=dist.device), indices=idx, split="test",
-                         batch_size=cfg.data.eval_batch_size, shard=False, records=records, spec=spec,
-                         augment=False) if dist.main else None
+    loader = (
+        make_loader(
+            prepared,
+            "eval",
+            cfg,
+            Dist(device=dist.device),
+            indices=idx,
+            split="test",
+            batch_size=cfg.data.eval_batch_size,
+            shard=False,
+            records=records,
+            spec=spec,
+            augment=False,
+        )
+        if dist.main
+        else None
+    )
     from tbfast.engine.evaluation import evaluate
 
     def validate(model):
@@ -204,13 +257,24 @@ def _validator(cfg: Config, prepared, dist: Dist, val, records, log) -> Callable
 
 
 # ------------------------------------------------------------------ SSL pretraining
-def train_ssl(cfg: Config, prepared, run_dir, *, dist: Dist, resume: str | None = None, indices=None,
-              log=_log_default) -> dict:
+def train_ssl(
+    cfg: Config, prepared, run_dir, *, dist: Dist, resume: str | None = None, indices=None, log=_log_default
+) -> dict:
     return fit_alone(ssl_member(cfg, prepared, run_dir, dist=dist, resume=resume, indices=indices, log=log))
 
 
-def ssl_member(cfg: Config, prepared, run_dir, *, dist: Dist, resume: str | None = None, indices=None,
-               log=_log_default, pool=None, name: str | None = None):
+def ssl_member(
+    cfg: Config,
+    prepared,
+    run_dir,
+    *,
+    dist: Dist,
+    resume: str | None = None,
+    indices=None,
+    log=_log_default,
+    pool=None,
+    name: str | None = None,
+):
     from tbfast.engine.shared import Member
     from tbfast.engine.tasks import SSLTask
     from tbfast.engine.trainer import Trainer
@@ -222,9 +286,17 @@ def ssl_member(cfg: Config, prepared, run_dir, *, dist: Dist, resume: str | None
     model = _sync(SSLNet(cfg.model), cfg, dist, log)
     loader = make_loader(prepared, "ssl", cfg, dist, indices=indices, split="train", records=records, pool=pool)
     task = SSLTask(cfg, dist.device, loader, dist=dist)
-    trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta={"backbone": cfg.model.backbone, "num_classes": None,
-                                                                   "inputs": _inputs(prepared)},
-                      resume=resume, on_log=log, show_progress=pool is None)
+    trainer = Trainer(
+        cfg,
+        task,
+        model,
+        Path(run_dir),
+        dist,
+        meta={"backbone": cfg.model.backbone, "num_classes": None, "inputs": _inputs(prepared)},
+        resume=resume,
+        on_log=log,
+        show_progress=pool is None,
+    )
 
     def summarize(res):
         summary = _fit_summary(res, cfg, trainer)
@@ -241,10 +313,15 @@ def _sync(model, cfg: Config, dist: Dist, log):
 
     on = sync_bn(cfg, dist.world)
     if dist.enabled and dist.main:
-        log(f"{dist.world} processes: BatchNorm statistics {'over all ranks' if on else 'per rank'} "
+        log(
+            f"{dist.world} processes: BatchNorm statistics {'over all ranks' if on else 'per rank'} "
             f"(model.sync_bn={cfg.model.sync_bn})"
-            + (f"; L_I negatives from {'all ranks' if cfg.loss.cross_rank else 'this rank only'}"
-               if cfg.stage in ("invariant", "combined") else ""))
+            + (
+                f"; L_I negatives from {'all ranks' if cfg.loss.cross_rank else 'this rank only'}"
+                if cfg.stage in ("invariant", "combined")
+                else ""
+            )
+        )
     return set_sync_bn(model, on)
 
 
@@ -264,23 +341,50 @@ def _load_init(net, init, cfg: Config, *, stages, what: str) -> str | None:
     return state.get("init_stage") if state.get("stage") == "finetune" else state.get("stage")
 
 
-def train_classifier(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=None, init=None,
-                     resume: str | None = None, val=None, log=_log_default) -> dict:
+def train_classifier(
+    cfg: Config,
+    prepared,
+    run_dir,
+    *,
+    dist: Dist,
+    labeled=None,
+    init=None,
+    resume: str | None = None,
+    val=None,
+    log=_log_default,
+) -> dict:
     """``finetune`` (init = an SSL checkpoint; its projection head is dropped) or ``supervised``."""
-    return fit_alone(classifier_member(cfg, prepared, run_dir, dist=dist, labeled=labeled, init=init,
-                                        resume=resume, val=val, log=log))
+    return fit_alone(
+        classifier_member(
+            cfg, prepared, run_dir, dist=dist, labeled=labeled, init=init, resume=resume, val=val, log=log
+        )
+    )
 
 
-def classifier_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=None, init=None,
-                      resume: str | None = None, val=None, log=_log_default, pool=None, name: str | None = None):
+def classifier_member(
+    cfg: Config,
+    prepared,
+    run_dir,
+    *,
+    dist: Dist,
+    labeled=None,
+    init=None,
+    resume: str | None = None,
+    val=None,
+    log=_log_default,
+    pool=None,
+    name: str | None = None,
+):
     from tbfast.engine.shared import Member
     from tbfast.engine.tasks import ClassifyTask
     from tbfast.engine.trainer import Trainer
 
     records, classes = _check_prepared(prepared)
     if cfg.stage == "finetune" and init in (None, "", "scratch"):
-        raise UserError("train finetune needs --init SSL_CKPT (a self-supervised checkpoint); "
-                        "for training from scratch use `tbfast train supervised`")
+        raise UserError(
+            "train finetune needs --init SSL_CKPT (a self-supervised checkpoint); "
+            "for training from scratch use `tbfast train supervised`"
+        )
     idx = split_list_indices(prepared, labeled, records, "labeled")
     _seed(cfg, dist)
     model = _sync(ClassNet(cfg.model, len(classes)), cfg, dist, log)
@@ -289,13 +393,26 @@ def classifier_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=Non
     init_stage = _load_init(model, init, cfg, stages=SSL_STAGES + CLASSIFIER_STAGES, what="--init checkpoint")
     loader = make_loader(prepared, "train", cfg, dist, indices=idx, split="train", records=records, pool=pool)
     task = ClassifyTask(cfg, dist.device, loader)
-    meta = {"backbone": cfg.model.backbone, "num_classes": len(classes), "classes": list(classes),
-            "inputs": _inputs(prepared, labeled=labeled, init=init)}
+    meta = {
+        "backbone": cfg.model.backbone,
+        "num_classes": len(classes),
+        "classes": list(classes),
+        "inputs": _inputs(prepared, labeled=labeled, init=init),
+    }
     if cfg.stage == "finetune" and init_stage:
         meta["init_stage"] = init_stage
-    trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta=meta, resume=resume,
-                      validate=_validator(cfg, prepared, dist, val, records, log), on_log=log,
-                      show_progress=pool is None)
+    trainer = Trainer(
+        cfg,
+        task,
+        model,
+        Path(run_dir),
+        dist,
+        meta=meta,
+        resume=resume,
+        validate=_validator(cfg, prepared, dist, val, records, log),
+        on_log=log,
+        show_progress=pool is None,
+    )
 
     def summarize(res):
         summary = _fit_summary(res, cfg, trainer)
@@ -307,16 +424,25 @@ def classifier_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled=Non
 
 
 # ------------------------------------------------------------------ student
-def load_classifier(path, device: torch.device, num_classes: int, what: str, with_config: bool = False,
-                    not_from: str | None = None, state: dict | None = None):
+def load_classifier(
+    path,
+    device: torch.device,
+    num_classes: int,
+    what: str,
+    with_config: bool = False,
+    not_from: str | None = None,
+    state: dict | None = None,
+):
     """``not_from``: refuse a fine-tuned model whose SSL initialisation was that stage (a teacher given
     in the other role: an invariant teacher fine-tuned from the distinctive model, or the reverse).
     ``state``: the checkpoint already loaded from ``path`` (read once)."""
     state = ck.load_checkpoint(path) if state is None else state
     ck.expect(state, path, stages=CLASSIFIER_STAGES, num_classes=num_classes, what=what)
     if not_from and state.get("init_stage") == not_from:
-        raise UserError(f"{what} {path} was fine-tuned from the {not_from} self-supervised model; "
-                        f"give it as --teacher-{not_from} instead (or fine-tune the right model)")
+        raise UserError(
+            f"{what} {path} was fine-tuned from the {not_from} self-supervised model; "
+            f"give it as --teacher-{not_from} instead (or fine-tune the right model)"
+        )
     tcfg = config_from_dict(state["config"])
     net = ClassNet(tcfg.model, num_classes)
     net.load_state_dict(state["model"])
@@ -334,17 +460,60 @@ def load_ssl(path, device: torch.device, what: str, with_config: bool = False, s
     return (net, tcfg) if with_config else net
 
 
-def train_student(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlabeled=None, teacher_inv=None,
-                  teacher_dis=None, similarity=None, init="scratch", resume: str | None = None, val=None,
-                  log=_log_default) -> dict:
-    return fit_alone(student_member(cfg, prepared, run_dir, dist=dist, labeled=labeled, unlabeled=unlabeled,
-                                     teacher_inv=teacher_inv, teacher_dis=teacher_dis, similarity=similarity,
-                                     init=init, resume=resume, val=val, log=log))
+def train_student(
+    cfg: Config,
+    prepared,
+    run_dir,
+    *,
+    dist: Dist,
+    labeled,
+    unlabeled=None,
+    teacher_inv=None,
+    teacher_dis=None,
+    similarity=None,
+    init="scratch",
+    resume: str | None = None,
+    val=None,
+    log=_log_default,
+) -> dict:
+    return fit_alone(
+        student_member(
+            cfg,
+            prepared,
+            run_dir,
+            dist=dist,
+            labeled=labeled,
+            unlabeled=unlabeled,
+            teacher_inv=teacher_inv,
+            teacher_dis=teacher_dis,
+            similarity=similarity,
+            init=init,
+            resume=resume,
+            val=val,
+            log=log,
+        )
+    )
 
 
-def student_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlabeled=None, teacher_inv=None,
-                   teacher_dis=None, similarity=None, init="scratch", resume: str | None = None, val=None,
-                   log=_log_default, pool=None, teachers: dict | None = None, name: str | None = None):
+def student_member(
+    cfg: Config,
+    prepared,
+    run_dir,
+    *,
+    dist: Dist,
+    labeled,
+    unlabeled=None,
+    teacher_inv=None,
+    teacher_dis=None,
+    similarity=None,
+    init="scratch",
+    resume: str | None = None,
+    val=None,
+    log=_log_default,
+    pool=None,
+    teachers: dict | None = None,
+    name: str | None = None,
+):
     """``teachers``: a dict shared by the students of one pass, so each teacher is loaded (and run on
     a batch) once."""
     from tbfast.engine.evaluation import read_scores
@@ -366,8 +535,10 @@ def student_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlab
     w = cfg.loss.weighting
     if w == "timebalance":
         if similarity is None:
-            raise UserError("train student needs --similarity FILE (from `tbfast similarity`), "
-                            "or --weighting invariant|distinctive for a single teacher")
+            raise UserError(
+                "train student needs --similarity FILE (from `tbfast similarity`), "
+                "or --weighting invariant|distinctive for a single teacher"
+            )
         scores = read_scores(similarity, records)
     else:
         scores = torch.full((len(records),), 1.0 if w == "invariant" else 0.0)
@@ -378,8 +549,11 @@ def student_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlab
     def teacher(path, role: str, other: str):
         key = (str(Path(path).resolve()), role, cfg.train.teacher_half)
         if key not in teachers:
-            teachers[key] = Teacher(load_classifier(path, dist.device, nc, f"{role} teacher", not_from=other),
-                                    dist.device, cfg.train.teacher_half)
+            teachers[key] = Teacher(
+                load_classifier(path, dist.device, nc, f"{role} teacher", not_from=other),
+                dist.device,
+                cfg.train.teacher_half,
+            )
         return teachers[key]
 
     if w != "distinctive":
@@ -396,17 +570,33 @@ def student_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlab
     lab_loader = make_loader(prepared, "train", cfg, dist, indices=lab, records=records, pool=pool)
     unl_loader = make_loader(prepared, "train", cfg, dist, indices=unl, records=records, pool=pool)
     task = StudentTask(cfg, dist.device, lab_loader, unl_loader, t_inv, t_dis, scores)
-    inputs = _inputs(prepared, labeled=labeled, unlabeled=unlabeled, teacher_invariant=teacher_inv,
-                     teacher_distinctive=teacher_dis, similarity=similarity, init=init)
-    trainer = Trainer(cfg, task, model, Path(run_dir), dist, meta={"backbone": cfg.model.backbone, "num_classes": nc,
-                                                                   "classes": list(classes), "inputs": inputs},
-                      resume=resume, validate=_validator(cfg, prepared, dist, val, records, log), on_log=log,
-                      show_progress=pool is None)
+    inputs = _inputs(
+        prepared,
+        labeled=labeled,
+        unlabeled=unlabeled,
+        teacher_invariant=teacher_inv,
+        teacher_distinctive=teacher_dis,
+        similarity=similarity,
+        init=init,
+    )
+    trainer = Trainer(
+        cfg,
+        task,
+        model,
+        Path(run_dir),
+        dist,
+        meta={"backbone": cfg.model.backbone, "num_classes": nc, "classes": list(classes), "inputs": inputs},
+        resume=resume,
+        validate=_validator(cfg, prepared, dist, val, records, log),
+        on_log=log,
+        show_progress=pool is None,
+    )
 
     def summarize(res):
         summary = _fit_summary(res, cfg, trainer)
-        summary.update({"labeled_videos": len(lab), "unlabeled_videos": len(unl), "weighting": w,
-                        "distill": cfg.loss.distill})
+        summary.update(
+            {"labeled_videos": len(lab), "unlabeled_videos": len(unl), "weighting": w, "distill": cfg.loss.distill}
+        )
         write_summary(run_dir, summary, dist)
         return summary
 
@@ -414,9 +604,20 @@ def student_member(cfg: Config, prepared, run_dir, *, dist: Dist, labeled, unlab
 
 
 # ------------------------------------------------------------------ similarity
-def compute_similarity(cfg: Config, prepared, out, *, invariant, distinctive, dist: Dist, indices=None,
-                       size: int | None = None, log=_log_default, split: str = "train",
-                       reference: Path | None = None) -> dict:
+def compute_similarity(
+    cfg: Config,
+    prepared,
+    out,
+    *,
+    invariant,
+    distinctive,
+    dist: Dist,
+    indices=None,
+    size: int | None = None,
+    log=_log_default,
+    split: str = "train",
+    reference: Path | None = None,
+) -> dict:
     """s for every video of ``split`` (METHOD.md §5), written to ``out`` (CSV) with a histogram.
 
     The raw scores are min-max normalised over the scored videos, or, with ``reference`` (the
@@ -432,14 +633,25 @@ def compute_similarity(cfg: Config, prepared, out, *, invariant, distinctive, di
     out = Path(out)
     # the roles matter (s = similarity under the invariant model, weighting the invariant teacher): a
     # swapped pair would silently turn every weight around
-    net_i, icfg = load_ssl(invariant, dist.device, "--invariant checkpoint", with_config=True,
-                           stages=("invariant", "combined"))
+    net_i, icfg = load_ssl(
+        invariant, dist.device, "--invariant checkpoint", with_config=True, stages=("invariant", "combined")
+    )
     net_d = load_ssl(distinctive, dist.device, "--distinctive checkpoint", stages=("distinctive", "combined"))
     if size is None:
         cfg.data.size = icfg.data.size  # the resolution the teachers were trained at
-    loader = make_loader(prepared, "similarity", cfg, dist, indices=indices, split=split, shard=False,
-                         batch_size=cfg.data.eval_batch_size, records=records, spec=default_spec("similarity"),
-                         augment=False)
+    loader = make_loader(
+        prepared,
+        "similarity",
+        cfg,
+        dist,
+        indices=indices,
+        split=split,
+        shard=False,
+        batch_size=cfg.data.eval_batch_size,
+        records=records,
+        spec=default_spec("similarity"),
+        augment=False,
+    )
     idx, raw, timing = similarity_scores(net_i, net_d, loader, dist.device, progress=cfg.train.progress)
     if reference is None:
         scores = normalize_scores(raw.float()).double()
@@ -458,10 +670,17 @@ def compute_similarity(cfg: Config, prepared, out, *, invariant, distinctive, di
         plot_histogram(scores.tolist(), raw.tolist(), hist, title=f"temporal similarity ({len(idx)} videos)")
     except Exception as exc:
         log(f"(histogram skipped: {exc})")
-    summary = {"stage": "similarity", "file": str(out), "histogram": str(hist), "videos": len(idx),
-               "mean_score": float(scores.mean()) if len(idx) else None, "class_mean_score": class_mean,
-               "seconds": round(timing["seconds"], 2), "clips": timing["clips"],
-               "clips_per_s": round(timing["clips_per_s"], 2) if timing["clips_per_s"] else None}
+    summary = {
+        "stage": "similarity",
+        "file": str(out),
+        "histogram": str(hist),
+        "videos": len(idx),
+        "mean_score": float(scores.mean()) if len(idx) else None,
+        "class_mean_score": class_mean,
+        "seconds": round(timing["seconds"], 2),
+        "clips": timing["clips"],
+        "clips_per_s": round(timing["clips_per_s"], 2) if timing["clips_per_s"] else None,
+    }
     log(f"similarity: {len(idx)} videos, mean s {summary['mean_score']:.3f} -> {out}")
     return summary
 
@@ -478,8 +697,18 @@ def reference_raw_range(path: Path) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------ evaluation
-def evaluate_checkpoint(cfg: Config, prepared, checkpoint, *, dist: Dist, split: str = "test", indices_file=None,
-                        size: int | None = None, log=_log_default, keep_probs: bool = False) -> dict:
+def evaluate_checkpoint(
+    cfg: Config,
+    prepared,
+    checkpoint,
+    *,
+    dist: Dist,
+    split: str = "test",
+    indices_file=None,
+    size: int | None = None,
+    log=_log_default,
+    keep_probs: bool = False,
+) -> dict:
     from tbfast.data.plans import default_spec
     from tbfast.engine.evaluation import evaluate
 
@@ -491,21 +720,47 @@ def evaluate_checkpoint(cfg: Config, prepared, checkpoint, *, dist: Dist, split:
         net = net.to(memory_format=torch.channels_last_3d)
     idx = split_list_indices(prepared, indices_file, records, "evaluation") if indices_file else None
     spec = default_spec("eval", num_clips=cfg.eval.clips, views=cfg.eval.crops)
-    loader = make_loader(prepared, "eval", cfg, dist, indices=idx, split=split, shard=False,
-                         batch_size=cfg.data.eval_batch_size, records=records, spec=spec, augment=False)
+    loader = make_loader(
+        prepared,
+        "eval",
+        cfg,
+        dist,
+        indices=idx,
+        split=split,
+        shard=False,
+        batch_size=cfg.data.eval_batch_size,
+        records=records,
+        spec=spec,
+        augment=False,
+    )
     t0 = time.perf_counter()
-    res = evaluate(net, loader, dist.device, clips=cfg.eval.clips, chunk=cfg.eval.chunk,
-                   progress=cfg.train.progress, keep_probs=keep_probs)
+    res = evaluate(
+        net,
+        loader,
+        dist.device,
+        clips=cfg.eval.clips,
+        chunk=cfg.eval.chunk,
+        progress=cfg.train.progress,
+        keep_probs=keep_probs,
+    )
     # per video [manifest index, label, predicted class]: paired tests between models need them
     res["predictions"] = [list(map(int, t)) for t in res["predictions"]]
     res["class_top1"] = {name: acc for name, acc in zip(classes, res["class_top1"])}
     res["classes"] = list(classes)
-    res.update({"checkpoint": str(checkpoint), "split": split if idx is None else str(indices_file),
-                "stage": "eval", "wall_seconds": round(time.perf_counter() - t0, 2)})
+    res.update(
+        {
+            "checkpoint": str(checkpoint),
+            "split": split if idx is None else str(indices_file),
+            "stage": "eval",
+            "wall_seconds": round(time.perf_counter() - t0, 2),
+        }
+    )
     lo, hi = res.get("video_top1_ci95", (0.0, 1.0))
-    log(f"eval {checkpoint}: {res['videos']} videos, video top-1 {100 * res['video_top1']:.2f}% "
+    log(
+        f"eval {checkpoint}: {res['videos']} videos, video top-1 {100 * res['video_top1']:.2f}% "
         f"(95% interval {100 * lo:.1f}-{100 * hi:.1f}) "
         f"top-5 {100 * res['video_top5']:.2f}% | clip top-1 {100 * res['clip_top1']:.2f}% "
         f"top-5 {100 * res['clip_top5']:.2f}% | mean class top-1 {100 * res['mean_class_top1']:.2f}% "
-        f"({res['clips_per_s']:.1f} clips/s)")
+        f"({res['clips_per_s']:.1f} clips/s)"
+    )
     return res

@@ -4,6 +4,7 @@ A task owns its loaders and any frozen modules (teachers); the trainer owns the 
 model, precision, optimiser, DDP, checkpoints and logging. ``compute`` runs inside the
 trainer's autocast and returns a dict of scalar tensors with the total under ``"loss"``.
 """
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -91,9 +92,11 @@ class SSLTask(SingleLoaderTask):
         self.objective = get_ssl_objective(cfg.loss.ssl_impl)
         self.bn = bn_mode(cfg, device.type)
         if self.bn != "mixed" and cfg.data.batch_size < 2:
-            raise UserError("per-clip-group BatchNorm needs at least 2 videos per step and process (the projection "
-                            "head normalises each group of B rows); use --batch-size 2 or more, or "
-                            "--set model.group_bn=false")
+            raise UserError(
+                "per-clip-group BatchNorm needs at least 2 videos per step and process (the projection "
+                "head normalises each group of B rows); use --batch-size 2 or more, or "
+                "--set model.group_bn=false"
+            )
         lc = cfg.loss
         self.terms = ("loss",) + tuple(t for t, w in (("L_I", lc.w_inv), ("L_D1", lc.w_ll), ("L_D2", lc.w_gl)) if w)
 
@@ -121,8 +124,9 @@ class SSLTask(SingleLoaderTask):
         # reference's sum over videos counts the whole step: bsz_total)
         from tbfast.engine.distributed import gather_rows
 
-        inv = self.objective(gather_rows(z_long, d), None, gather_rows(z_short, d), w_inv=lc.w_inv, w_ll=0.0,
-                             w_gl=0.0, **kw)
+        inv = self.objective(
+            gather_rows(z_long, d), None, gather_rows(z_short, d), w_inv=lc.w_inv, w_ll=0.0, w_gl=0.0, **kw
+        )
         out = {"L_I": inv["L_I"], "loss": lc.w_inv * inv["L_I"]}
         if lc.w_ll or lc.w_gl:
             per = self.objective(z_long, z_slices, z_short, w_inv=0.0, w_ll=lc.w_ll, w_gl=lc.w_gl, **kw)
@@ -169,8 +173,12 @@ class Teacher(nn.Module):
     def probs(self, x: torch.Tensor, key: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         """Class probabilities of ``x``; ``key``: the tensors ``x`` was made from (the same objects
         again return the remembered result)."""
-        if key is not None and self._memo is not None and len(key) == len(self._memo[0]) \
-                and all(a is b for a, b in zip(key, self._memo[0])):
+        if (
+            key is not None
+            and self._memo is not None
+            and len(key) == len(self._memo[0])
+            and all(a is b for a, b in zip(key, self._memo[0]))
+        ):
             return self._memo[1]
         with torch.autocast(x.device.type, enabled=False):
             p = torch.softmax(self.net(x.to(self.dtype)).float(), dim=1)
@@ -187,8 +195,16 @@ class StudentTask(Task):
 
     terms = ("loss", "ce", "distill_l", "distill_u", "acc")
 
-    def __init__(self, cfg: Config, device: torch.device, labeled_loader, unlabeled_loader,
-                 teacher_inv: Teacher | None, teacher_dis: Teacher | None, scores: torch.Tensor):
+    def __init__(
+        self,
+        cfg: Config,
+        device: torch.device,
+        labeled_loader,
+        unlabeled_loader,
+        teacher_inv: Teacher | None,
+        teacher_dis: Teacher | None,
+        scores: torch.Tensor,
+    ):
         super().__init__(cfg, device)
         self.stage = "student"
         self.lab = labeled_loader
@@ -241,8 +257,10 @@ class StudentTask(Task):
         s = self.scores[index.to(self.device)]
         if torch.isnan(s).any():
             bad = index[torch.isnan(s).cpu()].tolist()[:5]
-            raise UserError(f"the similarity file has no score for manifest indices {bad}; compute it with "
-                            "`tbfast similarity` on the same prepared data")
+            raise UserError(
+                f"the similarity file has no score for manifest indices {bad}; compute it with "
+                "`tbfast similarity` on the same prepared data"
+            )
         return s
 
     def teacher_probs(self, x: torch.Tensor, key: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,7 @@ resume) -> ``epoch_steps`` -> epoch end (scheduler, validation, checkpoints) -> 
 ``fit_steps`` is ``fit`` one optimiser step at a time (a generator): ``tbfast.engine.shared`` drives
 several trainers through it from one decoded data stream.
 """
+
 from __future__ import annotations
 
 import json
@@ -124,16 +125,31 @@ class EpochState:
     def from_dict(cls, d: dict | None) -> "EpochState | None":
         if not d:
             return None
-        return cls(sums={k: float(v) for k, v in d.get("sums", {}).items()}, count=int(d.get("count", 0)),
-                   clips=int(d.get("clips", 0)), seconds=float(d.get("seconds", 0.0)),
-                   seen=[int(i) for i in d.get("seen", [])])
+        return cls(
+            sums={k: float(v) for k, v in d.get("sums", {}).items()},
+            count=int(d.get("count", 0)),
+            clips=int(d.get("clips", 0)),
+            seconds=float(d.get("seconds", 0.0)),
+            seen=[int(i) for i in d.get("seen", [])],
+        )
 
 
 # ---------------------------------------------------------------- trainer
 class Trainer:
-    def __init__(self, cfg: Config, task: Task, model: nn.Module, run_dir: Path, dist: Dist, *,
-                 meta: dict, resume: str | None = None, validate: Callable[[nn.Module], dict] | None = None,
-                 on_log: Callable[[str], None] | None = None, show_progress: bool = True):
+    def __init__(
+        self,
+        cfg: Config,
+        task: Task,
+        model: nn.Module,
+        run_dir: Path,
+        dist: Dist,
+        *,
+        meta: dict,
+        resume: str | None = None,
+        validate: Callable[[nn.Module], dict] | None = None,
+        on_log: Callable[[str], None] | None = None,
+        show_progress: bool = True,
+    ):
         """``meta``: checkpoint identity (``backbone``, ``num_classes``; ``classes``: their names, kept
         for ``tbfast predict``; ``inputs``: name -> input file, recorded in provenance.json); ``validate(model)`` -> dict with
         ``video_top1`` (rank 0); ``resume``: None, ``"auto"`` (RUN/checkpoints/last.pt if present) or a path;
@@ -166,8 +182,9 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
             from tbfast.provenance import provenance
 
-            ck.atomic_write_bytes(self.run_dir / "provenance.json",
-                                  json.dumps(provenance(self.meta.get("inputs")), indent=2).encode())
+            ck.atomic_write_bytes(
+                self.run_dir / "provenance.json", json.dumps(provenance(self.meta.get("inputs")), indent=2).encode()
+            )
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl" if self.main else None)
 
         tc = cfg.train
@@ -181,13 +198,22 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg, self.device)
         self.steps_per_epoch = task.steps_per_epoch()
         if self.steps_per_epoch < 1:
-            raise UserError(f"{cfg.stage}: an epoch has no batches (fewer videos per rank than --batch-size "
-                            f"{cfg.data.batch_size}); lower the batch size")
+            raise UserError(
+                f"{cfg.stage}: an epoch has no batches (fewer videos per rank than --batch-size "
+                f"{cfg.data.batch_size}); lower the batch size"
+            )
         oc = cfg.optim
-        self.scheduler = WarmupPlateau(self.optimizer, base_lr=oc.lr, steps_per_epoch=self.steps_per_epoch,
-                                       warmup_epochs=oc.warmup_epochs, warmup_start=oc.warmup_start,
-                                       patience=oc.plateau_patience, factor=oc.plateau_factor,
-                                       threshold=oc.plateau_threshold, min_lr=oc.min_lr)
+        self.scheduler = WarmupPlateau(
+            self.optimizer,
+            base_lr=oc.lr,
+            steps_per_epoch=self.steps_per_epoch,
+            warmup_epochs=oc.warmup_epochs,
+            warmup_start=oc.warmup_start,
+            patience=oc.plateau_patience,
+            factor=oc.plateau_factor,
+            threshold=oc.plateau_threshold,
+            min_lr=oc.min_lr,
+        )
         self.epoch, self.batch, self.step = 0, 0, 0
         self._ckpt_steps: dict[str, int | None] = {}  # step of last.pt / prev.pt written or resumed here
         self._verified_step = 0  # every loss up to this step was seen finite
@@ -221,8 +247,10 @@ class Trainer:
             barrier(self.dist)
             return None
         if resume is None and last.exists():
-            raise UserError(f"{self.run_dir} already holds a run ({last}); continue it with --resume auto, "
-                            "replace it with --overwrite, or choose another --out")
+            raise UserError(
+                f"{self.run_dir} already holds a run ({last}); continue it with --resume auto, "
+                "replace it with --overwrite, or choose another --out"
+            )
         if resume is None and self.main and (self.run_dir / "metrics.jsonl").exists():
             # a run killed before its first checkpoint: nothing to continue, start its log afresh
             (self.run_dir / "metrics.jsonl").unlink()
@@ -239,14 +267,24 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints
     def _state(self, finished: bool = False) -> dict:
         return {
-            "format": ck.FORMAT, "stage": self.cfg.stage, "backbone": self.meta.get("backbone"),
-            "num_classes": self.meta.get("num_classes"), "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(), "epoch": self.epoch, "batch": self.batch, "step": self.step,
-            "rng": all_gather_object(ck.rng_state(), self.dist), "world": self.dist.world,
-            "epoch_state": self.epoch_state.to_dict() if self.epoch_state else None, "best": self.best,
+            "format": ck.FORMAT,
+            "stage": self.cfg.stage,
+            "backbone": self.meta.get("backbone"),
+            "num_classes": self.meta.get("num_classes"),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "rng": all_gather_object(ck.rng_state(), self.dist),
+            "world": self.dist.world,
+            "epoch_state": self.epoch_state.to_dict() if self.epoch_state else None,
+            "best": self.best,
             "finished": finished,
-            "precision": self.precision, "config": plain(self.cfg.to_dict()),
+            "precision": self.precision,
+            "config": plain(self.cfg.to_dict()),
             **({"init_stage": self.meta["init_stage"]} if self.meta.get("init_stage") else {}),
             **({"classes": list(self.meta["classes"])} if self.meta.get("classes") else {}),
         }
@@ -296,11 +334,15 @@ class Trainer:
         if prev.exists():
             os.replace(prev, last)
             self._ckpt_steps["last.pt"] = self._ckpt_steps.pop("prev.pt", None)
-            return (f"the checkpoint written just before (step {c}) holds the weights that gave the non-finite "
-                    f"loss and was moved to last.nonfinite.pt; {last} is now the one before it (step "
-                    f"{self._ckpt_steps['last.pt'] if self._ckpt_steps['last.pt'] is not None else '?'})")
-        return (f"the only checkpoint (step {c}) holds the weights that gave the non-finite loss and was moved to "
-                "last.nonfinite.pt (no good checkpoint is left: --resume auto starts afresh)")
+            return (
+                f"the checkpoint written just before (step {c}) holds the weights that gave the non-finite "
+                f"loss and was moved to last.nonfinite.pt; {last} is now the one before it (step "
+                f"{self._ckpt_steps['last.pt'] if self._ckpt_steps['last.pt'] is not None else '?'})"
+            )
+        return (
+            f"the only checkpoint (step {c}) holds the weights that gave the non-finite loss and was moved to "
+            "last.nonfinite.pt (no good checkpoint is left: --resume auto starts afresh)"
+        )
 
     def _resume(self, resume: str) -> None:
         path = self.ckpt_dir / "last.pt" if resume == "auto" else Path(resume)
@@ -309,8 +351,14 @@ class Trainer:
             self.metrics.truncate_after(0)  # lines of a run that left no checkpoint
             return
         state = ck.load_checkpoint(path)
-        ck.expect(state, path, stages=(self.cfg.stage,), backbone=self.meta.get("backbone"),
-                  num_classes=self.meta.get("num_classes"), what="resume checkpoint")
+        ck.expect(
+            state,
+            path,
+            stages=(self.cfg.stage,),
+            backbone=self.meta.get("backbone"),
+            num_classes=self.meta.get("num_classes"),
+            what="resume checkpoint",
+        )
         self._check_same_objective(state, path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -327,8 +375,10 @@ class Trainer:
         if len(rng) == self.dist.world:
             ck.set_rng_state(rng[self.dist.rank])
         else:
-            self.log(f"checkpoint was written by {len(rng)} process(es), this run has {self.dist.world}: "
-                     "RNG streams restart (not bit-exact)")
+            self.log(
+                f"checkpoint was written by {len(rng)} process(es), this run has {self.dist.world}: "
+                "RNG streams restart (not bit-exact)"
+            )
         self.metrics.truncate_after(self.step)
         self.log(f"resumed from {path}: epoch {self.epoch + 1}, batch {self.batch}, step {self.step}")
 
@@ -336,16 +386,22 @@ class Trainer:
         """A resumed run must keep the objective it started with (checkpoints written before these
         settings existed were trained with batch means and one set of BatchNorm statistics)."""
         saved = state.get("config") or {}
-        was = {"loss.reduction": (saved.get("loss") or {}).get("reduction", "mean"),
-               "model.group_bn": (saved.get("model") or {}).get("group_bn", False)}
+        was = {
+            "loss.reduction": (saved.get("loss") or {}).get("reduction", "mean"),
+            "model.group_bn": (saved.get("model") or {}).get("group_bn", False),
+        }
         now = {"loss.reduction": self.cfg.loss.reduction, "model.group_bn": self.cfg.model.group_bn}
         diff = [k for k in was if was[k] != now[k]]
         if diff:
             fix = " ".join(f"--set {k}={str(was[k]).lower()}" for k in diff)
-            raise UserError(f"{path} was trained with " + ", ".join(f"{k}={was[k]}" for k in diff)
-                            + "; resuming with " + ", ".join(f"{k}={now[k]}" for k in diff)
-                            + f" would change the objective mid-run. Resume with {fix}, or start a new run "
-                            "directory.")
+            raise UserError(
+                f"{path} was trained with "
+                + ", ".join(f"{k}={was[k]}" for k in diff)
+                + "; resuming with "
+                + ", ".join(f"{k}={now[k]}" for k in diff)
+                + f" would change the objective mid-run. Resume with {fix}, or start a new run "
+                "directory."
+            )
 
     # ------------------------------------------------------------ non-finite guard
     def _check_finite(self) -> None:
@@ -358,7 +414,8 @@ class Trainer:
             raise NonFiniteLoss(
                 f"{self.cfg.stage}: the loss became non-finite (NaN/inf) at or before step {self.step} "
                 f"(epoch {self.epoch + 1}, last terms {self._last_terms}); training stopped and {kept}. "
-                f"Try a lower --lr, --clip-grad 1.0, or --precision fp32, then --resume auto.")
+                f"Try a lower --lr, --clip-grad 1.0, or --precision fp32, then --resume auto."
+            )
 
     # ------------------------------------------------------------ one epoch
     def epoch_steps(self, progress: ProgressView) -> Generator[None, None, bool]:
@@ -369,8 +426,9 @@ class Trainer:
         self.train_model.train()
         es = self.epoch_state or EpochState()
         self.epoch_state = es
-        sums: dict[str, torch.Tensor] = {k: torch.tensor(v, dtype=torch.float64, device=self.device)
-                                         for k, v in es.sums.items()}
+        sums: dict[str, torch.Tensor] = {
+            k: torch.tensor(v, dtype=torch.float64, device=self.device) for k, v in es.sums.items()
+        }
         win = {"t0": time.perf_counter(), "data": 0.0, "clips": 0, "steps": 0}
         win_sums: dict[str, torch.Tensor] = {}
         check_every = 1 if self.device.type == "cpu" else max(1, tc.log_every)
@@ -383,8 +441,9 @@ class Trainer:
             except StopIteration:
                 break
             win["data"] += time.perf_counter() - t_wait
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                enabled=self.amp_dtype is not None):
+            with torch.autocast(
+                self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+            ):
                 out = task.compute(self.train_model, batch)
             loss = out["loss"]
             self.optimizer.zero_grad(set_to_none=True)
@@ -437,8 +496,16 @@ class Trainer:
         terms = {k: float(v) for k, v in zip(win_sums, vals.tolist())}
         self._last_terms = terms
         lr = self.optimizer.param_groups[0]["lr"]
-        rec = {"kind": "step", "epoch": self.epoch + 1, "step": self.step, "batch": self.batch, **terms,
-               "lr": lr, "clips_per_s": win["clips"] / dt, "data_share": win["data"] / dt}
+        rec = {
+            "kind": "step",
+            "epoch": self.epoch + 1,
+            "step": self.step,
+            "batch": self.batch,
+            **terms,
+            "lr": lr,
+            "clips_per_s": win["clips"] / dt,
+            "data_share": win["data"] / dt,
+        }
         self.metrics.write(rec)
         if self.epoch_state is not None:
             self.epoch_state.seconds += dt
@@ -470,9 +537,10 @@ class Trainer:
         progress = ProgressView(self.main and tc.progress and self.show_progress, self.cfg.stage)
         try:
             if self.epoch >= tc.epochs:
-                self.log(f"{self.cfg.stage}: already finished ({self.epoch} epochs); nothing to do"
-                         + (f" (to train longer, resume with --epochs larger than {self.epoch})"
-                            if self.finished else ""))
+                self.log(
+                    f"{self.cfg.stage}: already finished ({self.epoch} epochs); nothing to do"
+                    + (f" (to train longer, resume with --epochs larger than {self.epoch})" if self.finished else "")
+                )
             elif self.finished:  # a finished run given more epochs: continue it
                 self.log(f"{self.cfg.stage}: extending a finished run from {self.epoch} to {tc.epochs} epochs")
                 self.finished = False
@@ -516,8 +584,18 @@ class Trainer:
         lock.release(self._lock)
         best = self.ckpt_dir / "best.pt"
         last_loss = history[-1]["loss"] if history else None
-        return FitResult(self.run_dir, self.ckpt_dir / "last.pt", best if best.exists() else None, self.epoch,
-                         self.step, step_seconds, total_clips, last_loss, history, wall_seconds)
+        return FitResult(
+            self.run_dir,
+            self.ckpt_dir / "last.pt",
+            best if best.exists() else None,
+            self.epoch,
+            self.step,
+            step_seconds,
+            total_clips,
+            last_loss,
+            history,
+            wall_seconds,
+        )
 
     def _end_epoch(self, es: EpochState) -> dict:
         tc = self.cfg.train
@@ -528,22 +606,33 @@ class Trainer:
         count = max(float(vals[-1]), 1.0)
         means = {k: float(v) / count for k, v in zip(names, vals[:-1])}
         reduced = self.scheduler.epoch_end(means.get("loss", float("nan")))
-        rec = {"kind": "epoch", "epoch": self.epoch + 1, "step": self.step, **means,
-               "lr": self.optimizer.param_groups[0]["lr"], "clips": es.clips, "seconds": es.seconds,
-               "clips_per_s": es.clips / es.seconds if es.seconds > 0 else None}
+        rec = {
+            "kind": "epoch",
+            "epoch": self.epoch + 1,
+            "step": self.step,
+            **means,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "clips": es.clips,
+            "seconds": es.seconds,
+            "clips_per_s": es.clips / es.seconds if es.seconds > 0 else None,
+        }
         if self.dist.enabled:  # which videos each rank trained on: shards must be disjoint
             seen = all_gather_object(sorted(es.seen), self.dist)
             sets = [set(x) for x in seen]
             overlap = sum(len(x) for x in sets) - len(set().union(*sets))
-            rec.update({"world": self.dist.world, "shard_videos": [len(x) for x in sets],
-                        "shard_overlap": overlap})
+            rec.update({"world": self.dist.world, "shard_videos": [len(x) for x in sets], "shard_overlap": overlap})
         val = None
         if self.validate is not None and ((self.epoch + 1) % tc.val_every == 0 or self.epoch + 1 == tc.epochs):
             val = self.validate(self.model) if self.main else None
             val = broadcast_object(val, self.dist)
             if val:
-                rec.update({"val_top1": val["video_top1"], "val_top5": val.get("video_top5"),
-                            "val_clip_top1": val.get("clip_top1")})
+                rec.update(
+                    {
+                        "val_top1": val["video_top1"],
+                        "val_top5": val.get("video_top5"),
+                        "val_clip_top1": val.get("clip_top1"),
+                    }
+                )
         self.epoch += 1
         self.batch = 0
         self.epoch_state = None
@@ -552,10 +641,12 @@ class Trainer:
             self.save("best.pt")
         self.save("last.pt")
         self.metrics.write(rec)
-        line = (f"{self.cfg.stage} epoch {self.epoch}/{tc.epochs} step {self.step}: "
-                f"{fmt_terms(means, list(self.task.terms))} lr={rec['lr']:.2e}"
-                + (f" {rec['clips_per_s']:.1f} clips/s" if rec["clips_per_s"] else "")
-                + (f" val top-1 {100 * val['video_top1']:.1f}%" if val else "")
-                + (" (lr halved: plateau)" if reduced else ""))
+        line = (
+            f"{self.cfg.stage} epoch {self.epoch}/{tc.epochs} step {self.step}: "
+            f"{fmt_terms(means, list(self.task.terms))} lr={rec['lr']:.2e}"
+            + (f" {rec['clips_per_s']:.1f} clips/s" if rec["clips_per_s"] else "")
+            + (f" val top-1 {100 * val['video_top1']:.1f}%" if val else "")
+            + (" (lr halved: plateau)" if reduced else "")
+        )
         self.log(line)
         return rec

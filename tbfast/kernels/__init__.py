@@ -8,6 +8,7 @@ the Triton grouped log-sum-exp; CUDA, or CPU under TRITON_INTERPRET=1), ``compil
 variable ``TBFAST_LOSS_IMPL`` overrides ``auto`` (e.g. ``TBFAST_LOSS_IMPL=reference`` switches
 fusion off everywhere).
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,8 +22,14 @@ from tbfast.kernels.fused_ssl import fused_ssl_objective, gram_grouped_lse, grou
 from tbfast.kernels.triton_lse import grouped_lse_triton_forward, grouped_masked_lse_triton, triton_available
 
 __all__ = [
-    "IMPLS", "get_ssl_objective", "fused_ssl_objective", "student_distill_loss",
-    "gram_grouped_lse", "grouped_masked_lse_torch", "grouped_masked_lse_triton", "triton_available",
+    "IMPLS",
+    "get_ssl_objective",
+    "fused_ssl_objective",
+    "student_distill_loss",
+    "gram_grouped_lse",
+    "grouped_masked_lse_torch",
+    "grouped_masked_lse_triton",
+    "triton_available",
 ]
 
 IMPLS = ("auto", "reference", "fused", "triton", "compiled")

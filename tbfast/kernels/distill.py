@@ -5,6 +5,7 @@ student_distill_loss(logits, p_inv, p_dis, s, kind) equals
 probabilities) and computes d/dlogits in closed form instead of back-propagating through softmax,
 the mix and the divergence op by op. Teachers never receive a gradient.
 """
+
 from __future__ import annotations
 
 import torch

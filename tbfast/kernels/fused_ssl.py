@@ -17,6 +17,7 @@ Formulation (B videos; same values as ``tbfast.losses`` up to float rounding):
 At B=40 one forward + backward is ~900 profiled operator calls instead of ~12,800 for the reference. The grouped LSE can be
 the Triton kernel of ``tbfast.kernels.triton_lse`` (``lse_fn``).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -67,7 +68,9 @@ class _GramGroupedLse(torch.autograd.Function):
         return dx, None, None, None
 
 
-def gram_grouped_lse(x: torch.Tensor, scale: float, group: int, lse_fn: LseFn = grouped_masked_lse_torch) -> torch.Tensor:
+def gram_grouped_lse(
+    x: torch.Tensor, scale: float, group: int, lse_fn: LseFn = grouped_masked_lse_torch
+) -> torch.Tensor:
     """x: (R, d) -> (R, R // group): grouped log-sum-exp of the masked Gram scale * x x^T."""
     return _GramGroupedLse.apply(x, scale, group, lse_fn)
 
@@ -97,8 +100,9 @@ def fused_ssl_objective(
         return _fused(z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, reduction, lse_fn, bsz_total)
 
 
-def _fused(z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, reduction, lse_fn,
-           bsz_total=None) -> dict[str, torch.Tensor]:
+def _fused(
+    z_long, z_long_slices, z_short, tau, w_inv, w_ll, w_gl, reduction, lse_fn, bsz_total=None
+) -> dict[str, torch.Tensor]:
     bsz, _, nt, d = z_short.shape
     s_short, s_ll, s_gl = reduction_scales(reduction, bsz_total or bsz, nt)
     ns = 2 * nt  # short-clip sets (view a, clip j), index a*nt + j

@@ -5,6 +5,7 @@ lse[r, g] = log sum_m exp(G[r, g*group + m]); its backward (softmax weights time
 gradient) is a few torch ops. On the CPU it runs under ``TRITON_INTERPRET=1`` (tests only).
 Verified here only with the interpreter; the CUDA path is unmeasured without a GPU.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """tbfast.losses: reference (readable) loss functions; fused versions live in tbfast.kernels."""
+
 from tbfast.losses.contrastive import (
     REDUCTIONS,
     global_local_loss,
@@ -11,6 +12,13 @@ from tbfast.losses.contrastive import (
 from tbfast.losses.distill import DISTILL_KINDS, distill
 
 __all__ = [
-    "REDUCTIONS", "reduction_scales", "nt_xent", "invariant_loss", "local_local_loss", "global_local_loss", "ssl_objective",
-    "distill", "DISTILL_KINDS",
+    "REDUCTIONS",
+    "reduction_scales",
+    "nt_xent",
+    "invariant_loss",
+    "local_local_loss",
+    "global_local_loss",
+    "ssl_objective",
+    "distill",
+    "DISTILL_KINDS",
 ]

@@ -9,6 +9,7 @@ independent of the batch size). Inputs are expected to be L2-normalised already 
 plain dot products divided by ``tau`` and do not renormalise, so gradients are those of the
 formulas in METHOD.md. These are the readable versions; ``tbfast.kernels`` has the fused ones.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -17,7 +18,12 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "REDUCTIONS", "reduction_scales", "nt_xent", "invariant_loss", "local_local_loss", "global_local_loss",
+    "REDUCTIONS",
+    "reduction_scales",
+    "nt_xent",
+    "invariant_loss",
+    "local_local_loss",
+    "global_local_loss",
     "ssl_objective",
 ]
 
@@ -59,8 +65,9 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
     return _nt_xent_groups(a.unsqueeze(0), b.unsqueeze(0), tau)
 
 
-def invariant_loss(z_long: torch.Tensor, z_short: torch.Tensor, tau: float = 0.1,
-                   reduction: str = "mean") -> torch.Tensor:
+def invariant_loss(
+    z_long: torch.Tensor, z_short: torch.Tensor, tau: float = 0.1, reduction: str = "mean"
+) -> torch.Tensor:
     """L_I. z_long: (B, 2, d), z_short: (B, 2, 4, d) -> scalar.
 
     NT-Xent between the two long-clip views, plus NT-Xent over the 56 ordered pairs
@@ -75,8 +82,9 @@ def invariant_loss(z_long: torch.Tensor, z_short: torch.Tensor, tau: float = 0.1
     return loss + short * (scale / len(pairs))
 
 
-def local_local_loss(z_short: torch.Tensor, tau: float = 0.1, reduction: str = "mean",
-                     bsz_total: int | None = None) -> torch.Tensor:
+def local_local_loss(
+    z_short: torch.Tensor, tau: float = 0.1, reduction: str = "mean", bsz_total: int | None = None
+) -> torch.Tensor:
     """L_D1. z_short: (B, 2, 4, d) -> scalar.
 
     Per video, NT-Xent with n=4 between view 0's and view 1's short clips (positive: same time in
@@ -88,8 +96,9 @@ def local_local_loss(z_short: torch.Tensor, tau: float = 0.1, reduction: str = "
     return _nt_xent_groups(z_short[:, 0], z_short[:, 1], tau) * scale
 
 
-def global_local_loss(z_long_slices: torch.Tensor, z_short: torch.Tensor, tau: float = 0.1,
-                      reduction: str = "mean") -> torch.Tensor:
+def global_local_loss(
+    z_long_slices: torch.Tensor, z_short: torch.Tensor, tau: float = 0.1, reduction: str = "mean"
+) -> torch.Tensor:
     """L_D2. z_long_slices: (B, 2, 4, d) (slice t of long view p), z_short: (B, 2, 4, d) -> scalar.
 
     Per video and each of the 4 (long view, short view) pairs, S[t, j] = <slice t, short j> / tau;
@@ -134,9 +143,12 @@ def ssl_objective(
     reduction_scales(reduction, 1)  # validate the name even when every term is skipped
     return _combine(
         z_short,
-        w_inv, (lambda: invariant_loss(z_long, z_short, tau, reduction)),
-        w_ll, (lambda: local_local_loss(z_short, tau, reduction, bsz_total)),
-        w_gl, (lambda: global_local_loss(_given(z_long_slices), z_short, tau, reduction)),
+        w_inv,
+        (lambda: invariant_loss(z_long, z_short, tau, reduction)),
+        w_ll,
+        (lambda: local_local_loss(z_short, tau, reduction, bsz_total)),
+        w_gl,
+        (lambda: global_local_loss(_given(z_long_slices), z_short, tau, reduction)),
     )
 
 

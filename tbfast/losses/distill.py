@@ -1,4 +1,5 @@
 """Distillation divergences between student and teacher class probabilities (METHOD.md §4)."""
+
 from __future__ import annotations
 
 import torch
@@ -15,8 +16,9 @@ def safe_log(p: torch.Tensor) -> torch.Tensor:
     return torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
 
 
-def distill(p_student: torch.Tensor, p_teacher: torch.Tensor, kind: str = "l2",
-            reduction: str = "mean") -> torch.Tensor:
+def distill(
+    p_student: torch.Tensor, p_teacher: torch.Tensor, kind: str = "l2", reduction: str = "mean"
+) -> torch.Tensor:
     """Divergence between probabilities p_student, p_teacher: (B, C) -> scalar.
 
     ``l2``: mean squared error over batch x classes (both reductions: the reference's MSELoss);

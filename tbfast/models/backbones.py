@@ -4,6 +4,7 @@ All three share one interface: input (N, 3, T, H, W) float, output (N, D, T') wi
 the variants used in self-supervised training (T' = 4 for 16 frames). Random initialisation only;
 nothing is downloaded. Models are returned in ``torch.channels_last_3d`` memory format.
 """
+
 from __future__ import annotations
 
 import torch
@@ -86,12 +87,22 @@ class R3D18(nn.Module):
             block = net.layer4[0]
             old = block.conv1[0]
             block.conv1[0] = nn.Conv3d(
-                old.in_channels, old.out_channels, 3, stride=(1, 2, 2), padding=(2, 1, 1), dilation=(2, 1, 1), bias=False
+                old.in_channels,
+                old.out_channels,
+                3,
+                stride=(1, 2, 2),
+                padding=(2, 1, 1),
+                dilation=(2, 1, 1),
+                bias=False,
             )
             nn.init.kaiming_normal_(block.conv1[0].weight, mode="fan_out", nonlinearity="relu")
             block.downsample[0].stride = (1, 2, 2)
         self.stem, self.layer1, self.layer2, self.layer3, self.layer4 = (
-            net.stem, net.layer1, net.layer2, net.layer3, net.layer4,
+            net.stem,
+            net.layer1,
+            net.layer2,
+            net.layer3,
+            net.layer4,
         )
         self.pool = _SpatialPool()
         self.feature_dim = 512
@@ -118,7 +129,11 @@ class SlowR50(nn.Module):
             from pytorchvideo.models.resnet import create_resnet  # models only: its transforms do not import
 
         net = create_resnet(
-            input_channel=3, model_depth=50, model_num_class=400, norm=nn.BatchNorm3d, activation=nn.ReLU,
+            input_channel=3,
+            model_depth=50,
+            model_num_class=400,
+            norm=nn.BatchNorm3d,
+            activation=nn.ReLU,
             stem_conv_kernel_size=(1, 7, 7),
         )
         self.blocks = nn.ModuleList(list(net.blocks)[:-1])  # drop ResNetBasicHead

@@ -19,6 +19,7 @@ are taken over that group's rows on *every* rank (one differentiable gather per 
 and call, for all its groups at once), so N processes with B/N videos each normalise exactly as
 one process with B videos, per clip group, and gradients flow back through the gather.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,15 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["GroupedBatchNorm", "convert_group_bn", "bn_groups", "grouped_call", "BN_EXECS", "set_sync_bn",
-           "sync_bn_paused"]
+__all__ = [
+    "GroupedBatchNorm",
+    "convert_group_bn",
+    "bn_groups",
+    "grouped_call",
+    "BN_EXECS",
+    "set_sync_bn",
+    "sync_bn_paused",
+]
 
 BN_EXECS = ("calls", "pass")
 
@@ -108,10 +116,10 @@ def _sync_batch_norm(bn: GroupedBatchNorm, parts) -> list[torch.Tensor]:
         stats.append(torch.cat([mean, m2, mean.new_full((1,), n)]))
         xs.append(xf)
     every = gather_rows(torch.stack(stats).unsqueeze(0))  # (world, groups, 2C + 1)
-    n_r = every[..., 2 * c:].detach()  # (world, groups, 1): counts carry no gradient
+    n_r = every[..., 2 * c :].detach()  # (world, groups, 1): counts carry no gradient
     n = n_r.sum(0)  # (groups, 1)
     mean = (every[..., :c] * n_r).sum(0) / n  # (groups, C)
-    m2 = every[..., c:2 * c].sum(0) + (n_r * (every[..., :c] - mean.unsqueeze(0)) ** 2).sum(0)
+    m2 = every[..., c : 2 * c].sum(0) + (n_r * (every[..., :c] - mean.unsqueeze(0)) ** 2).sum(0)
     var = m2 / n  # biased, as BatchNorm normalises
     out = []
     for g, xf in enumerate(xs):
@@ -134,8 +142,9 @@ def convert_group_bn(module: nn.Module) -> nn.Module:
     """Replace every torch BatchNorm (1d/2d/3d, not SyncBatchNorm) in ``module`` by a
     :class:`GroupedBatchNorm` that shares its parameters and buffers; returns the module."""
     if isinstance(module, _BatchNorm) and not isinstance(module, (GroupedBatchNorm, nn.SyncBatchNorm)):
-        new = GroupedBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                               module.track_running_stats)
+        new = GroupedBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         if module.affine:
             new.weight, new.bias = module.weight, module.bias
         if module.track_running_stats:
@@ -168,8 +177,13 @@ def bn_groups(module: nn.Module, sizes: Sequence[int] | None):
             m.groups = g
 
 
-def grouped_call(fn: Callable[[torch.Tensor], torch.Tensor], module: nn.Module, x: torch.Tensor,
-                 sizes: Sequence[int] | None, execution: str) -> torch.Tensor:
+def grouped_call(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    module: nn.Module,
+    x: torch.Tensor,
+    sizes: Sequence[int] | None,
+    execution: str,
+) -> torch.Tensor:
     """``fn(x)`` with BatchNorm statistics per batch group of ``sizes`` (None: one set of statistics).
 
     ``execution``: ``calls`` runs ``fn`` once per group and concatenates the outputs; ``pass`` runs

@@ -1,4 +1,5 @@
 """Projection head, classifier and temporal pooling (METHOD.md §1)."""
+
 from __future__ import annotations
 
 import torch

@@ -275,7 +275,8 @@ def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
     assert "mixture_top1" in mech and mech["mixture_top1"]["1 (T_I only)"] == res["top1_all"]["teacher_invariant"]
     assert "## Does s route videos" in report and (out / "similarity_test.csv").is_file()
     assert "Chance level: 25.0 % (4 classes)" in report
-    for png in ("models.png", "mechanism.png", "confusion_timebalance.png"):
+    models = ("supervised", "teacher_invariant", "teacher_distinctive", "student_invariant", "student_distinctive")
+    for png in ("models.png", "mechanism.png", "confusion_timebalance.png", *(f"confusion_{m}.png" for m in models)):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     # per-class table: one row per class with a mean score and the six models' accuracies
     classes = res["class_top1_all"]["timebalance"]

@@ -546,14 +546,15 @@ def _run(out, data, preset, fraction, cfg_of, base, dist: Dist, log, t_start, se
             plot_models(results, out / "models.png")
             if mech is not None:
                 plot_mechanism(mech, out / "mechanism.png")
-            tb = evals.get("timebalance") or {}
-            if tb.get("confusion"):
-                plot_confusion(
-                    tb["confusion"],
-                    tb.get("classes") or [str(i) for i in range(len(tb["confusion"]))],
-                    out / "confusion_timebalance.png",
-                    "TimeBalance student (first seed): test videos",
-                )
+            for name, label in LABELS.items():  # one picture per model: confusion_MODEL.png
+                ev = evals.get(name) or {}
+                if ev.get("confusion"):
+                    plot_confusion(
+                        ev["confusion"],
+                        ev.get("classes") or [str(i) for i in range(len(ev["confusion"]))],
+                        out / f"confusion_{name}.png",
+                        f"{label}{' (first seed)' if seeds > 1 and name in seed_names else ''}: test videos",
+                    )
         except Exception as exc:
             log(f"(pictures skipped: {exc})")
         atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
@@ -857,7 +858,8 @@ def render_report(r: dict) -> str:
     lines += [
         "",
         "Pictures: `models.png` (every model's top-1 with its interval, the seed means, chance level), "
-        "`mechanism.png` (per class: mean s against T_I − T_D), `confusion_timebalance.png`, `seeds.png`, "
+        "`mechanism.png` (per class: mean s against T_I − T_D), `confusion_MODEL.png` (one per model), "
+        "`seeds.png`, "
         "`similarity.png`.",
     ]
     lines += [

@@ -244,7 +244,7 @@ def test_torchrun_recipe_then_similarity_and_eval_match_one_process(prepared, tm
     ]
     res = subprocess.run(tr + ["run", *recipe], env=_env(), capture_output=True, timeout=900)
     assert res.returncode == 0, res.stderr.decode()[-3000:]
-    assert res.stdout.decode().count("# tbfast run") == 1  # the report, printed by rank 0 only
+    assert res.stdout.decode().count("Full report (per class") == 1  # the summary, printed by rank 0 only
     results = json.loads((out / "results.json").read_text())
     assert results["world"] == 2 and set(results["top1"]) >= {"timebalance", "supervised"}
     inv = torch.load(out / "invariant" / "checkpoints" / "last.pt", weights_only=True)

@@ -144,7 +144,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 peers = (
                     [
                         "--loaders",
-                        "dali,dali-torchcodec,dali-pyav,decode,perclip,reference,torchcodec,torchcodec-tv,torchcodec-decode,"
+                        "dali,dali-torchcodec,dali-torchcodec-graphresize,dali-pyav,decode,perclip,reference,torchcodec,"
+                        "torchcodec-tv,torchcodec-decode,"
                         "decord,decord-tv,decord-decode",
                     ]
                     if not args.quick
@@ -255,8 +256,10 @@ def render_markdown(res: dict[str, Any]) -> str:
 
         labels = {
             "dali": "DALI pipeline (tbfast)",
-            "dali-torchcodec": "DALI pipeline (tbfast), torchcodec decoder",
-            "dali-pyav": "DALI pipeline (tbfast), PyAV decoder",
+            "dali-torchcodec": "DALI pipeline (tbfast), torchcodec decoder, host resize",
+            "dali-pyav": "DALI pipeline (tbfast), PyAV decoder, host resize",
+            "dali-torchcodec-graphresize": "DALI pipeline (tbfast), torchcodec decoder, resize in the graph",
+            "dali-pyav-graphresize": "DALI pipeline (tbfast), PyAV decoder, resize in the graph",
             "decode": "DALI decode only (ceiling)",
             "perclip": "per-clip PyAV DataLoader",
             "reference": "reference-style DataLoader",

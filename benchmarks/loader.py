@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         "--loaders",
         default="dali,dali-torchcodec,dali-pyav,decode,perclip,reference,torchcodec,decord",
         help="comma-separated: dali, dali-torchcodec, dali-pyav (tbfast's pipeline with DALI's "
-        "or a host decoder), decode (DALI decode-only), perclip, reference, and the peers "
+        "or a host decoder; with a host decoder the clip views are resized on the host, add "
+        "-graphresize to resize them in the graph), decode (DALI decode-only), perclip, reference, and the peers "
         "torchcodec / decord (full plan, DALI's colour maths) with the suffixes -tv "
         "(torchvision colour ops), -crop (crop + flip only), -uint8 (crop + flip, uint8 out), "
         "-decode (decode only); a peer that is not installed is skipped with a note",
@@ -107,7 +108,9 @@ def run(args: argparse.Namespace) -> dict:
     from dali_pipelines.host_decode import HOST_DECODERS
     from dali_pipelines.host_decode import available as decoder_available
 
-    ours = ("dali", *(f"dali-{d}" for d in HOST_DECODERS))  # tbfast's pipeline with each decoder
+    # tbfast's pipeline with each decoder; with a host decoder the clip views are resized on the host
+    # (resize "auto"), or in the graph ("-graphresize": the same graph as with DALI's decoder)
+    ours = ("dali", *(f"dali-{d}" for d in HOST_DECODERS), *(f"dali-{d}-graphresize" for d in HOST_DECODERS))
     bad = [w for w in wanted if w not in (*ours, "decode", "perclip", "reference", *PEER_VARIANTS)]
     if bad:
         raise UserError(
@@ -117,7 +120,7 @@ def run(args: argparse.Namespace) -> dict:
     results: dict = {}
     skipped: dict = {}
 
-    def dali_loader(decoder: str = "dali"):
+    def dali_loader(decoder: str = "dali", resize: str = "auto"):
         return build_loader(
             args.prepared,
             args.mode,
@@ -132,6 +135,7 @@ def run(args: argparse.Namespace) -> dict:
             shuffle=False,
             drop_last=True,
             decoder=decoder,
+            resize=resize,
         )
 
     frames_per_video = {}
@@ -142,13 +146,13 @@ def run(args: argparse.Namespace) -> dict:
 
     for name in wanted:
         if name in ours:
-            decoder = name.split("-", 1)[1] if "-" in name else "dali"
+            decoder = name.split("-")[1] if "-" in name else "dali"
             why = decoder_available(decoder)
             if why:
                 print(f"  {name:<10} skipped: {why}", flush=True)
                 skipped[name] = why
                 continue
-            loader = dali_loader(decoder)
+            loader = dali_loader(decoder, "dali" if name.endswith("-graphresize") else "auto")
             for _ in loader:  # build and run once outside the timed window (first-run allocations)
                 break
             host0, hv0 = dict(loader.host_seconds), loader.host_videos
@@ -227,14 +231,15 @@ def run(args: argparse.Namespace) -> dict:
             # feeding DALI, handing the outputs to torch ("total": what every device pays on the
             # host), and apart from it the pixel work at the hand-over (clamp, erase boxes, dropped
             # channels: on the CPU host work, on a GPU device kernels the host only launches)
-            apart = ("pixels", "decode")  # pixel work at the hand-over; a host decoder's work
+            apart = ("pixels", "decode", "resize")  # pixel work at the hand-over; a host decoder's work
             book = round(sum(v for k, v in host.items() if k not in apart), 3)
             results[name]["host_ms_per_video"] = {**host, "total": book}
             print(
                 "  host (outside DALI), ms/video: "
                 + ", ".join(f"{k} {v:.3f}" for k, v in host.items() if k not in apart)
                 + f"; total {book:.3f}; and pixel work at the hand-over {host.get('pixels', 0):.3f}"
-                + (f"; host decoding {host['decode']:.3f}" if host.get("decode") else ""),
+                + (f"; host decoding {host['decode']:.3f}" if host.get("decode") else "")
+                + (f"; host crop + resize {host['resize']:.3f}" if host.get("resize") else ""),
                 flush=True,
             )
     ratios = {}
@@ -274,8 +279,10 @@ def print_table(report: dict) -> None:
 
     labels = {
         "dali": "DALI pipeline",
-        "dali-torchcodec": "DALI pipeline, torchcodec decoder (host)",
-        "dali-pyav": "DALI pipeline, PyAV decoder (host)",
+        "dali-torchcodec": "DALI pipeline, torchcodec decoder, host resize",
+        "dali-pyav": "DALI pipeline, PyAV decoder, host resize",
+        "dali-torchcodec-graphresize": "DALI pipeline, torchcodec decoder, resize in the graph",
+        "dali-pyav-graphresize": "DALI pipeline, PyAV decoder, resize in the graph",
         "decode": "DALI decode only (ceiling)",
         "perclip": "per-clip PyAV DataLoader",
         "reference": "reference-style DataLoader",

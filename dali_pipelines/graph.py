@@ -32,6 +32,7 @@ class GraphLayout:
     spec: ClipSpec
     augment: bool
     decoder: str = "dali"  # "dali": the graph decodes the bytes; else the frames come decoded (host_decode)
+    resize: str = "dali"  # "host": every clip view comes cut, cropped and resized (host_decode.crop_resize)
 
     @property
     def groups(self) -> list[str]:
@@ -60,9 +61,22 @@ class GraphLayout:
         positions into the decoded frames. Augmented modes cut every clip on its own: one input
         whose rows are the clips (all of one length); the others cut each group at once: one 1-D
         input per group (all its clips' frames in a row; groups may differ in length)."""
+        if self.resize == "host":  # the host cut the clips
+            return []
         if self.per_clip:
             return [("orders", [(g, k) for g in self.groups for k in range(self.clips_in(g))])]
         return [(f"orders_{g}", [(g, 0)]) for g in self.groups]
+
+    @property
+    def crop_inputs(self) -> list[tuple[str, tuple[str, int, int | None]]]:
+        """With ``resize == "host"``: (input name, (group, view, clip)) of each resized uint8 input:
+        one (T, S, S, 3) per clip view in augmented modes, else one (K*T, S, S, 3) per view
+        (clip None: all the group's clips, one crop)."""
+        if self.resize != "host":
+            return []
+        if self.per_clip:
+            return [(f"crop_{g}_{v}_{k}", (g, v, k)) for g, v, k in self.view_keys]
+        return [(f"crop_{g}_{v}", (g, v, None)) for _, g, v in self.outputs]
 
     @property
     def view_keys(self) -> list[tuple[str, int, int]]:
@@ -137,6 +151,24 @@ def build_pipeline(
     )
     def clip_pipeline():
         params = _src("params", types.FLOAT, 2)  # (view keys, PARAMS)
+        if layout.resize == "host":  # clips cut, cropped and resized on the host: colour and hand-over here
+            crops = {
+                key: fn.external_source(name=name, dtype=types.UINT8, ndim=4, layout="FHWC", no_copy=True)
+                for name, key in layout.crop_inputs
+            }
+            rows = {key: params[j] for j, key in enumerate(layout.view_keys)}
+            outs = []
+            for _, group, view in layout.outputs:
+                if layout.per_clip:
+                    ks = range(layout.clips_in(group))
+                    x = [_colour(crops[group, view, k], rows[group, view, k]) for k in ks]
+                    outs.append(x[0] if len(x) == 1 else fn.cat(*x, axis=0))
+                else:
+                    x = crops[group, view, None]
+                    outs.append(
+                        fn.crop_mirror_normalize(x, dtype=types.FLOAT, mean=0.0, std=255.0, output_layout="FHWC")
+                    )
+            return tuple(outs)
         if layout.decoder == "dali":
             encoded = _src("encoded", types.UINT8, 1)
             frames = _src("decode", types.INT32, 1)

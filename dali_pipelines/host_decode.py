@@ -118,3 +118,59 @@ def _torchcodec(data: np.ndarray, wanted: np.ndarray, num_frames: int) -> np.nda
     n = dec.metadata.num_frames or num_frames
     idx = [min(int(i), n - 1) for i in wanted.tolist()]
     return dec.get_frames_at(indices=idx).data.numpy()
+
+
+RESIZES = ("auto", "dali", "host")
+
+
+def resolve_resize(resize: str, decoder: str, device: str) -> str:
+    """ "dali" or "host": where a clip view's crop is cut and resized. "host" (torch's uint8
+    bilinear kernel on the decoded frames, in the reader threads) needs a host decoder on the CPU;
+    "auto" picks it there (on the CPU it is 4-8x cheaper than DALI's resize) and "dali" elsewhere."""
+    if resize not in RESIZES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZES)}, not {resize!r}")
+    host_ok = decoder in HOST_DECODERS and device == "cpu"
+    if resize == "host" and not host_ok:
+        raise ValueError(
+            "resize 'host' cuts and resizes host-decoded frames on the CPU: it needs decoder pyav or torchcodec "
+            f"and device cpu (got decoder {decoder!r}, device {device!r}); use resize 'auto' or 'dali'"
+        )
+    if resize == "auto":
+        return "host" if host_ok else "dali"
+    return resize
+
+
+def _window(a: float, b: float, limit: int) -> tuple[int, int]:
+    """The plan's fractional crop edges rounded to whole pixels inside [0, limit], at least 1 wide."""
+    lo = min(max(int(round(a)), 0), limit - 1)
+    hi = min(max(int(round(b)), lo + 1), limit)
+    return lo, hi
+
+
+def crop_resize(frames: np.ndarray, order: np.ndarray, roi, size: int) -> np.ndarray:
+    """(len(order), size, size, 3) uint8: frames ``order`` of the decoded (N, H, W, 3) ``frames``,
+    cropped to ``roi`` = (y0, x0, y1, x1) (x0 > x1: flipped horizontally, as DALI's resize reads it)
+    and resized with torch's bilinear uint8 kernel (no antialiasing, as the graph's ``fn.resize``).
+    The crop edges are rounded to whole pixels: against DALI's resize of the fractional window the
+    pixels differ by a fraction of a source pixel's shift (docs/PIPELINES.md, "Decoders")."""
+    import torch
+    import torch.nn.functional as F
+
+    y0, x0, y1, x1 = (float(v) for v in roi)
+    flip = x0 > x1
+    if flip:
+        x0, x1 = x1, x0
+    h, w = frames.shape[1:3]
+    ya, yb = _window(y0, y1, h)
+    xa, xb = _window(x0, x1, w)
+    order = np.asarray(order)
+    first = int(order[0])
+    if np.array_equal(order, np.arange(first, first + len(order))):  # consecutive frames: a view
+        crop = frames[first : first + len(order), ya:yb, xa:xb]
+    else:
+        crop = frames[order, ya:yb, xa:xb]
+    x = torch.from_numpy(np.ascontiguousarray(crop)).permute(0, 3, 1, 2)  # NCHW, channels-last memory
+    out = F.interpolate(x, size=(size, size), mode="bilinear", antialias=False, align_corners=False)
+    if flip:
+        out = out.flip(3)
+    return np.ascontiguousarray(out.permute(0, 2, 3, 1).numpy())  # (T, S, S, 3)

@@ -76,6 +76,7 @@ class ClipLoader:
         shuffle: bool | None = None,
         records: Sequence[VideoRecord] | None = None,
         decoder: str = "dali",
+        resize: str = "auto",
     ):
         if mode not in MODES:
             raise UserError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -87,6 +88,12 @@ class ClipLoader:
         if why:
             raise UserError(f"decoder {decoder!r}: {why}")
         self.decoder = decoder
+        from dali_pipelines.host_decode import resolve_resize
+
+        try:
+            self.resize = resolve_resize(resize, decoder, device)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
         self.prepared = Path(prepared)
         self.mode = mode
         self.records = list(records) if records is not None else read_manifest(self.prepared)
@@ -122,7 +129,16 @@ class ClipLoader:
         # ("pixels": the clamp and erase boxes done on the output buffer at the hand-over; on the
         # GPU they are device kernels and the host only launches them)
         # ("decode": a host decoder's work in the reader threads, decoder="pyav"/"torchcodec")
-        self.host_seconds = {"read": 0.0, "plan": 0.0, "feed": 0.0, "hand_over": 0.0, "pixels": 0.0, "decode": 0.0}
+        # ("resize": cutting, cropping and resizing the clip views on the host, resize "host")
+        self.host_seconds = {
+            "read": 0.0,
+            "plan": 0.0,
+            "feed": 0.0,
+            "hand_over": 0.0,
+            "pixels": 0.0,
+            "decode": 0.0,
+            "resize": 0.0,
+        }
         self.host_videos = 0
         self._order_cache: tuple[int | None, list[list[int]]] = (None, [])
         if not self.batches():
@@ -134,7 +150,7 @@ class ClipLoader:
         self._io = cf.ThreadPoolExecutor(max(1, self.num_threads), thread_name_prefix="tbfast-read")
         from dali_pipelines.graph import GraphLayout
 
-        self.layout = GraphLayout(self.spec, self.augment, decoder)
+        self.layout = GraphLayout(self.spec, self.augment, decoder, self.resize)
 
     # ------------------------------------------------------------------ order
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -251,6 +267,9 @@ class ClipLoader:
             )
         else:
             params = np.array([[p.views[g][v][k].roi for g, v, k in lay.view_keys] for p in plans], dtype=np.float32)
+        if lay.resize == "host":  # ``encoded`` holds each sample's resized clip views (see _host_decoded)
+            crops = {name: [e[name] for e in encoded] for name, _ in lay.crop_inputs}
+            return {"params": params, **crops} if lay.per_clip else crops  # (unaugmented: no parameters used)
         if self.decoder != "dali":  # ``encoded`` holds the decoded frames (see _prepare)
             return {"frames": encoded, "params": params, **feeds}
         lists = [p.decode for p in plans]
@@ -277,14 +296,23 @@ class ClipLoader:
         self.host_videos += len(batch)
         return plans, feeds
 
-    def _host_decoded(self, index: int, plan: SamplePlan) -> np.ndarray:
-        """(len(plan.decode), H, W, 3) uint8: the planned frames of a checked file, decoded here."""
+    def _host_decoded(self, index: int, plan: SamplePlan):
+        """(len(plan.decode), H, W, 3) uint8: the planned frames of a checked file, decoded here;
+        with resize "host", its clip views cut, cropped and resized instead (input name -> array)."""
         from dali_pipelines.host_decode import HostDecodeError, decode_frames
 
         data = self.read_encoded(index)
         t0 = time.thread_time()
         try:
-            return decode_frames(self.decoder, data, plan.decode, self.records[index].frames)
+            frames = decode_frames(self.decoder, data, plan.decode, self.records[index].frames)
+            if self.resize != "host":
+                return frames
+            t1 = time.thread_time()
+            try:
+                return self._crops(frames, plan)
+            finally:
+                self.host_seconds["resize"] += time.thread_time() - t1
+                t0 += time.thread_time() - t1  # counted as resize, not as decoding
         except HostDecodeError as exc:
             raise CorruptVideoError(
                 f"cannot decode {self.prepared / self.records[index].path} (manifest index "
@@ -293,6 +321,18 @@ class ClipLoader:
             ) from exc
         finally:
             self.host_seconds["decode"] += time.thread_time() - t0
+
+    def _crops(self, frames: np.ndarray, plan: SamplePlan) -> dict[str, np.ndarray]:
+        """Every clip view of one sample, cut from its decoded frames, cropped and resized (uint8)."""
+        from dali_pipelines.host_decode import crop_resize
+
+        out = {}
+        for name, (g, v, k) in self.layout.crop_inputs:
+            if k is None:  # all the group's clips with the view's one crop
+                out[name] = crop_resize(frames, plan.orders[g].reshape(-1), plan.views[g][v][0].roi, self.size)
+            else:
+                out[name] = crop_resize(frames, plan.orders[g][k], plan.views[g][v][k].roi, self.size)
+        return out
 
     def _submit(self, pipe, feeds: dict) -> None:
         t0 = time.thread_time()
@@ -304,7 +344,7 @@ class ClipLoader:
             feed(name, data)
         # host-decoded frames go in without a copy (``no_copy``): keep them alive until the
         # pipeline has returned that iteration's outputs (released in __iter__, oldest first)
-        self._held.append(feeds.get("frames"))
+        self._held.append([feeds.get("frames"), *(feeds[name] for name, _ in self.layout.crop_inputs)])
         pipe.schedule_run()
         self.host_seconds["feed"] += time.thread_time() - t0
 

@@ -126,8 +126,11 @@ def test_short_video_is_padded_by_repeating_the_last_frame(coded, decoder):
     assert clip_indices(batch["long1"])[0, -1] == 19
 
 
-def test_augmentation_constant_within_clip_and_independent_between_views(coded):
-    loader = build_loader(coded, "ssl", indices=STILL, batch_size=4, size=SIZE, seed=11)
+@pytest.mark.parametrize("decoder", ["dali", "torchcodec"])  # torchcodec: clip views resized on the host
+def test_augmentation_constant_within_clip_and_independent_between_views(coded, decoder):
+    loader = build_loader(
+        coded, "ssl", indices=STILL, batch_size=4, size=SIZE, seed=11, decoder=_decoder_or_skip(decoder)
+    )
     for epoch in range(2):
         loader.set_epoch(epoch)
         batch = next(iter(loader))
@@ -154,7 +157,8 @@ def test_augmentation_constant_within_clip_and_independent_between_views(coded):
                     assert np.abs(img[0] - img[1]).max() < 2 / 255 and np.abs(img[1] - img[2]).max() < 2 / 255
 
 
-def test_flip_and_crop_follow_the_plan(coded):
+@pytest.mark.parametrize("decoder", ["dali", "torchcodec"])
+def test_flip_and_crop_follow_the_plan(coded, decoder):
     """A still picture with a red top-left block: a flipped view has it on the right."""
     # crop side = short side, so the block (left third, top third) is in every crop but the rightmost
     from tbfast.data.plans import AugSpec, default_spec
@@ -171,7 +175,9 @@ def test_flip_and_crop_follow_the_plan(coded):
         erase_p=0,
     )
     spec = default_spec("train", aug=aug)
-    loader = build_loader(coded, "train", indices=STILL, batch_size=4, size=SIZE, seed=2, spec=spec)
+    loader = build_loader(
+        coded, "train", indices=STILL, batch_size=4, size=SIZE, seed=2, spec=spec, decoder=_decoder_or_skip(decoder)
+    )
     flips = []
     for epoch in range(3):
         loader.set_epoch(epoch)
@@ -282,7 +288,7 @@ def test_host_decoders_give_ffmpegs_frames_and_differ_from_dalis_by_its_colour_c
             assert diff.max() <= (0 if decoder == "pyav" else 2), (i, wanted)
     kw = dict(indices=CODED, batch_size=3, size=SIZE, seed=1)  # augmented: every colour operation runs
     a = next(iter(build_loader(coded, "ssl", **kw)))
-    b = next(iter(build_loader(coded, "ssl", decoder=decoder, **kw)))
+    b = next(iter(build_loader(coded, "ssl", decoder=decoder, resize="dali", **kw)))  # the same resize
     for f in ("long0", "short1"):
         d = (a[f] - b[f]).abs().mean().item() * 255
         assert 0.1 < d < 3.0, (f, d)
@@ -400,3 +406,49 @@ def test_three_crop_eval_views(coded):
     # the still picture's dark-blue block sits in the top-left third: in the left crop, not the right
     blue = lambda v: float(three[f"clip{v}"][:, 2, 0, :3, :3].mean())  # noqa: E731
     assert blue(0) < 0.25 < blue(2)
+
+
+@pytest.mark.parametrize("mode", ["ssl", "train", "eval"])
+def test_host_resize_follows_the_plan_like_the_graphs_resize(coded, mode):
+    """resize "host" (the default with a host decoder on the CPU), augmented: the same plan (frame
+    lists, labels) and pixels close to the graph's resize of the same frames (crop edges rounded to
+    whole pixels; the planned frames themselves: test_every_mode_returns_exactly_the_planned_frames);
+    "host" is refused where the frames are not on the host."""
+    from dali_pipelines.loader import ClipLoader
+    from tbfast.errors import UserError
+
+    decoder = _decoder_or_skip("torchcodec")
+    kw = dict(indices=CODED, batch_size=3, size=SIZE, seed=5, decoder=decoder)
+    host, graph = build_loader(coded, mode, **kw), build_loader(coded, mode, resize="dali", **kw)
+    assert host.resize == "host" and graph.resize == "dali"
+    a, b = next(iter(host)), next(iter(graph))
+    fields = [k for k in a if a[k].dtype == torch.float32]
+    assert fields and all(torch.equal(a[k], b[k]) for k in a if k not in fields)  # frames, labels, indices
+    for k in fields:
+        assert a[k].shape == b[k].shape and a[k].is_contiguous(memory_format=torch.channels_last_3d)
+        assert (a[k] - b[k]).abs().mean().item() * 255 < 6, k
+    with pytest.raises(UserError, match="needs decoder pyav or torchcodec"):
+        ClipLoader(coded, mode, indices=CODED, batch_size=3, size=SIZE, resize="host")
+
+
+def test_crop_resize_crops_flips_and_picks_frames():
+    import torch.nn.functional as F
+
+    from dali_pipelines.host_decode import crop_resize
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (6, 30, 40, 3), dtype=np.uint8)
+    out = crop_resize(frames, np.array([1, 2, 3]), (2.0, 5.0, 26.0, 29.0), 12)
+    ref = F.interpolate(
+        torch.from_numpy(frames[1:4, 2:26, 5:29]).permute(0, 3, 1, 2).float(),
+        size=(12, 12),
+        mode="bilinear",
+        align_corners=False,
+    ).permute(0, 2, 3, 1)
+    assert out.shape == (3, 12, 12, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
+    assert np.abs(out.astype(float) - ref.numpy()).max() <= 1  # uint8 rounding
+    flipped = crop_resize(frames, np.array([1, 2, 3]), (2.0, 29.0, 26.0, 5.0), 12)  # x0 > x1: mirrored
+    assert np.array_equal(flipped, out[:, :, ::-1])
+    picked = crop_resize(frames, np.array([4, 0, 4]), (2.2, 4.6, 25.8, 29.4), 12)  # any order; edges rounded
+    assert np.array_equal(picked[0], crop_resize(frames, np.array([4]), (2, 5, 26, 29), 12)[0])
+    assert np.array_equal(picked[1], out[0]) is False and np.array_equal(picked[0], picked[2])

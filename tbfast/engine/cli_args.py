@@ -24,6 +24,11 @@ OVERRIDES: dict[str, tuple[str, type, str]] = {
         "video decoder: dali (in the graph) | pyav | torchcodec (on the host: "
         "faster on the CPU; see docs/PIPELINES.md)",
     ),
+    "--resize": (
+        "data.resize",
+        str,
+        "where clip views are cropped and resized: auto | dali (in the graph) | host (host decoders on the CPU)",
+    ),
     "--epochs": ("train.epochs", int, "epochs"),
     "--lr": ("optim.lr", float, "base learning rate (Adam)"),
     "--warmup-epochs": ("optim.warmup_epochs", float, "linear warmup epochs (0.01 -> 1 x lr)"),
@@ -119,7 +124,9 @@ def add_common(parser: argparse.ArgumentParser, stage: str, *, training: bool = 
         stage,
         OVERRIDES
         if training
-        else {k: OVERRIDES[k] for k in ("--size", "--eval-batch-size", "--threads", "--decoder", "--device")},
+        else {
+            k: OVERRIDES[k] for k in ("--size", "--eval-batch-size", "--threads", "--decoder", "--resize", "--device")
+        },
     )
     if training:
         g.add_argument(

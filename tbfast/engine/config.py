@@ -51,6 +51,10 @@ class DataConfig:
     # (on the host, in the loader's reader threads; the graph starts from their frames). Same frames
     # and plans; pixel values differ by the decoders' colour conversion (docs/PIPELINES.md)
     decoder: str = "dali"
+    # where clip views are cut, cropped and resized: auto (host with a host decoder on the CPU, else
+    # dali) | dali (in the graph) | host (torch's uint8 kernel in the reader threads; crop edges
+    # rounded to whole pixels, docs/PIPELINES.md)
+    resize: str = "auto"
     batch_size: int = 16  # videos per rank per step (student: labeled and unlabeled each)
     eval_batch_size: int = 8  # videos per eval/similarity batch
     augment: bool = True
@@ -278,7 +282,7 @@ def resolve(stage: str, preset: str | None = None, overrides: dict | None = None
 def validate(cfg: Config) -> None:
     from tbfast.kernels import IMPLS
     from tbfast.losses import REDUCTIONS
-    from dali_pipelines.host_decode import DECODERS
+    from dali_pipelines.host_decode import DECODERS, RESIZES
     from tbfast.models import BN_EXECS
 
     choices = {
@@ -292,6 +296,7 @@ def validate(cfg: Config) -> None:
         ("model", "group_bn_exec"): ("auto",) + BN_EXECS,
         ("model", "sync_bn"): ("auto", "on", "off"),
         ("data", "decoder"): DECODERS,
+        ("data", "resize"): RESIZES,
     }
     for (section, key), allowed in choices.items():
         value = getattr(getattr(cfg, section), key)

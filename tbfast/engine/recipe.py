@@ -66,6 +66,8 @@ def fingerprint(cfg, **inputs) -> str:
             d.get(section, {}).pop(k, None)
     if d.get("data", {}).get("decoder") == "dali":  # the default: fingerprints from before the option stay valid
         d["data"].pop("decoder")
+        if d["data"].get("resize") in ("auto", "dali"):  # with DALI's decoder both resize in the graph, as before
+            d["data"].pop("resize")
     blob = json.dumps({"config": d, "inputs": inputs}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

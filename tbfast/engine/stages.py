@@ -82,6 +82,7 @@ def make_loader(
         device_id=dist.device.index if gpu else None,
         num_threads=cfg.data.num_threads,
         decoder=cfg.data.decoder,
+        resize=cfg.data.resize,
         seed=cfg.train.seed,
         shard_id=dist.rank if shard else 0,
         num_shards=dist.world if shard else 1,

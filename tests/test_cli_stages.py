@@ -593,6 +593,11 @@ def test_host_decoder_trains_and_evaluates_the_same_clips(chain, prepared, tmp_p
     assert cli(["train", "invariant", *data, "--out", str(run), *TRAIN, "--decoder", "pyav"]) == 0
     ck = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
     assert ck["config"]["data"]["decoder"] == "pyav" and ck["step"] == 2
+    assert ck["config"]["data"]["resize"] == "auto"  # the clip views were resized on the host
+    # resize "host" needs the frames on the host: refused, in one line, with DALI's decoder
+    capsys.readouterr()
+    assert cli(["train", "invariant", *data, "--out", str(tmp_path / "x"), *TRAIN, "--resize", "host"]) == 2
+    assert "needs decoder pyav or torchcodec" in capsys.readouterr().err
     out = tmp_path / "eval_pyav.json"
     assert (
         cli(

@@ -161,7 +161,8 @@ def test_finetune_supervised_student_eval(chain):
     assert summ["val_top1"] == epoch["val_top1"] and summ["val_epoch"] == epoch["epoch"] == 1
     assert summ["best_val_top1"] == epoch["val_top1"]  # one validation: it is the best
     assert 0 < summ["train_seconds"] < summ["seconds_with_validation"]
-    assert summ["clips_per_s"] == pytest.approx(summ["clips"] / summ["train_seconds"], rel=0.05)  # 2-digit rounding
+    # clips/s over the unrounded training time (train_seconds is rounded to 0.01 s)
+    assert abs(summ["clips"] / summ["clips_per_s"] - summ["train_seconds"]) <= 0.0051
     assert "val_top1" not in json.loads((chain["root"] / "student" / "summary.json").read_text())  # no --val
     st = torch.load(chain["root"] / "student" / "checkpoints" / "last.pt", weights_only=True)
     assert st["stage"] == "student" and st["config"]["loss"]["distill"] == "kl"

@@ -113,12 +113,13 @@ def _colour(x, row):
     return y
 
 
-def _augment_view(clips: list, rows: list, size: int):
-    """uint8 clips (T, H, W, 3) of one view -> float32 (K*T, S, S, 3), each clip with its own plan
-    row (crop/flip/resize and colour); erase boxes and dropped channels follow at the hand-over."""
+def _augment_view(clips: list, rows: list):
+    """uint8 clips (T, S, S, 3) of one view, each already cropped, flipped and resized by its plan
+    row -> float32 (K*T, S, S, 3) with each row's colour; erase boxes and dropped channels follow
+    at the hand-over."""
     # brightness carries the 1/255 scaling; saturation 0 is the grayscale. Float output: the
     # colour ops are several times cheaper on the CPU with float output than with uint8 output.
-    x = [_colour(_resize(c, r, size), r) for c, r in zip(clips, rows)]
+    x = [_colour(c, r) for c, r in zip(clips, rows)]
     # no clamp nor erase here: brightness/contrast/saturation > 1 can leave [0, 1], and fn.erase
     # copies the whole float tensor (~5 ms CPU per ssl video) to zero a few boxes; the loader
     # clamps and zeroes the planned erase boxes and dropped channels in place at the hand-over
@@ -151,48 +152,48 @@ def build_pipeline(
     )
     def clip_pipeline():
         params = _src("params", types.FLOAT, 2)  # (view keys, PARAMS)
-        if layout.resize == "host":  # clips cut, cropped and resized on the host: colour and hand-over here
+        rows = {key: params[j] for j, key in enumerate(layout.view_keys)}
+        if layout.resize == "host":  # clip views cut, cropped and resized on the host (host_decode.crop_resize)
             crops = {
                 key: fn.external_source(name=name, dtype=types.UINT8, ndim=4, layout="FHWC", no_copy=True)
                 for name, key in layout.crop_inputs
             }
-            rows = {key: params[j] for j, key in enumerate(layout.view_keys)}
-            outs = []
-            for _, group, view in layout.outputs:
-                if layout.per_clip:
-                    ks = range(layout.clips_in(group))
-                    x = [_colour(crops[group, view, k], rows[group, view, k]) for k in ks]
-                    outs.append(x[0] if len(x) == 1 else fn.cat(*x, axis=0))
-                else:
-                    x = crops[group, view, None]
-                    outs.append(
-                        fn.crop_mirror_normalize(x, dtype=types.FLOAT, mean=0.0, std=255.0, output_layout="FHWC")
-                    )
-            return tuple(outs)
-        if layout.decoder == "dali":
-            encoded = _src("encoded", types.UINT8, 1)
-            frames = _src("decode", types.INT32, 1)
-            video = fn.decoders.video(
-                encoded, frames=frames, device="mixed" if device == "gpu" else "cpu", pad_mode="edge", name="decoder"
-            )  # a manifest overcounting frames repeats the last
-        else:  # the plan's decode frames, decoded on the host (dali_pipelines.host_decode)
-            # no_copy: the loader keeps the arrays alive until this iteration's outputs are out
-            video = fn.external_source(name="frames", dtype=types.UINT8, ndim=4, layout="FHWC", no_copy=True)
-            if device == "gpu":
-                video = video.gpu()
-        cut = {}  # (group, clip) -> its frames, shared by the views
-        for name, keys in layout.order_inputs:
-            orders = _src(name, types.INT32, 2 if layout.per_clip else 1)
-            for j, key in enumerate(keys):
-                cut[key] = fn.sequence_rearrange(video, new_order=orders[j] if layout.per_clip else orders)
-        rows = {key: params[j] for j, key in enumerate(layout.view_keys)}
+
+            def resized(group: str, view: int, k: int | None):
+                return crops[group, view, k]
+
+        else:
+            if layout.decoder == "dali":
+                encoded = _src("encoded", types.UINT8, 1)
+                frames = _src("decode", types.INT32, 1)
+                video = fn.decoders.video(
+                    encoded,
+                    frames=frames,
+                    device="mixed" if device == "gpu" else "cpu",
+                    pad_mode="edge",
+                    name="decoder",
+                )  # a manifest overcounting frames repeats the last
+            else:  # the plan's decode frames, decoded on the host (dali_pipelines.host_decode)
+                # no_copy: the loader keeps the arrays alive until this iteration's outputs are out
+                video = fn.external_source(name="frames", dtype=types.UINT8, ndim=4, layout="FHWC", no_copy=True)
+                if device == "gpu":
+                    video = video.gpu()
+            cut = {}  # (group, clip) -> its frames, shared by the views
+            for name, keys in layout.order_inputs:
+                orders = _src(name, types.INT32, 2 if layout.per_clip else 1)
+                for j, key in enumerate(keys):
+                    cut[key] = fn.sequence_rearrange(video, new_order=orders[j] if layout.per_clip else orders)
+
+            def resized(group: str, view: int, k: int | None):  # k None: the group's clips, one crop
+                return _resize(cut[group, k or 0], rows[group, view, k or 0], size)
+
         outs = []
         for _, group, view in layout.outputs:
             if layout.per_clip:
                 ks = range(layout.clips_in(group))
-                outs.append(_augment_view([cut[group, k] for k in ks], [rows[group, view, k] for k in ks], size))
+                outs.append(_augment_view([resized(group, view, k) for k in ks], [rows[group, view, k] for k in ks]))
             else:  # one crop (per view) for all clips of the sample
-                x = _resize(cut[group, 0], rows[group, view, 0], size)
+                x = resized(group, view, None)
                 outs.append(fn.crop_mirror_normalize(x, dtype=types.FLOAT, mean=0.0, std=255.0, output_layout="FHWC"))
         return tuple(outs)
 

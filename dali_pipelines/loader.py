@@ -305,14 +305,6 @@ class ClipLoader:
         t0 = time.thread_time()
         try:
             frames = decode_frames(self.decoder, data, plan.decode, self.records[index].frames)
-            if self.resize != "host":
-                return frames
-            t1 = time.thread_time()
-            try:
-                return self._crops(frames, plan)
-            finally:
-                self.host_seconds["resize"] += time.thread_time() - t1
-                t0 += time.thread_time() - t1  # counted as resize, not as decoding
         except HostDecodeError as exc:
             raise CorruptVideoError(
                 f"cannot decode {self.prepared / self.records[index].path} (manifest index "
@@ -321,6 +313,13 @@ class ClipLoader:
             ) from exc
         finally:
             self.host_seconds["decode"] += time.thread_time() - t0
+        if self.resize != "host":
+            return frames
+        t0 = time.thread_time()
+        try:
+            return self._crops(frames, plan)
+        finally:
+            self.host_seconds["resize"] += time.thread_time() - t0
 
     def _crops(self, frames: np.ndarray, plan: SamplePlan) -> dict[str, np.ndarray]:
         """Every clip view of one sample, cut from its decoded frames, cropped and resized (uint8)."""

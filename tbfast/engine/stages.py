@@ -204,19 +204,15 @@ def _fit_summary(res, cfg: Config, trainer) -> dict:
 def _validation_summary(trainer) -> dict:
     """The run's last and best validation video top-1 (``--val``), from its metrics.jsonl, so a
     resumed run reports the epochs validated before the interruption too; nothing without --val."""
+    from tbfast.engine.plots import read_metrics
+
     path = trainer.metrics.path
-    if trainer.validate is None or path is None or not Path(path).is_file():
+    if trainer.validate is None or path is None:
         return {}
-    last = None
-    for line in Path(path).read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("val_top1") is not None:
-            last = rec
-    if last is None:
+    validated = [r for r in read_metrics(path) if r.get("val_top1") is not None]
+    if not validated:
         return {}
+    last = validated[-1]
     return {
         "val_top1": last["val_top1"],
         "val_epoch": last.get("epoch"),

@@ -235,6 +235,7 @@ def test_recipe_on_prepared_data(prepared, tmp_path, capsys):
     err = capsys.readouterr().err
     # the stages as numbered steps of the whole recipe: data, SSL, fine-tuning, similarity, one seed, evaluation
     assert "== [1/6] data" in err and "== [5/6] supervised-only baseline" in err and "== [6/6] evaluation" in err
+    assert "no checkpoint in" not in err  # a fresh stage of the recipe does not say it starts from scratch
     res = json.loads((out / "results.json").read_text())
     assert set(res["top1"]) == {"supervised", "student_invariant", "student_distinctive", "timebalance"}
     assert res["seeds_trained"] == 1 and "seeds" not in res

@@ -92,3 +92,67 @@ def test_classifier_and_pool_time():
     clf = Classifier(32, 7)
     assert clf.dropout.p == 0.5
     assert clf(pooled).shape == (3, 7)
+
+
+@pytest.mark.parametrize("width", [8, 16])
+def test_tiny_width(width):
+    m = build_backbone("tiny", width=width)
+    assert m.feature_dim == 8 * width
+    assert [b.conv1.out_channels for b in (m.layer1, m.layer2, m.layer3, m.layer4)] == [width * k for k in (1, 2, 4, 8)]
+    assert _forward(m, torch.randn(2, 3, 16, 32, 32)).shape == (2, 8 * width, 4)
+    # 0 is the default width, 16
+    assert build_backbone("tiny", width=0).feature_dim == build_backbone("tiny").feature_dim == 128
+
+
+def test_width_is_for_the_tiny_backbone_only_and_old_fingerprints_hold():
+    from tbfast.engine.config import resolve
+    from tbfast.engine.recipe import fingerprint
+
+    with pytest.raises(UserError, match="tiny backbone only"):
+        resolve("invariant", "ucf101_r3d18", {"model": {"width": 8}})
+    with pytest.raises(UserError, match="model.width"):
+        resolve("invariant", "synthetic_tiny", {"model": {"width": -1}})
+    cfg = resolve("invariant", "synthetic_tiny")
+    assert cfg.model.width == 0
+    assert fingerprint(resolve("invariant", "synthetic_tiny", {"model": {"width": 8}})) != fingerprint(cfg)
+
+    class Before:  # a config of a version without the option: no model.width at all
+        def to_dict(self):
+            d = cfg.to_dict()
+            del d["model"]["width"]
+            return d
+
+    assert fingerprint(cfg) == fingerprint(Before())
+
+
+def test_the_demo_preset_is_the_half_width_tiny_model_at_32_px_with_three_seeds(capsys):
+    from tbfast.cli import main
+    from tbfast.engine.config import DEMO_PRESET, STAGES, resolve
+
+    for stage in STAGES:
+        cfg = resolve(stage, DEMO_PRESET)
+        assert (cfg.model.backbone, cfg.model.width, cfg.data.size, cfg.recipe.seeds) == ("tiny", 8, 32, 3)
+    # the same recipe as the longer synthetic_tiny preset apart from the model's width, the size and epochs
+    quick, tiny = resolve("student", DEMO_PRESET).to_dict(), resolve("student", "synthetic_tiny").to_dict()
+    for d in (quick, tiny):
+        d.pop("preset")
+        d["model"].pop("width")
+        d["data"].pop("size")
+        d["train"].pop("epochs")
+    assert quick == tiny
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert f"{DEMO_PRESET} without --data" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_backbone_of_another_width_is_refused_with_a_clear_error():
+    from tbfast.engine.config import resolve
+    from tbfast.engine.nets import ClassNet, SSLNet, load_backbone
+
+    narrow = SSLNet(resolve("invariant", "synthetic_tiny", {"model": {"width": 8}}).model)
+    wide = ClassNet(resolve("finetune", "synthetic_tiny").model, 6)
+    with pytest.raises(UserError, match="model.width"):
+        load_backbone(wide, {"model": narrow.state_dict()}, "ssl.pt")
+    same = ClassNet(resolve("finetune", "synthetic_tiny", {"model": {"width": 8}}).model, 6)
+    load_backbone(same, {"model": narrow.state_dict()}, "ssl.pt")
+    assert torch.equal(same.backbone.stem[0].weight, narrow.backbone.stem[0].weight)

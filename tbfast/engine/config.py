@@ -26,6 +26,9 @@ DEFAULT_PRESET = "ucf101_r3d18"
 @dataclass
 class ModelConfig:
     backbone: str = "r3d18"  # tiny | r3d18 | r50
+    # the tiny backbone's first stage width w (stages w, 2w, 4w, 8w; feature size 8w); 0 = its
+    # default, 16. Only the tiny backbone has it
+    width: int = 0
     tclr: bool = True  # TCLR layer4 (keeps T'=4 for 16 frames), METHOD.md §1
     proj_hidden: int = 512
     proj_out: int = 128
@@ -162,6 +165,11 @@ class Config:
 
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name not in ("stage", "preset")}
+
+
+# the preset of ``tbfast run`` without --data: the built-in demo, sized to finish within 10 minutes
+# on 2 CPU cores with 3 student seeds (``synthetic_tiny``: the same recipe with a wider model, longer)
+DEMO_PRESET = "synthetic_quick"
 
 
 def preset_path(name: str) -> Path:
@@ -304,9 +312,14 @@ def validate(cfg: Config) -> None:
             raise UserError(f"{section}.{key}={value!r}: choose one of {', '.join(allowed)}")
     if cfg.eval.crops not in (1, 3):
         raise UserError("eval.crops must be 1 or 3")
+    if cfg.model.width and cfg.model.backbone != "tiny":
+        raise UserError(
+            f"model.width={cfg.model.width} is for the tiny backbone only; drop it for {cfg.model.backbone}"
+        )
     inf = math.inf
     # (section, key): (low, high, low inclusive, high inclusive, what is allowed); all finite
     ranges = {
+        ("model", "width"): (0, 4096, True, True, "0 (the default) or a width of 1 to 4096"),
         ("model", "proj_hidden"): (1, inf, True, True, "at least 1"),
         ("model", "proj_out"): (1, inf, True, True, "at least 1"),
         ("model", "dropout"): (0, 1, True, False, "in [0, 1)"),

@@ -18,7 +18,7 @@ class SSLNet(nn.Module):
         super().__init__()
         from tbfast.models import ProjectionHead, build_backbone, convert_group_bn
 
-        self.backbone = convert_group_bn(build_backbone(mc.backbone, tclr=mc.tclr))
+        self.backbone = convert_group_bn(build_backbone(mc.backbone, tclr=mc.tclr, width=mc.width))
         self.head = convert_group_bn(ProjectionHead(self.backbone.feature_dim, hidden=mc.proj_hidden, out=mc.proj_out))
 
     def forward(self, long: torch.Tensor, short: torch.Tensor, slices: bool = True, bn: str = "mixed"):
@@ -85,7 +85,7 @@ class ClassNet(nn.Module):
         super().__init__()
         from tbfast.models import Classifier, build_backbone, convert_group_bn
 
-        self.backbone = convert_group_bn(build_backbone(mc.backbone, tclr=mc.tclr))
+        self.backbone = convert_group_bn(build_backbone(mc.backbone, tclr=mc.tclr, width=mc.width))
         self.classifier = Classifier(self.backbone.feature_dim, num_classes, dropout=mc.dropout)
 
     def forward(self, x: torch.Tensor, groups: list[int] | None = None, bn: str = "mixed") -> torch.Tensor:
@@ -106,6 +106,15 @@ def load_backbone(net: nn.Module, ckpt: dict, path) -> None:
     from tbfast.errors import UserError
 
     state = backbone_state(ckpt["model"])
+    own = net.backbone.state_dict()
+    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise UserError(
+            f"{path}: backbone weights have other shapes than this run's model ({len(wrong)} tensors, e.g. "
+            f"{k} {tuple(state[k].shape)} against {tuple(own[k].shape)}); was it trained with another "
+            "model.width or backbone? Use the preset it was trained with (or --set model.width=...)"
+        )
     missing, unexpected = net.backbone.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise UserError(

@@ -19,7 +19,7 @@ import torch
 
 from tbfast.engine import analysis, stages
 from tbfast.engine.checkpoint import atomic_write_bytes
-from tbfast.engine.config import resolve
+from tbfast.engine.config import DEMO_PRESET, resolve
 from tbfast.engine.distributed import Dist, on_main
 from tbfast.errors import UserError
 
@@ -64,6 +64,8 @@ def fingerprint(cfg, **inputs) -> str:
     for section, keys in _COSMETIC.items():
         for k in keys:
             d.get(section, {}).pop(k, None)
+    if not d.get("model", {}).get("width", 1):  # the default: fingerprints from before the option stay valid
+        d["model"].pop("width")
     if d.get("data", {}).get("decoder") == "dali":  # the default: fingerprints from before the option stay valid
         d["data"].pop("decoder")
         if d["data"].get("resize") in ("auto", "dali"):  # with DALI's decoder both resize in the graph, as before
@@ -205,7 +207,7 @@ def run_recipe(
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder (created if missing)")
     out.mkdir(parents=True, exist_ok=True)
-    preset = preset or ("synthetic_tiny" if data is None else "ucf101_r3d18")
+    preset = preset or (DEMO_PRESET if data is None else "ucf101_r3d18")
     ov = overrides or {}
 
     def cfg_of(stage: str, extra: dict | None = None):

@@ -154,15 +154,17 @@ class SlowR50(nn.Module):
 BACKBONES = ("tiny", "r3d18", "r50")
 
 
-def build_backbone(name: str, *, tclr: bool = True, channels_last: bool = True) -> nn.Module:
+def build_backbone(name: str, *, tclr: bool = True, channels_last: bool = True, width: int = 0) -> nn.Module:
     """Build a backbone by name (``tiny | r3d18 | r50``); it has attribute ``feature_dim``.
+    ``width``: the tiny backbone's first stage width w (stages w, 2w, 4w, 8w); 0 = 16.
 
     forward: (N, 3, T, H, W) -> (N, feature_dim, T'), T'=4 for T=16 (r3d18 needs ``tclr=True``
     for that; ``tclr`` only affects r3d18). Weights are converted to ``channels_last_3d`` unless
     ``channels_last=False``.
     """
     if name == "tiny":
-        model: nn.Module = TinyResNet3d()
+        w = width or 16
+        model: nn.Module = TinyResNet3d((w, 2 * w, 4 * w, 8 * w))
     elif name == "r3d18":
         model = R3D18(tclr=tclr)
     elif name == "r50":

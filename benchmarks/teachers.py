@@ -34,7 +34,11 @@ def add_arguments(p: argparse.ArgumentParser, command: str = "bench teachers") -
         help="a `tbfast run` output folder (invariant/, distinctive/, similarity.csv; its data)",
     )
     p.add_argument("--data", default=None, metavar="PREPARED", help="prepared dataset [default: RUN/data/prepared]")
-    p.add_argument("--preset", default="synthetic_tiny", help="preset of the fine-tuning and evaluation settings")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="preset of the fine-tuning and evaluation settings [default: the run's, from RUN/results.json]",
+    )
     p.add_argument("--fractions", nargs="+", type=float, default=[0.5], help="labeled fractions to try")
     p.add_argument("--epochs", type=positive_int, default=None, help="fine-tuning epochs [default: the preset's]")
     p.add_argument("--batch-size", type=positive_int, default=None, help="videos per step [default: the preset's]")
@@ -86,6 +90,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ):
         if not need.is_file():
             raise UserError(f"{need} is missing: --run takes a finished `tbfast run` folder (and --data its data)")
+    if args.preset is None:  # the run's own preset (its SSL models' width and size)
+        try:
+            args.preset = json.loads((rd / "results.json").read_text())["preset"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"{rd / 'results.json'} has no preset: give --preset (the one the run used)") from None
     work = Path(args.work) if args.work else rd / "teachers"
     dist = Dist(device=torch.device("cpu"))
     scores = _scores(rd, prepared, args.preset, dist)

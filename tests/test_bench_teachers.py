@@ -46,6 +46,10 @@ def test_bench_teachers_fine_tunes_evaluates_and_mixes(prepared, tmp_path):
         == 0
     )
     out = tmp_path / "t.json"
+    args = ["bench", "teachers", "--run", str(run), "--data", str(prepared), "--fractions", "0.5", "--epochs", "1"]
+    # the preset comes from the run's results.json; a run without one needs --preset
+    assert main(args) == 2
+    (run / "results.json").write_text(json.dumps({"preset": "synthetic_tiny"}))
     assert (
         main(
             [

@@ -101,6 +101,43 @@ def test_resume_mid_epoch_equals_uninterrupted(tmp_path):
     assert full.history[-1]["loss"] == pytest.approx(rest.history[-1]["loss"], rel=1e-12)
 
 
+class CrashAt(ClassifyTask):
+    """A process that dies at its ``at``-th step (no checkpoint written then)."""
+
+    def __init__(self, *a, at=3, **k):
+        super().__init__(*a, **k)
+        self.at, self.n = at, 0
+
+    def compute(self, model, batch):
+        self.n += 1
+        if self.n == self.at:
+            raise KeyboardInterrupt("killed")
+        return super().compute(model, batch)
+
+
+def test_checkpoints_every_n_epochs_change_nothing_and_resume_exactly(tmp_path, monkeypatch):
+    """--save-every 2: last.pt at epochs 2, 4 and the last (5) only; the same weights as saving every
+    epoch; a crash in epoch 4 resumes from epoch 2's checkpoint and ends bit-identical."""
+    _, every = _train(tmp_path / "a", _cfg(epochs=5))
+    saved = []
+    real = ck.save_checkpoint
+    monkeypatch.setattr(ck, "save_checkpoint", lambda st, p: (saved.append((p.name, st["epoch"])), real(st, p)))
+    _, sparse = _train(tmp_path / "b", _cfg(epochs=5, save_every=2))
+    assert [e for name, e in saved if name == "last.pt"] == [2, 4, 5, 5]  # the last: epoch end, then finish
+    a, b = (torch.load(r.last, weights_only=True) for r in (every, sparse))
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    cfg = _cfg(epochs=5, save_every=2)
+    with pytest.raises(KeyboardInterrupt):  # 4 steps per epoch: dies at step 14, in epoch 4
+        _train(tmp_path / "c", cfg, task_factory=lambda: CrashAt(cfg, torch.device("cpu"), FakeLoader(range(8)), at=14))
+    assert torch.load(tmp_path / "c" / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
+    _, rest = _train(tmp_path / "c", cfg, resume="auto")
+    c = torch.load(rest.last, weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], c["model"][k]), k
+    assert c["step"] == a["step"] == 20 and c["scheduler"] == a["scheduler"]
+
+
 class NaNAt(ClassifyTask):
     def __init__(self, *a, at=3, **k):
         super().__init__(*a, **k)

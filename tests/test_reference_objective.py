@@ -199,8 +199,12 @@ def test_grouped_bn_pass_equals_calls_equals_reference_sequence(backbone, b, siz
         scale = flat_ref.abs().max().item()
         for n, w in ref["weight_grads"].items():
             # (a Linear bias before a BatchNorm has a gradient of exactly 0 up to rounding: not compared alone)
+            # per tensor 1e-4: a conv weight gradient sums 10B x T x H x W products (the stem: 512k at
+            # B = 8), and one call over all groups blocks that sum differently from ten calls; on an
+            # AVX-512 CPU the stem's differs by 1.9e-5 (fp32 rounding). A statistics error would be
+            # ~1e-1; the whole gradient is held to 1e-5 above
             if w.abs().max().item() > 1e-4 * scale:
-                assert _close(got["weight_grads"][n], w, 1e-5), (mode, n)
+                assert _close(got["weight_grads"][n], w, 1e-4), (mode, n)
         for n, w in ref["buffers"].items():  # running statistics and num_batches_tracked
             assert _close(got["buffers"][n], w, 1e-5), (mode, n)
     # the head's BatchNorms took 18 updates per step (2 x (pooled + 4 slices) + 8), the backbone's 10

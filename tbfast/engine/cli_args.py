@@ -39,6 +39,7 @@ OVERRIDES: dict[str, tuple[str, type, str]] = {
     "--seed": ("train.seed", int, "seed of weights, order and augmentation"),
     "--log-every": ("train.log_every", int, "steps between metric lines"),
     "--ckpt-every": ("train.ckpt_every", int, "steps between mid-epoch checkpoints (0 = each epoch only)"),
+    "--save-every": ("train.save_every", int, "epochs between epoch-end checkpoints (the last epoch always saves)"),
     "--max-steps": ("train.max_steps", int, "stop after this many steps (0 = no limit; for smoke tests)"),
 }
 SSL_OVERRIDES = {

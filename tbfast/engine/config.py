@@ -115,6 +115,9 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10  # steps between metric lines (and non-finite checks on GPU)
     ckpt_every: int = 0  # steps between mid-epoch last.pt saves; 0 = only at epoch ends
+    # epochs between epoch-end last.pt saves (the last epoch always saves): more than 1 spares the
+    # checkpoint writes of very short epochs and risks that many epochs of work on a crash
+    save_every: int = 1
     max_steps: int = 0  # stop after this many optimiser steps in total (0 = no limit); for smoke tests
     val_every: int = 1  # epochs between validations (when a validation set is given)
     progress: bool = True
@@ -345,6 +348,7 @@ def validate(cfg: Config) -> None:
         ("train", "epochs"): (1, inf, True, True, "at least 1"),
         ("train", "log_every"): (1, inf, True, True, "at least 1"),
         ("train", "ckpt_every"): (0, inf, True, True, "0 (epoch ends only) or more"),
+        ("train", "save_every"): (1, inf, True, True, "at least 1 (epochs)"),
         ("train", "max_steps"): (0, inf, True, True, "0 (no limit) or more"),
         ("train", "val_every"): (1, inf, True, True, "at least 1"),
         ("train", "seed"): (0, 2**63 - 1, True, True, "0 or more"),

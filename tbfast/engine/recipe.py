@@ -47,7 +47,7 @@ FINGERPRINT = "recipe_fingerprint.txt"
 # settings that do not change what a stage computes
 # (DALI's thread count changes how fast the planned clips are made, not which clips: plans are pure Python)
 _COSMETIC = {
-    "train": ("progress", "log_every", "ckpt_every", "val_every"),
+    "train": ("progress", "log_every", "ckpt_every", "save_every", "val_every"),
     "eval": ("chunk",),
     "data": ("num_threads",),
 }

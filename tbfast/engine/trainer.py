@@ -639,7 +639,8 @@ class Trainer:
         if val and val["video_top1"] > self.best:
             self.best = val["video_top1"]
             self.save("best.pt")
-        self.save("last.pt")
+        if self.epoch % tc.save_every == 0 or self.epoch >= tc.epochs:
+            self.save("last.pt")
         self.metrics.write(rec)
         line = (
             f"{self.cfg.stage} epoch {self.epoch}/{tc.epochs} step {self.step}: "

@@ -490,3 +490,20 @@ def test_malformed_yaml_preset_or_override_is_one_line(tmp_path, prepared, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data.ssl_aug: '{gray_p: 0.5' is not a valid YAML value" in err[0]
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_preset_can_start_from_another(tmp_path):
+    """``base: OTHER``: OTHER's values, overridden key by key (nested mappings merged); OTHER unchanged."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: synthetic_tiny\ndata: {size: 24}\nstages:\n  invariant: {train: {epochs: 3}}\n")
+    for stage in ("invariant", "distinctive", "student"):
+        got, tiny = resolve(stage, str(mine)).to_dict(), resolve(stage, "synthetic_tiny").to_dict()
+        assert got["data"].pop("size") == 24 and tiny["data"].pop("size") == 40
+        if stage == "invariant":  # the stage's own epochs replaced; its lr and augmentation kept
+            assert got["train"].pop("epochs") == 3 and tiny["train"].pop("epochs") == 20
+        got.pop("preset"), tiny.pop("preset")
+        assert got == tiny, stage
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"base: {loop}\n")
+    with pytest.raises(UserError, match="names itself"):
+        resolve("invariant", str(loop))

@@ -189,7 +189,10 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-def load_preset(name: str) -> dict:
+def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict:
+    """A preset's mapping. ``base: OTHER`` (a preset name or YAML file) starts from OTHER's mapping
+    and overrides it key by key (nested mappings merged, other values replaced); ``description`` is
+    the preset's own."""
     import yaml
 
     with open(preset_path(name)) as f:
@@ -199,7 +202,20 @@ def load_preset(name: str) -> dict:
             raise UserError(f"preset {name!r} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise UserError(f"preset {name!r} is not a YAML mapping")
-    return data
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or base in _seen + (name,):
+        raise UserError(f"preset {name!r}: base {base!r} is not another preset's name (or it names itself)")
+    return _merged(load_preset(base, _seen + (name,)), data)
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base`` (new dicts: YAML anchors share objects, so nothing is changed in place)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _yaml_problem(exc) -> str:

@@ -16,7 +16,7 @@ from tbfast.argtypes import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    from tbfast.engine.cli_args import OVERRIDES, add_overrides
+    from tbfast.engine.cli_args import OVERRIDES, add_no_progress, add_overrides
     from tbfast.engine.config import DEMO_PRESET, list_presets
 
     parser.epilog = (
@@ -64,14 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     add_overrides(
         g, "run", {k: OVERRIDES[k] for k in ("--device", "--precision", "--threads", "--seed")}, preset=DEMO_PRESET
     )
-    g.add_argument(
-        "--no-progress",
-        dest="ov:train.progress",
-        action="store_const",
-        const=False,
-        default=argparse.SUPPRESS,
-        help="no progress bars (summary lines only)",
-    )
+    add_no_progress(g)
 
 
 def main(args: argparse.Namespace) -> int:

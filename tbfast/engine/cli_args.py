@@ -146,6 +146,10 @@ def add_common(parser: argparse.ArgumentParser, stage: str, *, training: bool = 
             default=argparse.SUPPRESS,
             help="keep contiguous (NCDHW) memory instead of channels-last",
         )
+    add_no_progress(g)
+
+
+def add_no_progress(g) -> None:
     g.add_argument(
         "--no-progress",
         dest="ov:train.progress",

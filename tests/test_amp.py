@@ -44,8 +44,9 @@ def test_cpu_bf16_depth2_guard_fixes_it():
     net = _net()
     shape = (4, 3, 2, 6, 6)  # temporal depth 2: the oneDNN case that is wrong on some CPUs (DESIGN.md)
     bad = gradient_check(net, shape, dtype=torch.bfloat16)
-    if not bad.ok:  # this CPU has the fault: it is a gross one, not rounding
-        assert bad.max_rel_err > 0.5, bad.describe()
+    if not bad.ok:  # this CPU has the fault: it is a gross one, not rounding (NaN on some CPUs, e.g. a
+        # Zen 4 with AVX-512-BF16, where the faulty gradient is sometimes not even finite)
+        assert not bad.max_rel_err <= 0.5, bad.describe()
 
     keys = list(net.state_dict())
     assert guard_cpu_bf16(net) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -61,6 +62,8 @@ def _setup(stage, device):
 
 
 def _worst(errs):
+    """The parameter with the largest error; a NaN error (a non-finite gradient) is the largest, inf."""
+    errs = {k: math.inf if v != v else v for k, v in errs.items()}
     w = max(errs, key=errs.get)
     return w, errs[w]
 

@@ -16,6 +16,7 @@ setup(
         "pytorchvideo==0.1.5",
         "av",
         "numpy",
+        "numba",
         "rich",
         "pyyaml",
         "matplotlib",

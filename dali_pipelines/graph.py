@@ -32,7 +32,6 @@ class GraphLayout:
     spec: ClipSpec
     augment: bool
     decoder: str = "dali"  # "dali": the graph decodes the bytes; else the frames come decoded (host_decode)
-    resize: str = "dali"  # "host": every clip view comes cut, cropped and resized (host_decode.crop_resize)
 
     @property
     def groups(self) -> list[str]:
@@ -61,22 +60,9 @@ class GraphLayout:
         positions into the decoded frames. Augmented modes cut every clip on its own: one input
         whose rows are the clips (all of one length); the others cut each group at once: one 1-D
         input per group (all its clips' frames in a row; groups may differ in length)."""
-        if self.resize == "host":  # the host cut the clips
-            return []
         if self.per_clip:
             return [("orders", [(g, k) for g in self.groups for k in range(self.clips_in(g))])]
         return [(f"orders_{g}", [(g, 0)]) for g in self.groups]
-
-    @property
-    def crop_inputs(self) -> list[tuple[str, tuple[str, int, int | None]]]:
-        """With ``resize == "host"``: (input name, (group, view, clip)) of each resized uint8 input:
-        one (T, S, S, 3) per clip view in augmented modes, else one (K*T, S, S, 3) per view
-        (clip None: all the group's clips, one crop)."""
-        if self.resize != "host":
-            return []
-        if self.per_clip:
-            return [(f"crop_{g}_{v}_{k}", (g, v, k)) for g, v, k in self.view_keys]
-        return [(f"crop_{g}_{v}", (g, v, None)) for _, g, v in self.outputs]
 
     @property
     def view_keys(self) -> list[tuple[str, int, int]]:
@@ -153,39 +139,29 @@ def build_pipeline(
     def clip_pipeline():
         params = _src("params", types.FLOAT, 2)  # (view keys, PARAMS)
         rows = {key: params[j] for j, key in enumerate(layout.view_keys)}
-        if layout.resize == "host":  # clip views cut, cropped and resized on the host (host_decode.crop_resize)
-            crops = {
-                key: fn.external_source(name=name, dtype=types.UINT8, ndim=4, layout="FHWC", no_copy=True)
-                for name, key in layout.crop_inputs
-            }
+        if layout.decoder == "dali":
+            encoded = _src("encoded", types.UINT8, 1)
+            frames = _src("decode", types.INT32, 1)
+            video = fn.decoders.video(
+                encoded,
+                frames=frames,
+                device="mixed" if device == "gpu" else "cpu",
+                pad_mode="edge",
+                name="decoder",
+            )  # a manifest overcounting frames repeats the last
+        else:  # the plan's decode frames, decoded on the host (dali_pipelines.host_decode)
+            # no_copy: the loader keeps the arrays alive until this iteration's outputs are out
+            video = fn.external_source(name="frames", dtype=types.UINT8, ndim=4, layout="FHWC", no_copy=True)
+            if device == "gpu":
+                video = video.gpu()
+        cut = {}  # (group, clip) -> its frames, shared by the views
+        for name, keys in layout.order_inputs:
+            orders = _src(name, types.INT32, 2 if layout.per_clip else 1)
+            for j, key in enumerate(keys):
+                cut[key] = fn.sequence_rearrange(video, new_order=orders[j] if layout.per_clip else orders)
 
-            def resized(group: str, view: int, k: int | None):
-                return crops[group, view, k]
-
-        else:
-            if layout.decoder == "dali":
-                encoded = _src("encoded", types.UINT8, 1)
-                frames = _src("decode", types.INT32, 1)
-                video = fn.decoders.video(
-                    encoded,
-                    frames=frames,
-                    device="mixed" if device == "gpu" else "cpu",
-                    pad_mode="edge",
-                    name="decoder",
-                )  # a manifest overcounting frames repeats the last
-            else:  # the plan's decode frames, decoded on the host (dali_pipelines.host_decode)
-                # no_copy: the loader keeps the arrays alive until this iteration's outputs are out
-                video = fn.external_source(name="frames", dtype=types.UINT8, ndim=4, layout="FHWC", no_copy=True)
-                if device == "gpu":
-                    video = video.gpu()
-            cut = {}  # (group, clip) -> its frames, shared by the views
-            for name, keys in layout.order_inputs:
-                orders = _src(name, types.INT32, 2 if layout.per_clip else 1)
-                for j, key in enumerate(keys):
-                    cut[key] = fn.sequence_rearrange(video, new_order=orders[j] if layout.per_clip else orders)
-
-            def resized(group: str, view: int, k: int | None):  # k None: the group's clips, one crop
-                return _resize(cut[group, k or 0], rows[group, view, k or 0], size)
+        def resized(group: str, view: int, k: int | None):  # k None: the group's clips, one crop
+            return _resize(cut[group, k or 0], rows[group, view, k or 0], size)
 
         outs = []
         for _, group, view in layout.outputs:

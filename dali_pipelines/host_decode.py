@@ -147,6 +147,18 @@ def _window(a: float, b: float, limit: int) -> tuple[int, int]:
     return lo, hi
 
 
+def crop_window(roi, height: int, width: int) -> tuple[int, int, int, int, bool]:
+    """(ya, yb, xa, xb, flip): the plan's window ``roi`` = (y0, x0, y1, x1) in whole pixels of a
+    ``height`` x ``width`` frame (x0 > x1: flipped horizontally, as DALI's resize reads it)."""
+    y0, x0, y1, x1 = (float(v) for v in roi)
+    flip = x0 > x1
+    if flip:
+        x0, x1 = x1, x0
+    ya, yb = _window(y0, y1, height)
+    xa, xb = _window(x0, x1, width)
+    return ya, yb, xa, xb, flip
+
+
 def crop_resize(frames: np.ndarray, order: np.ndarray, roi, size: int) -> np.ndarray:
     """(len(order), size, size, 3) uint8: frames ``order`` of the decoded (N, H, W, 3) ``frames``,
     cropped to ``roi`` = (y0, x0, y1, x1) (x0 > x1: flipped horizontally, as DALI's resize reads it)
@@ -156,13 +168,7 @@ def crop_resize(frames: np.ndarray, order: np.ndarray, roi, size: int) -> np.nda
     import torch
     import torch.nn.functional as F
 
-    y0, x0, y1, x1 = (float(v) for v in roi)
-    flip = x0 > x1
-    if flip:
-        x0, x1 = x1, x0
-    h, w = frames.shape[1:3]
-    ya, yb = _window(y0, y1, h)
-    xa, xb = _window(x0, x1, w)
+    ya, yb, xa, xb, flip = crop_window(roi, frames.shape[1], frames.shape[2])
     order = np.asarray(order)
     first = int(order[0])
     if np.array_equal(order, np.arange(first, first + len(order))):  # consecutive frames: a view

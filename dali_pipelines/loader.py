@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -46,6 +47,58 @@ def colour_row(c) -> tuple[float, float, float, float, float]:
     matrix (hue, saturation or grayscale drawn) rather than just brightness/contrast."""
     twist = c.hue != 0.0 or c.gray or c.saturation != 1.0
     return (c.brightness / 255.0, c.contrast, c.hue, 0.0 if c.gray else c.saturation, 1.0 if twist else 0.0)
+
+
+# output buffer sets the host path keeps for reuse: the consumer's batch, the one it waits for, the
+# one being made, and the batch before the consumer's (still bound to its loop variable)
+POOL_SETS = 4
+
+
+def _references(outs: dict[str, np.ndarray]) -> list[int]:
+    return [sys.getrefcount(a) for a in outs.values()]
+
+
+# the count of an array that only a pool set holds, measured through the same code (so it holds
+# whatever the interpreter's own references are)
+_POOL_REFS = _references({"x": np.empty(0)})[0]
+
+
+def _unreferenced(outs: dict[str, np.ndarray]) -> bool:
+    """Only the pool holds ``outs``' arrays: no batch, tensor (torch.from_numpy keeps its array) or view."""
+    return all(n == _POOL_REFS for n in _references(outs))
+
+
+def _one_torch_thread() -> None:
+    import torch
+
+    torch.get_num_threads()  # torch sets this thread's OpenMP team size from its global on first use
+    torch.set_num_threads(1)  # this thread's team: 1 (and the global, which _reader_pool restores)
+
+
+def _reader_pool(threads: int) -> cf.ThreadPoolExecutor:
+    """The reader threads, each with one torch intra-op thread: they decode and resize samples side
+    by side, and an OpenMP team per reader thread (torch's interpolate, torchcodec's frame batch)
+    oversubscribed the cores: ~15 % more CPU per ssl video on 2 cores. torch.set_num_threads
+    is per thread for the calling thread's team but also sets the global that new threads start
+    from: the threads are started here, then the caller's count is set back."""
+    import threading
+
+    import torch
+
+    caller = torch.get_num_threads()
+    pool = cf.ThreadPoolExecutor(threads, thread_name_prefix="tbfast-read", initializer=_one_torch_thread)
+    started = threading.Barrier(threads + 1)
+    waits = [pool.submit(started.wait) for _ in range(threads)]  # one task per thread: all start now
+    started.wait()
+    cf.wait(waits)
+    torch.set_num_threads(caller)
+    return pool
+
+
+def _from_numpy(a: np.ndarray):
+    import torch
+
+    return torch.from_numpy(a)
 
 
 class CorruptVideoError(UserError):
@@ -147,10 +200,11 @@ class ClipLoader:
                 f"{self.num_shards} shard(s); lower --batch-size"
             )
         self._held: collections.deque = collections.deque()  # fed frames DALI may still read
-        self._io = cf.ThreadPoolExecutor(max(1, self.num_threads), thread_name_prefix="tbfast-read")
+        self._pool: list[dict[str, np.ndarray]] = []  # the host path's output buffers (_host_outputs)
+        self._io = _reader_pool(max(1, self.num_threads))
         from dali_pipelines.graph import GraphLayout
 
-        self.layout = GraphLayout(self.spec, self.augment, decoder, self.resize)
+        self.layout = GraphLayout(self.spec, self.augment, decoder)
 
     # ------------------------------------------------------------------ order
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -267,9 +321,6 @@ class ClipLoader:
             )
         else:
             params = np.array([[p.views[g][v][k].roi for g, v, k in lay.view_keys] for p in plans], dtype=np.float32)
-        if lay.resize == "host":  # ``encoded`` holds each sample's resized clip views (see _host_decoded)
-            crops = {name: [e[name] for e in encoded] for name, _ in lay.crop_inputs}
-            return {"params": params, **crops} if lay.per_clip else crops  # (unaugmented: no parameters used)
         if self.decoder != "dali":  # ``encoded`` holds the decoded frames (see _prepare)
             return {"frames": encoded, "params": params, **feeds}
         lists = [p.decode for p in plans]
@@ -296,15 +347,14 @@ class ClipLoader:
         self.host_videos += len(batch)
         return plans, feeds
 
-    def _host_decoded(self, index: int, plan: SamplePlan):
-        """(len(plan.decode), H, W, 3) uint8: the planned frames of a checked file, decoded here;
-        with resize "host", its clip views cut, cropped and resized instead (input name -> array)."""
+    def _host_decoded(self, index: int, plan: SamplePlan) -> np.ndarray:
+        """(len(plan.decode), H, W, 3) uint8: the planned frames of a checked file, decoded here."""
         from dali_pipelines.host_decode import HostDecodeError, decode_frames
 
         data = self.read_encoded(index)
         t0 = time.thread_time()
         try:
-            frames = decode_frames(self.decoder, data, plan.decode, self.records[index].frames)
+            return decode_frames(self.decoder, data, plan.decode, self.records[index].frames)
         except HostDecodeError as exc:
             raise CorruptVideoError(
                 f"cannot decode {self.prepared / self.records[index].path} (manifest index "
@@ -313,25 +363,87 @@ class ClipLoader:
             ) from exc
         finally:
             self.host_seconds["decode"] += time.thread_time() - t0
-        if self.resize != "host":
-            return frames
+
+    # ------------------------------------------------------------------ the host path (no DALI)
+    def _host_outputs(self, plans: list[SamplePlan]) -> dict[str, np.ndarray]:
+        """The batch's float32 output buffers, one (B, K*T, S, S, 3) per output field (every element
+        is written by the tasks): a set from the pool that nothing references any more (the batch
+        it held and every tensor viewing it are gone), else a new one. Reusing buffers saves the
+        page faults of fresh memory, several ms per ssl video when two threads fault at once."""
+        shapes = {}
+        for name, group, _ in self.layout.outputs:
+            k, t = plans[0].clips[group].shape
+            shapes[name] = (len(plans), k * t, self.size, self.size, 3)
+        for outs in self._pool:
+            if all(a.shape == shapes[n] for n, a in outs.items()) and _unreferenced(outs):
+                return outs
+        outs = {name: np.empty(shape, dtype=np.float32) for name, shape in shapes.items()}
+        if len(self._pool) >= POOL_SETS:
+            self._pool.pop(0)
+        self._pool.append(outs)
+        return outs
+
+    def _host_sample(self, index: int, plan: SamplePlan, outs: dict[str, np.ndarray], j: int) -> None:
+        """Sample ``j`` of a batch on the host path, in a reader thread: read and decode its planned
+        frames, cut, crop, flip and resize every clip view (uint8), then write its colour (or x/255),
+        the clamp, its erase boxes and dropped channel into row ``j`` of the output buffers."""
+        from dali_pipelines.host_pixels import IDENTITY, affine_row, resize_colour_into
+        from tbfast.data.plans import colour_affine
+
+        frames = self._host_decoded(index, plan)
+        per_clip = self.layout.per_clip
         t0 = time.thread_time()
+        for name, group, view in self.layout.outputs:
+            o = outs[name][j]  # (K*T, S, S, 3)
+            orders = plan.orders[group]  # (K, T)
+            if not per_clip:  # one crop for all the group's clips, no colour
+                resize_colour_into(frames, orders.reshape(-1), plan.views[group][view][0].roi, IDENTITY, o)
+                continue
+            t = orders.shape[1]
+            for k, c in enumerate(plan.views[group][view]):
+                clip = o[k * t : (k + 1) * t]
+                resize_colour_into(frames, orders[k], c.roi, affine_row(*colour_affine(c)), clip)
+                for y, x, h, w in c.erase:  # METHOD.md §3: after the colour jitter
+                    clip[:, y : y + h, x : x + w, :] = 0
+                if c.drop_channel >= 0:
+                    clip[..., c.drop_channel] = 0
+        self.host_seconds["pixels"] += time.thread_time() - t0
+
+    def _iter_host(self, batches: list[list[int]], epoch: int) -> Iterator[dict]:
+        """The host path's epoch: each sample is one task for the reader threads; the next batch is
+        submitted before waiting for the current one, so the threads work while the consumer does."""
+        hs = self.host_seconds
+        pending: collections.deque = collections.deque()  # (batch, plans, outputs, futures, arrays)
+
+        def submit(batch: list[int]) -> None:
+            t0 = time.thread_time()
+            plans = [self.plan(i, epoch) for i in batch]
+            t1 = time.thread_time()
+            outs = self._host_outputs(plans)
+            futures = [self._io.submit(self._host_sample, i, p, outs, j) for j, (i, p) in enumerate(zip(batch, plans))]
+            hs["plan"] += t1 - t0
+            hs["feed"] += time.thread_time() - t1
+            self.host_videos += len(batch)
+            # (the arrays, listed: a pending set is referenced, so the pool never hands it out twice)
+            pending.append((batch, plans, outs, futures, list(outs.values())))
+
+        nxt = 0
         try:
-            return self._crops(frames, plan)
-        finally:
-            self.host_seconds["resize"] += time.thread_time() - t0
-
-    def _crops(self, frames: np.ndarray, plan: SamplePlan) -> dict[str, np.ndarray]:
-        """Every clip view of one sample, cut from its decoded frames, cropped and resized (uint8)."""
-        from dali_pipelines.host_decode import crop_resize
-
-        out = {}
-        for name, (g, v, k) in self.layout.crop_inputs:
-            if k is None:  # all the group's clips with the view's one crop
-                out[name] = crop_resize(frames, plan.orders[g].reshape(-1), plan.views[g][v][0].roi, self.size)
-            else:
-                out[name] = crop_resize(frames, plan.orders[g][k], plan.views[g][v][k].roi, self.size)
-        return out
+            for n in range(len(batches)):
+                while nxt < len(batches) and nxt <= n + 1:
+                    submit(batches[nxt])
+                    nxt += 1
+                batch, plans, outs, futures, _ = pending.popleft()
+                for f in futures:
+                    f.result()  # a task's CorruptVideoError (naming the file) is raised here
+                t0 = time.thread_time()
+                tensors = [_from_numpy(outs[name]) for name, _, _ in self.layout.outputs]
+                out = self._assemble(tensors, batch, plans)
+                hs["hand_over"] += time.thread_time() - t0
+                yield out
+        finally:  # abandoned mid-epoch: drop the tasks that have not started, wait for the others
+            running = [f for *_, futures, _ in pending for f in futures if not f.cancel()]
+            cf.wait(running)  # (they write into buffers the pool may hand out again)
 
     def _submit(self, pipe, feeds: dict) -> None:
         t0 = time.thread_time()
@@ -343,7 +455,7 @@ class ClipLoader:
             feed(name, data)
         # host-decoded frames go in without a copy (``no_copy``): keep them alive until the
         # pipeline has returned that iteration's outputs (released in __iter__, oldest first)
-        self._held.append([feeds.get("frames"), *(feeds[name] for name, _ in self.layout.crop_inputs)])
+        self._held.append(feeds.get("frames"))
         pipe.schedule_run()
         self.host_seconds["feed"] += time.thread_time() - t0
 
@@ -366,6 +478,9 @@ class ClipLoader:
         epoch = self.epoch
         self.start_batch = 0  # a resume skips once; the next pass is the whole epoch
         if not batches:
+            return
+        if self.resize == "host":
+            yield from self._iter_host(batches, epoch)
             return
         pipe = self._pipeline()
         # DALI runs batch i while Python reads and plans batch i+1 (and the consumer uses i-1)
@@ -436,17 +551,24 @@ class ClipLoader:
             a[i, f0:f1, y0:y1, x0:x1, c0:c1] = 0
 
     def _to_batch(self, outs, batch: list[int], plans: list[SamplePlan]) -> dict:
-        import torch
-
-        b = len(batch)
-        res: dict = {}
-        for (name, group, view), out in zip(self.layout.outputs, outs):
+        tensors = []
+        for (_, group, view), out in zip(self.layout.outputs, outs):
             t = self._tensor(out)
             if self.layout.per_clip:  # in place, on the output buffer (see _finish_augment)
                 boxes = erase_boxes(plans, group, view, self.size)
                 t0 = time.thread_time()
                 self._finish_augment(t, boxes)
                 self.host_seconds["pixels"] += time.thread_time() - t0
+            tensors.append(t)
+        return self._assemble(tensors, batch, plans)
+
+    def _assemble(self, tensors: list, batch: list[int], plans: list[SamplePlan]) -> dict:
+        """The batch dict from one (B, K*T, S, S, 3) tensor per output field (no copy)."""
+        import torch
+
+        b = len(batch)
+        res: dict = {}
+        for (name, group, _), t in zip(self.layout.outputs, tensors):
             k = plans[0].clips[group].shape[0]
             t = t.reshape(b * k, t.shape[1] // k, *t.shape[2:])  # a view: clips are contiguous in F
             res[name] = t.permute(0, 4, 1, 2, 3)  # NTHWC -> logical NCTHW, memory channels_last_3d

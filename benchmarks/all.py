@@ -144,9 +144,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 peers = (
                     [
                         "--loaders",
-                        "dali,dali-torchcodec,dali-torchcodec-graphresize,dali-pyav,decode,perclip,reference,torchcodec,"
-                        "torchcodec-tv,torchcodec-decode,"
-                        "decord,decord-tv,decord-decode",
+                        "dali,host-torchcodec,host-torchcodec-crop,host-torchcodec-uint8,host-torchcodec-decode,"
+                        "host-pyav,graph-torchcodec,decode,perclip,reference,torchcodec,torchcodec-tv,torchcodec-crop,"
+                        "torchcodec-uint8,torchcodec-decode,decord,decord-tv,decord-decode",
                     ]
                     if not args.quick
                     else []
@@ -244,41 +244,41 @@ def render_markdown(res: dict[str, Any]) -> str:
     for mode, r in (res.get("loader") or {}).items():
         if not r:
             continue
+        from tbfast_benchmarks.loader import WORK_LABELS, work_of
+        from tbfast_benchmarks.loader import labels as loader_labels
+
+        labels = loader_labels()
         lines += [
             f"## Data loading, mode `{mode}` ({r['device']}, {r['workers']} workers/threads, "
             f"{r['size']} px, batch {r['batch_size']}, {r['videos_timed']} videos, "
             f"{r['planned_frames_per_video']} decoded frames per video)",
             "",
-            "| loader | videos/s | clips/s | frames/s | DALI pipeline × |",
-            "|---|---|---|---|---|",
+            "| loader | work | videos/s | clips/s | frames/s | CPU ms/video |",
+            "|---|---|---|---|---|---|",
         ]
-        from tbfast_benchmarks.peers import KINDS, PEERS
-
-        labels = {
-            "dali": "DALI pipeline (tbfast)",
-            "dali-torchcodec": "DALI pipeline (tbfast), torchcodec decoder, host resize",
-            "dali-pyav": "DALI pipeline (tbfast), PyAV decoder, host resize",
-            "dali-torchcodec-graphresize": "DALI pipeline (tbfast), torchcodec decoder, resize in the graph",
-            "dali-pyav-graphresize": "DALI pipeline (tbfast), PyAV decoder, resize in the graph",
-            "decode": "DALI decode only (ceiling)",
-            "perclip": "per-clip PyAV DataLoader",
-            "reference": "reference-style DataLoader",
-            **{f"{p}{k}": f"{p} DataLoader: {v}" for p in PEERS for k, v in KINDS.items()},
-        }
-        d = r["results"].get("dali", {}).get("videos_per_s")
         for name, x in r["results"].items():
-            ratio = d / x["videos_per_s"] if d and x["videos_per_s"] else None
             lines.append(
-                f"| {labels.get(name, name)} | {_f(x['videos_per_s'])} | {_f(x['clips_per_s'], 1) if x['clips_per_s'] else '-'} "
-                f"| {_f(x['frames_per_s'], 0)} | {_f(ratio)} |"
+                f"| {labels.get(name, name)} | {work_of(name)} | {_f(x['videos_per_s'])} "
+                f"| {_f(x['clips_per_s'], 1) if x['clips_per_s'] else '-'} | {_f(x['frames_per_s'], 0)} "
+                f"| {_f(x['cpu_ms_per_video'], 1)} |"
             )
-        if r.get("best_peer"):
-            bp = r["best_peer"]
+        if r.get("by_work"):
             lines += [
                 "",
-                f"Best peer on the full plan: {labels.get(bp, bp)}; tbfast / best peer = "
-                f"{_f(r['ratios'].get(f'dali_over_{bp}'))} (videos/s), "
-                f"{_f(r['ratios'].get(f'dali_over_{bp}_cpu'))} (CPU).",
+                "| work | tbfast (best) | best peer | × videos/s | × CPU ms/video |",
+                "|---|---|---|---|---|",
+            ]
+            for work, c in r["by_work"].items():
+                lines.append(
+                    f"| {WORK_LABELS[work]} | {labels.get(c['tbfast'], c['tbfast'])} | {labels.get(c['peer'], c['peer'])} "
+                    f"| {_f(c['videos_per_s_ratio'])} | {_f(c['cpu_ratio'])} |"
+                )
+        if r.get("floor"):
+            f = r["floor"]
+            lines += [
+                "",
+                f"Floor: the full plan ({labels.get(f['full'], f['full'])}) costs {_f(f['ratio'])}× the CPU time "
+                f"per video of the fastest decode only ({labels.get(f['decode'], f['decode'])}).",
             ]
         for name, why in (r.get("skipped") or {}).items():
             lines.append(f"- skipped {name}: {why}")
@@ -425,6 +425,9 @@ def chart(res: dict[str, Any], path: Path) -> None:
             v = (r or {}).get("ratios", {}).get(f"dali_over_{other}")
             if v:
                 bars.append((f"loader {mode}:\nDALI / {other}", v))
+        full = ((r or {}).get("by_work") or {}).get("full")
+        if full:
+            bars.append((f"loader {mode}:\nhost path /\nbest peer", full["videos_per_s_ratio"]))
     for r in (res.get("losses") or {}).get("results", []):
         if r["loss"] == "ssl" and r["impl"] != "reference" and r.get("speedup"):
             bars.append((f"SSL loss B={r['batch']}:\n{r['impl']} / ref", r["speedup"]))

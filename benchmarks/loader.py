@@ -43,16 +43,100 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     )
     parser.add_argument(
         "--loaders",
-        default="dali,dali-torchcodec,dali-pyav,decode,perclip,reference,torchcodec,decord",
-        help="comma-separated: dali, dali-torchcodec, dali-pyav (tbfast's pipeline with DALI's "
-        "or a host decoder; with a host decoder the clip views are resized on the host, add "
-        "-graphresize to resize them in the graph), decode (DALI decode-only), perclip, reference, and the peers "
-        "torchcodec / decord (full plan, DALI's colour maths) with the suffixes -tv "
-        "(torchvision colour ops), -crop (crop + flip only), -uint8 (crop + flip, uint8 out), "
-        "-decode (decode only); a peer that is not installed is skipped with a note",
+        default="dali,host-torchcodec,host-pyav,decode,perclip,reference,torchcodec,decord",
+        help="comma-separated. tbfast: dali (DALI decodes, crops and colours: the GPU path, run on the "
+        "CPU), host-torchcodec / host-pyav (the CPU host path: that decoder, then crops, resize and "
+        "colour on the host, no DALI) with the suffixes -crop (crop + flip only), -uint8 (crop + flip, "
+        "uint8 out), -decode (decode only), graph-torchcodec / graph-pyav (that decoder feeding the DALI "
+        "graph), decode (DALI decode only); tbfast's own baselines perclip, reference; and the peers "
+        "torchcodec / decord (full plan, DALI's colour maths) with the suffixes -tv (torchvision colour "
+        "ops), -crop, -uint8, -decode. A peer or decoder that is not installed is skipped with a note",
     )
     parser.add_argument("--no-augment", action="store_true", help="centre crops only, in all loaders")
     parser.add_argument("--seed", type=int, default=0, help="seed of the plans")
+
+
+# the work each loader does: "full" (the whole plan, float out: what training consumes), "crop"
+# (crop + flip (+ erase), float out, no colour), "uint8" (crop + flip, uint8 out), "decode"
+WORK_LABELS = {
+    "full": "full plan (float out)",
+    "crop": "crop + flip (float out)",
+    "uint8": "crop + flip, uint8 out",
+    "decode": "decode only",
+}
+HOST_SUFFIXES = {"": "full", "-crop": "crop", "-uint8": "uint8", "-decode": "decode"}
+ALIASES = {  # the names of earlier versions
+    "dali-torchcodec": "host-torchcodec",
+    "dali-pyav": "host-pyav",
+    "dali-torchcodec-graphresize": "graph-torchcodec",
+    "dali-pyav-graphresize": "graph-pyav",
+}
+
+
+def ours() -> dict[str, tuple[str, str, str]]:
+    """tbfast's loaders: name -> (decoder, resize, work)."""
+    from dali_pipelines.host_decode import HOST_DECODERS
+
+    out = {"dali": ("dali", "dali", "full")}
+    for d in HOST_DECODERS:
+        out.update({f"host-{d}{suffix}": (d, "host", w) for suffix, w in HOST_SUFFIXES.items()})
+        out[f"graph-{d}"] = (d, "dali", "full")
+    return out
+
+
+def work_of(name: str) -> str:
+    """The work a loader row does (see WORK_LABELS)."""
+    from tbfast_benchmarks.peers import VARIANTS as PEER_VARIANTS
+
+    if name in ("dali", "perclip", "reference") or name.startswith("graph-"):
+        return "full"
+    if name == "decode":
+        return "decode"
+    if name in PEER_VARIANTS:
+        colour, out = PEER_VARIANTS[name][1:]
+        if colour is None:
+            return "decode"
+        return "uint8" if out == "uint8" else "full" if colour in ("matrix", "tv") else "crop"
+    return ours()[name][2]
+
+
+def compare(results: dict) -> tuple[dict, dict | None]:
+    """Per work: tbfast's best row against the best peer's on the same work (videos/s, and CPU time
+    per video, each a ratio > 1 when tbfast is ahead); and the floor: tbfast's best full-plan CPU
+    time per video against the fastest decode-only row's."""
+    from tbfast_benchmarks.peers import VARIANTS as PEER_VARIANTS
+
+    mine = ours()
+    by_work = {}
+    for work in WORK_LABELS:
+        t = [k for k in results if k in mine and work_of(k) == work]
+        p = [k for k in results if k in PEER_VARIANTS and work_of(k) == work]
+        if not t or not p:
+            continue
+        bt = max(t, key=lambda k: results[k]["videos_per_s"])
+        bp = max(p, key=lambda k: results[k]["videos_per_s"])
+        cpu_t = min(results[k]["cpu_ms_per_video"] for k in t)
+        cpu_p = min(results[k]["cpu_ms_per_video"] for k in p)
+        by_work[work] = {
+            "tbfast": bt,
+            "peer": bp,
+            "videos_per_s": [results[bt]["videos_per_s"], results[bp]["videos_per_s"]],
+            "videos_per_s_ratio": round(results[bt]["videos_per_s"] / results[bp]["videos_per_s"], 2),
+            "cpu_ms_per_video": [cpu_t, cpu_p],
+            "cpu_ratio": round(cpu_p / cpu_t, 2),
+        }
+    full = [k for k in results if k in mine and work_of(k) == "full"]
+    decode = [k for k in results if work_of(k) == "decode"]
+    floor = None
+    if full and decode:
+        f = min(full, key=lambda k: results[k]["cpu_ms_per_video"])
+        d = min(decode, key=lambda k: results[k]["cpu_ms_per_video"])
+        floor = {
+            "full": f,
+            "decode": d,
+            "ratio": round(results[f]["cpu_ms_per_video"] / results[d]["cpu_ms_per_video"], 2),
+        }
+    return by_work, floor
 
 
 def _clips_per_video(mode: str) -> int:
@@ -100,27 +184,24 @@ def run(args: argparse.Namespace) -> dict:
     if len(indices) < args.batch_size:
         raise UserError(f"--videos {args.videos} is less than --batch-size {args.batch_size}")
     augment = not args.no_augment
-    wanted = [s.strip() for s in args.loaders.split(",") if s.strip()]
+    wanted = [ALIASES.get(s.strip(), s.strip()) for s in args.loaders.split(",") if s.strip()]
     from tbfast_benchmarks.peers import VARIANTS as PEER_VARIANTS
     from tbfast_benchmarks.peers import available as peer_available
     from tbfast_benchmarks.peers import make_peer_loader
 
-    from dali_pipelines.host_decode import HOST_DECODERS
     from dali_pipelines.host_decode import available as decoder_available
 
-    # tbfast's pipeline with each decoder; with a host decoder the clip views are resized on the host
-    # (resize "auto"), or in the graph ("-graphresize": the same graph as with DALI's decoder)
-    ours = ("dali", *(f"dali-{d}" for d in HOST_DECODERS), *(f"dali-{d}-graphresize" for d in HOST_DECODERS))
-    bad = [w for w in wanted if w not in (*ours, "decode", "perclip", "reference", *PEER_VARIANTS)]
+    mine = ours()
+    bad = [w for w in wanted if w not in (*mine, "decode", "perclip", "reference", *PEER_VARIANTS)]
     if bad:
         raise UserError(
-            f"unknown loader(s) {', '.join(bad)}; choose from {', '.join(ours)}, decode, perclip, "
+            f"unknown loader(s) {', '.join(bad)}; choose from {', '.join(mine)}, decode, perclip, "
             "reference, " + ", ".join(PEER_VARIANTS)
         )
     results: dict = {}
     skipped: dict = {}
 
-    def dali_loader(decoder: str = "dali", resize: str = "auto"):
+    def dali_loader(decoder: str = "dali", resize: str = "auto", work: str = "full"):
         return build_loader(
             args.prepared,
             args.mode,
@@ -136,6 +217,7 @@ def run(args: argparse.Namespace) -> dict:
             drop_last=True,
             decoder=decoder,
             resize=resize,
+            work=work,
         )
 
     frames_per_video = {}
@@ -145,14 +227,14 @@ def run(args: argparse.Namespace) -> dict:
     mean_frames = sum(frames_per_video[i] for i in indices) / len(indices)
 
     for name in wanted:
-        if name in ours:
-            decoder = name.split("-")[1] if "-" in name else "dali"
+        if name in mine:
+            decoder, resize, work = mine[name]
             why = decoder_available(decoder)
             if why:
                 print(f"  {name:<10} skipped: {why}", flush=True)
                 skipped[name] = why
                 continue
-            loader = dali_loader(decoder, "dali" if name.endswith("-graphresize") else "auto")
+            loader = dali_loader(decoder, resize, work)
             for _ in loader:  # build and run once outside the timed window (first-run allocations)
                 break
             host0, hv0 = dict(loader.host_seconds), loader.host_videos
@@ -222,24 +304,24 @@ def run(args: argparse.Namespace) -> dict:
             "videos_per_s": round(vps, 2),
             "cpu_ms_per_video": round(cpu_ms, 1),
             "videos_per_s_per_core": round(1000 / cpu_ms, 2) if cpu_ms > 0 else None,
-            "clips_per_s": round(vps * (_clips_per_video(args.mode) if not name.endswith("decode") else 0), 1),
+            "clips_per_s": round(vps * (_clips_per_video(args.mode) if work_of(name) != "decode" else 0), 1),
             "frames_per_s": round(vps * mean_frames, 1),
         }
         print(f"  {name:<10} {vps:8.2f} videos/s  {cpu_ms:7.1f} CPU ms/video  ({n} videos in {sec:.1f} s)", flush=True)
-        if name in ours:
+        if name in mine:
             # Python's work per video outside DALI: reading (+ first-read checksum), planning,
-            # feeding DALI, handing the outputs to torch ("total": what every device pays on the
-            # host), and apart from it the pixel work at the hand-over (clamp, erase boxes, dropped
-            # channels: on the CPU host work, on a GPU device kernels the host only launches)
-            apart = ("pixels", "decode", "resize")  # pixel work at the hand-over; a host decoder's work
+            # feeding DALI (host path: submitting the tasks), handing the outputs to torch ("total":
+            # the bookkeeping), and apart from it the pixel work (DALI path: clamp, erase boxes,
+            # dropped channels at the hand-over; host path: crop, resize, colour, clamp, erase) and
+            # a host decoder's decoding
+            apart = ("pixels", "decode")
             book = round(sum(v for k, v in host.items() if k not in apart), 3)
             results[name]["host_ms_per_video"] = {**host, "total": book}
             print(
-                "  host (outside DALI), ms/video: "
+                "  host, ms/video: "
                 + ", ".join(f"{k} {v:.3f}" for k, v in host.items() if k not in apart)
-                + f"; total {book:.3f}; and pixel work at the hand-over {host.get('pixels', 0):.3f}"
-                + (f"; host decoding {host['decode']:.3f}" if host.get("decode") else "")
-                + (f"; host crop + resize {host['resize']:.3f}" if host.get("resize") else ""),
+                + f"; total {book:.3f}; pixel work {host.get('pixels', 0):.3f}"
+                + (f"; host decoding {host['decode']:.3f}" if host.get("decode") else ""),
                 flush=True,
             )
     ratios = {}
@@ -252,6 +334,7 @@ def run(args: argparse.Namespace) -> dict:
             if other in results and results[other]["videos_per_s"] > 0:
                 ratios[f"dali_over_{other}"] = round(d / results[other]["videos_per_s"], 2)
                 ratios[f"dali_over_{other}_cpu"] = round(results[other]["cpu_ms_per_video"] / dc, 2)
+    by_work, floor = compare(results)
     return {
         "mode": args.mode,
         "device": args.device,
@@ -266,60 +349,80 @@ def run(args: argparse.Namespace) -> dict:
         "results": results,
         "ratios": ratios,
         "best_peer": best_peer,
+        "by_work": by_work,
+        "floor": floor,
         "skipped": skipped,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+
+
+def labels() -> dict[str, str]:
+    from tbfast_benchmarks.peers import KINDS, PEERS
+
+    out = {
+        "dali": "tbfast, DALI decoder and graph",
+        "decode": "tbfast, DALI decode only",
+        "perclip": "per-clip PyAV DataLoader",
+        "reference": "reference-style DataLoader",
+        **{f"{p}{k}": f"{p} DataLoader: {v}" for p in PEERS for k, v in KINDS.items()},
+    }
+    for name, (decoder, resize, work) in ours().items():
+        if resize == "host":
+            out[name] = f"tbfast host path, {decoder}: {WORK_LABELS[work]}"
+        elif name != "dali":
+            out[name] = f"tbfast, {decoder} decoder, DALI graph"
+    return out
 
 
 def print_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from tbfast_benchmarks.peers import KINDS, PEERS
-
-    labels = {
-        "dali": "DALI pipeline",
-        "dali-torchcodec": "DALI pipeline, torchcodec decoder, host resize",
-        "dali-pyav": "DALI pipeline, PyAV decoder, host resize",
-        "dali-torchcodec-graphresize": "DALI pipeline, torchcodec decoder, resize in the graph",
-        "dali-pyav-graphresize": "DALI pipeline, PyAV decoder, resize in the graph",
-        "decode": "DALI decode only (ceiling)",
-        "perclip": "per-clip PyAV DataLoader",
-        "reference": "reference-style DataLoader",
-        **{f"{p}{k}": f"{p} DataLoader: {v}" for p in PEERS for k, v in KINDS.items()},
-    }
+    names = labels()
     t = Table(
         title=f"loader, mode {report['mode']}, {report['device']}, {report['workers']} workers/threads, "
         f"{report['size']} px, batch {report['batch_size']}"
     )
-    for col in ("loader", "videos/s", "clips/s", "frames/s", "DALI ×", "CPU ms/video", "DALI × (CPU)"):
-        t.add_column(col, justify="left" if col == "loader" else "right")
-    d = report["results"].get("dali", {}).get("videos_per_s")
-    dc = report["results"].get("dali", {}).get("cpu_ms_per_video")
+    for col in ("loader", "work", "videos/s", "clips/s", "frames/s", "CPU ms/video"):
+        t.add_column(col, justify="left" if col in ("loader", "work") else "right")
     for name, r in report["results"].items():
-        ratio = f"{d / r['videos_per_s']:.2f}" if d and r["videos_per_s"] else "-"
-        cratio = f"{r['cpu_ms_per_video'] / dc:.2f}" if dc else "-"
         t.add_row(
-            labels.get(name, name),
+            names.get(name, name),
+            work_of(name),
             f"{r['videos_per_s']:.2f}",
             f"{r['clips_per_s']:.1f}" if r["clips_per_s"] else "-",
             f"{r['frames_per_s']:.0f}",
-            ratio,
             f"{r['cpu_ms_per_video']:.1f}",
-            cratio,
         )
-    Console(width=max(Console().width, 132)).print(t)
+    console = Console(width=max(Console().width, 132))
+    console.print(t)
+    by_work = report.get("by_work") or {}
+    if by_work:
+        w = Table(title="tbfast against the best peer on the same work (× > 1: tbfast ahead)")
+        for col in ("work", "tbfast (best)", "best peer", "× videos/s", "× CPU ms/video"):
+            w.add_column(col, justify="left" if col in ("work", "tbfast (best)", "best peer") else "right")
+        for work, c in by_work.items():
+            w.add_row(
+                WORK_LABELS[work],
+                names.get(c["tbfast"], c["tbfast"]),
+                names.get(c["peer"], c["peer"]),
+                f"{c['videos_per_s_ratio']:.2f}",
+                f"{c['cpu_ratio']:.2f}",
+            )
+        console.print(w)
     m = report["machine"]
     print(
         f"machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, DALI {m['dali']}; load average "
         f"{m.get('loadavg', '?')} at the start"
     )
-    print(
-        "DALI × = DALI's rate / the row's rate (wall clock); DALI × (CPU) = the row's CPU time per video / "
-        "DALI's (robust on a shared machine). The decode-only row is the ceiling."
-    )
+    if report.get("floor"):
+        f = report["floor"]
+        print(
+            f"floor: the full plan ({names.get(f['full'], f['full'])}) costs {f['ratio']:.2f}× the CPU time per "
+            f"video of the fastest decode only ({names.get(f['decode'], f['decode'])})"
+        )
     if report.get("best_peer"):
-        print(f"best peer on the full plan: {labels.get(report['best_peer'], report['best_peer'])}")
+        print(f"best peer on the full plan: {names.get(report['best_peer'], report['best_peer'])}")
     for name, why in (report.get("skipped") or {}).items():
         print(f"skipped {name}: {why}")
 

@@ -81,12 +81,3 @@ def colour_into(src: np.ndarray, row: np.ndarray, out: np.ndarray, *, use_numba:
         _numpy_colour(src, row, out)
     else:
         k(src.reshape(-1), np.ascontiguousarray(row, dtype=np.float32), out.reshape(-1))
-
-
-def resize_colour_into(frames: np.ndarray, order: np.ndarray, roi, row: np.ndarray, out: np.ndarray) -> None:
-    """``out`` (T, S, S, 3) float32 = the colour ``row`` (:func:`affine_row`) of frames ``order`` of
-    the decoded (N, H, W, 3) uint8 ``frames``, cropped to ``roi`` = (y0, x0, y1, x1) (x0 > x1:
-    flipped) and resized (:func:`~dali_pipelines.host_decode.crop_resize`, uint8), clamped to [0, 1]."""
-    from dali_pipelines.host_decode import crop_resize
-
-    colour_into(crop_resize(frames, order, roi, out.shape[1]), row, out)

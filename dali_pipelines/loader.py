@@ -49,6 +49,12 @@ def colour_row(c) -> tuple[float, float, float, float, float]:
     return (c.brightness / 255.0, c.contrast, c.hue, 0.0 if c.gray else c.saturation, 1.0 if twist else 0.0)
 
 
+# the host path's work per sample: "full" (the plan: what training uses); for `tbfast bench loader`,
+# to compare with loaders that do less: "crop" (crop, flip, erase boxes and dropped channels, no
+# colour), "uint8" (crop and flip into uint8 outputs: the step would convert), "decode" (decode the
+# planned frames only; the batches carry labels and indices, no clips)
+WORKS = ("full", "crop", "uint8", "decode")
+
 # output buffer sets the host path keeps for reuse: the consumer's batch, the one it waits for, the
 # one being made, and the batch before the consumer's (still bound to its loop variable)
 POOL_SETS = 4
@@ -130,6 +136,7 @@ class ClipLoader:
         records: Sequence[VideoRecord] | None = None,
         decoder: str = "dali",
         resize: str = "auto",
+        work: str = "full",
     ):
         if mode not in MODES:
             raise UserError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -147,6 +154,13 @@ class ClipLoader:
             self.resize = resolve_resize(resize, decoder, device)
         except ValueError as exc:
             raise UserError(str(exc)) from exc
+        if work not in WORKS:
+            raise UserError(f"work must be one of {', '.join(WORKS)}, not {work!r}")
+        if work != "full" and self.resize != "host":
+            raise UserError(
+                f"work {work!r} is a host-path option (a host decoder on the CPU); got resize {self.resize!r}"
+            )
+        self.work = work
         self.prepared = Path(prepared)
         self.mode = mode
         self.records = list(records) if records is not None else read_manifest(self.prepared)
@@ -179,19 +193,12 @@ class ClipLoader:
         self._pipe = None
         self._verified: dict[int, tuple] = {}  # manifest index -> identity of the file whose checksum matched
         # host CPU time outside DALI (seconds) per phase, and the videos it served (`tbfast bench loader`)
-        # ("pixels": the clamp and erase boxes done on the output buffer at the hand-over; on the
-        # GPU they are device kernels and the host only launches them)
+        # ("feed": feeding DALI, or on the host path allocating the outputs and submitting the tasks)
+        # ("pixels": with DALI, the clamp and erase boxes done on the output buffer at the hand-over
+        # (on the GPU device kernels the host only launches); on the host path, everything after
+        # decoding: cutting, cropping, resizing, colour, clamp, erase boxes)
         # ("decode": a host decoder's work in the reader threads, decoder="pyav"/"torchcodec")
-        # ("resize": cutting, cropping and resizing the clip views on the host, resize "host")
-        self.host_seconds = {
-            "read": 0.0,
-            "plan": 0.0,
-            "feed": 0.0,
-            "hand_over": 0.0,
-            "pixels": 0.0,
-            "decode": 0.0,
-            "resize": 0.0,
-        }
+        self.host_seconds = {"read": 0.0, "plan": 0.0, "feed": 0.0, "hand_over": 0.0, "pixels": 0.0, "decode": 0.0}
         self.host_videos = 0
         self._order_cache: tuple[int | None, list[list[int]]] = (None, [])
         if not self.batches():
@@ -370,14 +377,17 @@ class ClipLoader:
         is written by the tasks): a set from the pool that nothing references any more (the batch
         it held and every tensor viewing it are gone), else a new one. Reusing buffers saves the
         page faults of fresh memory, several ms per ssl video when two threads fault at once."""
+        if self.work == "decode":
+            return {}
         shapes = {}
         for name, group, _ in self.layout.outputs:
             k, t = plans[0].clips[group].shape
             shapes[name] = (len(plans), k * t, self.size, self.size, 3)
+        dtype = np.uint8 if self.work == "uint8" else np.float32
         for outs in self._pool:
-            if all(a.shape == shapes[n] for n, a in outs.items()) and _unreferenced(outs):
+            if all(a.shape == shapes[n] and a.dtype == dtype for n, a in outs.items()) and _unreferenced(outs):
                 return outs
-        outs = {name: np.empty(shape, dtype=np.float32) for name, shape in shapes.items()}
+        outs = {name: np.empty(shape, dtype=dtype) for name, shape in shapes.items()}
         if len(self._pool) >= POOL_SETS:
             self._pool.pop(0)
         self._pool.append(outs)
@@ -387,26 +397,34 @@ class ClipLoader:
         """Sample ``j`` of a batch on the host path, in a reader thread: read and decode its planned
         frames, cut, crop, flip and resize every clip view (uint8), then write its colour (or x/255),
         the clamp, its erase boxes and dropped channel into row ``j`` of the output buffers."""
-        from dali_pipelines.host_pixels import IDENTITY, affine_row, resize_colour_into
+        from dali_pipelines.host_decode import crop_resize
+        from dali_pipelines.host_pixels import IDENTITY, affine_row, colour_into
         from tbfast.data.plans import colour_affine
 
         frames = self._host_decoded(index, plan)
-        per_clip = self.layout.per_clip
+        if self.work == "decode":
+            return
+        per_clip, size = self.layout.per_clip, self.size
+        colour = self.work == "full"
         t0 = time.thread_time()
         for name, group, view in self.layout.outputs:
             o = outs[name][j]  # (K*T, S, S, 3)
             orders = plan.orders[group]  # (K, T)
-            if not per_clip:  # one crop for all the group's clips, no colour
-                resize_colour_into(frames, orders.reshape(-1), plan.views[group][view][0].roi, IDENTITY, o)
-                continue
             t = orders.shape[1]
-            for k, c in enumerate(plan.views[group][view]):
-                clip = o[k * t : (k + 1) * t]
-                resize_colour_into(frames, orders[k], c.roi, affine_row(*colour_affine(c)), clip)
-                for y, x, h, w in c.erase:  # METHOD.md §3: after the colour jitter
-                    clip[:, y : y + h, x : x + w, :] = 0
-                if c.drop_channel >= 0:
-                    clip[..., c.drop_channel] = 0
+            # per clip view (augmented), else one crop for all the group's clips and no colour
+            views = plan.views[group][view] if per_clip else [plan.views[group][view][0]]
+            for k, c in enumerate(views):
+                clip = o[k * t : (k + 1) * t] if per_clip else o
+                u8 = crop_resize(frames, orders[k] if per_clip else orders.reshape(-1), c.roi, size)
+                if self.work == "uint8":
+                    clip[:] = u8
+                    continue
+                colour_into(u8, affine_row(*colour_affine(c)) if per_clip and colour else IDENTITY, clip)
+                if per_clip:
+                    for y, x, h, w in c.erase:  # METHOD.md §3: after the colour jitter
+                        clip[:, y : y + h, x : x + w, :] = 0
+                    if c.drop_channel >= 0:
+                        clip[..., c.drop_channel] = 0
         self.host_seconds["pixels"] += time.thread_time() - t0
 
     def _iter_host(self, batches: list[list[int]], epoch: int) -> Iterator[dict]:
@@ -437,7 +455,7 @@ class ClipLoader:
                 for f in futures:
                     f.result()  # a task's CorruptVideoError (naming the file) is raised here
                 t0 = time.thread_time()
-                tensors = [_from_numpy(outs[name]) for name, _, _ in self.layout.outputs]
+                tensors = [_from_numpy(outs[name]) for name, _, _ in self.layout.outputs] if outs else []
                 out = self._assemble(tensors, batch, plans)
                 hs["hand_over"] += time.thread_time() - t0
                 yield out
@@ -610,7 +628,9 @@ def build_loader(
 
     Extra keyword arguments: ``drop_last``, ``shuffle`` (defaults: True for ssl/train, False for
     eval/similarity), ``records`` (an already read manifest) and ``decoder`` ("dali", or a host
-    decoder whose frames the graph then starts from: "pyav", "torchcodec"; see host_decode).
+    decoder: "pyav", "torchcodec"; see host_decode), ``resize`` ("auto", "dali", "host": on the CPU a
+    host decoder's frames are cut, resized and coloured on the host, without DALI) and ``work``
+    (the host path's work, for benchmarks: see ``WORKS``).
     """
     return ClipLoader(
         prepared,

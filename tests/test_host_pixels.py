@@ -11,6 +11,7 @@ pytest.importorskip("nvidia.dali")
 
 from dali_pipelines import build_loader  # noqa: E402
 from dali_pipelines.host_pixels import IDENTITY, affine_row, colour_into, kernel  # noqa: E402
+from dali_pipelines.loader import WORKS  # noqa: E402
 from dali_pipelines.testdata import make_dataset  # noqa: E402
 
 SIZE = 16
@@ -104,3 +105,62 @@ def test_output_buffers_are_reused_once_released(coded):
     assert len(set(ids)) < len(ids)  # reused (at most POOL_SETS buffers for 9 batches)
     kept = [b for b in loader]  # all referenced at once: all distinct
     assert len({b["clip"].untyped_storage().data_ptr() for b in kept}) == len(kept)
+
+
+def test_lesser_works_do_part_of_the_full_plan(coded):
+    """The benchmark's lesser works on the host path: uint8 crop + flip is the full plan's resize
+    before colour, crop is it divided by 255 with the erase boxes, decode returns no clips; the DALI
+    path refuses them."""
+    from dali_pipelines.host_decode import crop_resize, decode_frames
+    from tbfast.errors import UserError
+
+    kw = dict(batch_size=2, size=SIZE, seed=4, decoder="pyav", shuffle=False)
+    full, crop, u8, dec = (next(iter(build_loader(coded, "train", work=w, **kw))) for w in WORKS)
+    assert full["clip"].dtype == crop["clip"].dtype == torch.float32 and u8["clip"].dtype == torch.uint8
+    assert "clip" not in dec and torch.equal(dec["index"], full["index"])
+    loader = build_loader(coded, "train", **kw)
+    for i, index in enumerate(full["index"].tolist()):
+        plan = loader.plan(index)
+        c = plan.views["clip"][0][0]
+        data = np.fromfile(coded / loader.records[index].path, dtype=np.uint8)
+        frames = decode_frames("pyav", data, plan.decode, loader.records[index].frames)
+        want = crop_resize(frames, plan.orders["clip"][0], c.roi, SIZE)
+        assert np.array_equal(u8["clip"][i].permute(1, 2, 3, 0).numpy(), want)
+        plain = want / np.float32(255.0)
+        for y, x, h, w in c.erase:
+            plain[:, y : y + h, x : x + w] = 0
+        if c.drop_channel >= 0:
+            plain[..., c.drop_channel] = 0
+        assert np.abs(crop["clip"][i].permute(1, 2, 3, 0).numpy() - plain).max() < 1e-6
+    with pytest.raises(UserError, match="host-path option"):
+        build_loader(coded, "train", batch_size=2, size=SIZE, work="uint8")
+    with pytest.raises(UserError, match="work must be one of"):
+        build_loader(coded, "train", batch_size=2, size=SIZE, decoder="pyav", work="half")
+
+
+def test_bench_loader_compares_every_work_with_the_best_peer(coded, tmp_path):
+    """`tbfast bench loader` runs the host path's works and reports, per work, tbfast's best row
+    against the best peer's, and the floor (full plan against the fastest decode only)."""
+    import json
+
+    from tbfast.cli import main
+    from tbfast_benchmarks.loader import compare, work_of
+
+    works = ["host-pyav", "host-pyav-crop", "host-pyav-uint8", "host-pyav-decode", "dali-pyav"]  # last: old name
+    out = tmp_path / "loader.json"
+    args = ["bench", "loader", str(coded), "--mode", "train", "--videos", "4", "--batch-size", "2", "--size", "16"]
+    assert main([*args, "--workers", "1", "--loaders", ",".join(works), "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert set(rep["results"]) == set(works[:4])  # the old name is the same loader as host-pyav
+    assert [work_of(w) for w in works[:4]] == list(WORKS)
+    assert rep["floor"]["full"] == "host-pyav" and rep["floor"]["decode"] == "host-pyav-decode"
+    assert rep["floor"]["ratio"] > 0 and rep["by_work"] == {}  # no peer ran: nothing to compare with
+    # with peer rows (figures made up): each work compares tbfast's best with the best peer's
+    res = {k: dict(v) for k, v in rep["results"].items()}
+    res["torchcodec"] = {"videos_per_s": 50.0, "cpu_ms_per_video": 40.0}
+    res["torchcodec-tv"] = {"videos_per_s": 25.0, "cpu_ms_per_video": 80.0}
+    res["decord-decode"] = {"videos_per_s": 1e6, "cpu_ms_per_video": 1e-3}
+    by_work, floor = compare(res)
+    assert set(by_work) == {"full", "decode"} and by_work["full"]["peer"] == "torchcodec"
+    assert by_work["full"]["cpu_ratio"] == round(40.0 / res["host-pyav"]["cpu_ms_per_video"], 2)
+    assert floor is not None and floor["decode"] == "decord-decode"

@@ -1,11 +1,12 @@
 """Decoders that run on the host and hand DALI decoded frames instead of encoded bytes.
 
-On the CPU, DALI's video decoder costs about 2.5x the CPU time of FFmpeg driven by torchcodec or
-PyAV for the same frames (``benchmarks/RESULTS.md``, "Loaders against torchcodec and decord"). With
-``decoder="pyav"`` or ``"torchcodec"`` the loader decodes each sample's planned frames (the plan's
-``decode``: sorted, clamped to the last frame) in its reader threads from the bytes it has already
-checked against the manifest, and the DALI graph starts from those frames (``GraphLayout.decoder``);
-everything after the decoder (cutting, crops, colour, erase) is the same graph.
+On the CPU, DALI's video decoder costs about 1.6x the CPU time of FFmpeg driven by torchcodec for
+the same frames (``benchmarks/RESULTS.md``). With ``decoder="pyav"`` or ``"torchcodec"`` the loader
+decodes each sample's planned frames (the plan's ``decode``: sorted, clamped to the last frame) in
+its reader threads from the bytes it has already checked against the manifest. On the CPU the
+reader threads then also cut, crop and resize the clip views (:func:`crop_resize`) and colour them
+(:mod:`dali_pipelines.host_pixels`): the host path, no DALI; with ``resize="dali"`` (or on a GPU)
+the DALI graph starts from the decoded frames (``GraphLayout.decoder``).
 
 Frames are those of FFmpeg's own YUV -> RGB conversion (libswscale); DALI's decoder converts
 differently, by about 1-2 levels of 255 on average (measured: ``tests/test_dali_pipelines.py``), so
@@ -124,9 +125,10 @@ RESIZES = ("auto", "dali", "host")
 
 
 def resolve_resize(resize: str, decoder: str, device: str) -> str:
-    """ "dali" or "host": where a clip view's crop is cut and resized. "host" (torch's uint8
-    bilinear kernel on the decoded frames, in the reader threads) needs a host decoder on the CPU;
-    "auto" picks it there (on the CPU it is 4-8x cheaper than DALI's resize) and "dali" elsewhere."""
+    """ "dali" or "host": where the clip views are cut, resized and coloured. "host" (the reader
+    threads: torch's uint8 bilinear kernel and host_pixels' colour kernel, no DALI) needs a host
+    decoder on the CPU; "auto" picks it there (about 4x cheaper than the DALI graph on an ssl
+    video) and "dali" elsewhere."""
     if resize not in RESIZES:
         raise ValueError(f"resize must be one of {', '.join(RESIZES)}, not {resize!r}")
     host_ok = decoder in HOST_DECODERS and device == "cpu"

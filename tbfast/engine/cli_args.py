@@ -17,7 +17,11 @@ OVERRIDES: dict[str, tuple[str, type, str]] = {
     "--size": ("data.size", int, "crop side in pixels"),
     "--batch-size": ("data.batch_size", int, "videos per step per process (student: labeled and unlabeled each)"),
     "--eval-batch-size": ("data.eval_batch_size", int, "videos per evaluation / similarity batch"),
-    "--threads": ("data.num_threads", int, "DALI CPU threads per process"),
+    "--threads": (
+        "data.num_threads",
+        int,
+        "loader threads per process (DALI's CPU threads; the host path's reader threads)",
+    ),
     "--decoder": (
         "data.decoder",
         str,
@@ -27,7 +31,8 @@ OVERRIDES: dict[str, tuple[str, type, str]] = {
     "--resize": (
         "data.resize",
         str,
-        "where clip views are cropped and resized: auto | dali (in the graph) | host (host decoders on the CPU)",
+        "where clip views are cropped, resized and coloured: auto (host where it can) | dali (the DALI graph) | "
+        "host (a host decoder on the CPU: the reader threads, no DALI)",
     ),
     "--epochs": ("train.epochs", int, "epochs"),
     "--lr": ("optim.lr", float, "base learning rate (Adam)"),

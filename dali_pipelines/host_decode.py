@@ -166,19 +166,20 @@ def crop_resize(frames: np.ndarray, order: np.ndarray, roi, size: int) -> np.nda
     cropped to ``roi`` = (y0, x0, y1, x1) (x0 > x1: flipped horizontally, as DALI's resize reads it)
     and resized with torch's bilinear uint8 kernel (no antialiasing, as the graph's ``fn.resize``).
     The crop edges are rounded to whole pixels: against DALI's resize of the fractional window the
-    pixels differ by a fraction of a source pixel's shift (docs/PIPELINES.md, "Decoders")."""
+    pixels differ by a fraction of a source pixel's shift (docs/PIPELINES.md, "Decoders"). A flipped
+    view is mirrored while the crop is copied (one pass; bilinear sampling is symmetric, so this
+    equals flipping the resized crop: tests/test_dali_pipelines.py)."""
     import torch
     import torch.nn.functional as F
 
     ya, yb, xa, xb, flip = crop_window(roi, frames.shape[1], frames.shape[2])
-    order = np.asarray(order)
-    first = int(order[0])
-    if np.array_equal(order, np.arange(first, first + len(order))):  # consecutive frames: a view
-        crop = frames[first : first + len(order), ya:yb, xa:xb]
-    else:
-        crop = frames[order, ya:yb, xa:xb]
-    x = torch.from_numpy(np.ascontiguousarray(crop)).permute(0, 3, 1, 2)  # NCHW, channels-last memory
+    o = np.asarray(order).tolist()
+    first = o[0]
+    if o == list(range(first, first + len(o))):  # consecutive frames: a view, one copy below
+        crop = torch.from_numpy(frames)[first : first + len(o), ya:yb, xa:xb]
+    else:  # numpy's fancy index copies just the window
+        crop = torch.from_numpy(frames[o, ya:yb, xa:xb])
+    crop = crop.flip(2) if flip else crop.contiguous()  # (T, h, w, 3), contiguous
+    x = crop.permute(0, 3, 1, 2)  # NCHW, channels-last memory
     out = F.interpolate(x, size=(size, size), mode="bilinear", antialias=False, align_corners=False)
-    if flip:
-        out = out.flip(3)
-    return np.ascontiguousarray(out.permute(0, 2, 3, 1).numpy())  # (T, S, S, 3)
+    return np.ascontiguousarray(out.permute(0, 2, 3, 1).numpy())  # (T, S, S, 3); no copy: out is channels-last

@@ -396,7 +396,8 @@ def test_brightness_contrast_branch_equals_colour_twist_without_hue_and_saturati
         np.testing.assert_allclose(np.asarray(bc[i]), np.asarray(twist[i]), atol=1e-6)
 
 
-def test_three_crop_eval_views(coded):
+@pytest.mark.parametrize("decoder", ["dali", "pyav"])  # pyav: the host path
+def test_three_crop_eval_views(coded, decoder):
     """eval with views=3: crops at both ends and the centre of the long side; the middle one is
     exactly the one-crop pipeline's centre crop."""
     from tbfast.data.plans import center_view, default_spec
@@ -406,10 +407,9 @@ def test_three_crop_eval_views(coded):
     assert center_view(32, 48, 0.8, 2, 3).roi == pytest.approx((3.2, 48 - side, 3.2 + side, 48))
     assert center_view(32, 48, 0.8, 1, 3).roi == pytest.approx(center_view(32, 48, 0.8).roi)
     assert center_view(48, 32, 0.8, 2, 3).roi == pytest.approx((48 - side, 3.2, 48, 3.2 + side))  # portrait
-    one = next(iter(build_loader(coded, "eval", indices=STILL, batch_size=4, size=SIZE)))
-    three = next(
-        iter(build_loader(coded, "eval", indices=STILL, batch_size=4, size=SIZE, spec=default_spec("eval", views=3)))
-    )
+    kw = dict(indices=STILL, batch_size=4, size=SIZE, decoder=decoder)
+    one = next(iter(build_loader(coded, "eval", **kw)))
+    three = next(iter(build_loader(coded, "eval", spec=default_spec("eval", views=3), **kw)))
     assert "clip" not in three and {"clip0", "clip1", "clip2"} <= set(three)
     for v in range(3):
         check_layout(three[f"clip{v}"], 4 * 10, 8)

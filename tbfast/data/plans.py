@@ -353,6 +353,11 @@ def _entropy(seed: int, epoch: int, index: int, mode: str) -> list[int]:
 
 _RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
 _YIQ2RGB = np.linalg.inv(_RGB2YIQ)
+# YIQ2RGB @ diag(1, s R) @ RGB2YIQ with R = cos(a) I + sin(a) [[0, 1], [-1, 0]] (the chroma rotation)
+# = LUMA + s cos(a) CHROMA + s sin(a) TURN: three constant matrices, no product per clip view
+_LUMA = np.outer(_YIQ2RGB[:, 0], _RGB2YIQ[0])
+_CHROMA = _YIQ2RGB[:, 1:] @ _RGB2YIQ[1:]
+_TURN = _YIQ2RGB[:, 1:] @ np.array([[0.0, 1.0], [-1.0, 0.0]]) @ _RGB2YIQ[1:]
 
 
 def colour_affine(v: ClipView) -> tuple[np.ndarray, np.ndarray]:
@@ -361,15 +366,14 @@ def colour_affine(v: ClipView) -> tuple[np.ndarray, np.ndarray]:
     128/255; hue a rotation of the chroma plane of YIQ; saturation a scaling of it, 0 = grey), to
     about 1e-5 (tests/test_bench_peers.py compares them). Used where the colour is applied outside
     the graph (the host-decoder path's hand-over, the benchmark peers)."""
-    sat = 0.0 if v.gray else v.saturation
-    m = np.eye(3)
+    gain = v.brightness * v.contrast
     if v.hue != 0.0 or v.gray or v.saturation != 1.0:
-        a = math.radians(v.hue)
-        rot = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(a), math.sin(a)], [0.0, -math.sin(a), math.cos(a)]])
-        m = _YIQ2RGB @ rot @ np.diag([1.0, sat, sat]) @ _RGB2YIQ
-    a_ = v.brightness * v.contrast * m
-    b_ = np.full(3, v.brightness * (1.0 - v.contrast) * 128.0 / 255.0)
-    return a_.astype(np.float32), b_.astype(np.float32)
+        sat, a = 0.0 if v.gray else v.saturation, math.radians(v.hue)
+        m = gain * _LUMA + (gain * sat * math.cos(a)) * _CHROMA + (gain * sat * math.sin(a)) * _TURN
+    else:
+        m = np.diag([gain, gain, gain])
+    b_ = np.full(3, v.brightness * (1.0 - v.contrast) * 128.0 / 255.0, dtype=np.float32)
+    return m.astype(np.float32), b_
 
 
 def sample_rng(seed: int, epoch: int, index: int, mode: str) -> np.random.Generator:

@@ -41,7 +41,9 @@ def test_bench_shared_counts_decodes_and_teacher_runs(prepared, tmp_path, one_to
     assert st["teacher_forwards"] == {"separate": 2 * 4, "shared": 2 * 2}
     for r in (ssl, st):
         assert r["separate_seconds"] > 0 and r["shared_seconds"] > 0
-        assert abs(r["speedup"] - r["separate_seconds"] / r["shared_seconds"]) < 0.01
+        # the speedup is the ratio of the unrounded times; the reported times are rounded to 0.01 s
+        sep, sh = r["separate_seconds"], r["shared_seconds"]
+        assert (sep - 0.005) / (sh + 0.005) - 1e-3 <= r["speedup"] <= (sep + 0.005) / max(sh - 0.005, 1e-9) + 1e-3
         assert 0 <= r["decode_share_separate"] <= 1
         g = r["computed_speedup_if_compute_faster"]
         assert min(g.values()) > 0 and g["decode-bound"] > 1  # decoding K times vs once

@@ -107,6 +107,26 @@ def test_output_buffers_are_reused_once_released(coded):
     assert len({b["clip"].untyped_storage().data_ptr() for b in kept}) == len(kept)
 
 
+def test_bench_warm_up_leaves_the_pool_full_and_free(coded):
+    """`tbfast bench loader` times the host path after filling its buffer pool; a warm-up batch left
+    referenced would make the timed window allocate (page-fault) a new set: every set free, and a
+    consumer holding one batch at a time then runs on the pool's sets alone."""
+    from dali_pipelines.loader import POOL_SETS, _unreferenced
+    from tbfast_benchmarks.loader import _warm_up
+
+    loader = build_loader(
+        coded, "ssl", indices=list(range(6)) * 4, batch_size=2, size=SIZE, decoder="pyav", shuffle=False
+    )
+    _warm_up(loader, POOL_SETS + 1)
+    assert 3 <= len(loader._pool) <= POOL_SETS  # two batches in flight + the consumer's
+    assert all(_unreferenced(outs) for outs in loader._pool)
+    pooled = {a.ctypes.data for outs in loader._pool for a in outs.values()}
+    seen = set()
+    for b in loader:
+        seen.add(b["long0"].untyped_storage().data_ptr())
+    assert len(seen) >= 3 and seen <= pooled
+
+
 def test_lesser_works_do_part_of_the_full_plan(coded):
     """The benchmark's lesser works on the host path: uint8 crop + flip is the full plan's resize
     before colour, crop is it divided by 255 with the erase boxes, decode returns no clips; the DALI

@@ -8,7 +8,9 @@
 # - the loss kernels: Triton / fused vs reference;
 # - when DALI is importable (source .dali/install_dali.sh first) and GPU_CHECK_DATA names a prepared
 #   dataset (made elsewhere with `tbfast data prep`: the GPU machine has no PyAV), the mixed (NVDEC)
-#   pipeline's rate against its decode-only ceiling.
+#   pipeline's rate against its decode-only ceiling, and the data wait per training step (r3d18 bf16
+#   fed by that pipeline: `tbfast train invariant` and, with a splits/labeled_*.txt of at least one
+#   batch, `train supervised`, 60 steps each; the trainer's data share of the wall time).
 # Optional wheels (pytorchvideo, fvcore, iopath for r50) may be carried in .whl/ (see README).
 set -uo pipefail
 out=${1:?usage: bash benchmarks/gpu_check.sh OUTDIR}
@@ -33,8 +35,10 @@ $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 # GPU_CHECK_DRY=1 runs the same plumbing on the CPU with tiny shapes (to test the script without a GPU)
 if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then
   dev=cpu; step_opts=(--quick --configs fp32 bf16 bf16+cl); loss_opts=(--quick)
+  wait_opts=(--device cpu --backbone tiny --size 32 --batch-size 4 --precision fp32 --max-steps 10); ldev=cpu
 else
   dev=cuda; step_opts=(--steps 10 --warmup 3 --configs fp32 fp32+cl bf16 bf16+cl); loss_opts=()
+  wait_opts=(--device cuda --backbone r3d18 --size 112 --precision bf16 --max-steps 60); ldev=gpu
 fi
 tb 150 bench step --backbone r3d18 --device $dev "${step_opts[@]}" --no-compile --json "$out/step_r3d18.json"
 if $py -c "import pytorchvideo.models" 2>/dev/null; then
@@ -54,7 +58,19 @@ if ! $py -c "import nvidia.dali" 2>/dev/null; then
 elif [ -z "${GPU_CHECK_DATA:-}" ] || [ ! -f "${GPU_CHECK_DATA}/manifest.jsonl" ]; then
   echo "GPU_CHECK_DATA does not name a prepared dataset: NVDEC decode rate skipped" | tee -a "$log"
 else
-  tb 90 bench loader "$GPU_CHECK_DATA" --mode ssl --device gpu --loaders dali,decode --json "$out/loader_gpu.json"
+  tb 90 bench loader "$GPU_CHECK_DATA" --mode ssl --device $ldev --loaders dali,decode --json "$out/loader_gpu.json"
+  # the data wait per training step: r3d18 in bf16 fed by the NVDEC pipeline, the trainer's own
+  # measure (time blocked on the next batch / wall time, metrics.jsonl "data_share") over its windows
+  split=$(ls "$GPU_CHECK_DATA"/splits/labeled_*.txt 2>/dev/null | head -1)
+  for stage in invariant supervised; do
+    extra=()
+    if [ "$stage" = supervised ]; then
+      [ -n "$split" ] || { echo "no splits/labeled_*.txt in GPU_CHECK_DATA: the supervised data wait skipped" | tee -a "$log"; continue; }
+      extra=(--labeled "$split")
+    fi
+    tb 150 train $stage --data "$GPU_CHECK_DATA" --out "$out/wait_$stage" --overwrite "${wait_opts[@]}" \
+      --epochs 1000 --warmup-epochs 0 --log-every 5 --no-progress "${extra[@]}"
+  done
 fi
 $py - "$out" <<'PY' | tee "$out/SUMMARY.md"
 import json, sys, pathlib
@@ -76,6 +92,17 @@ for name in ("step_r3d18", "step_r50"):
             if k.startswith("teachers_"):
                 print(f"\nstudent step, {k}: {v['clips_per_s']:.1f} clips/s, teachers' share {100*v['teacher_share']:.0f}%")
     print()
+for stage in ("invariant", "supervised"):
+    f = out / f"wait_{stage}" / "metrics.jsonl"
+    if not f.exists():
+        continue
+    steps = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
+    steps = [r for r in steps if r.get("kind") == "step"][1:]  # the first window holds the start-up
+    if steps:
+        share = sum(r["data_share"] for r in steps) / len(steps)
+        cps = sum(r["clips_per_s"] for r in steps) / len(steps)
+        print(f"data wait, train {stage}: {100 * share:.1f}% of the step time at {cps:.1f} clips/s "
+              f"(windows after the first: {len(steps)})\n")
 for name in ("losses", "loader_gpu"):
     f = out / f"{name}.json"
     print(f"- {name}: {'written' if f.exists() else 'missing'}")

@@ -80,6 +80,24 @@ def test_host_batch_is_the_step_by_step_work(coded):
     assert {"erase", "flip"} <= checked  # the plan exercised them
 
 
+def test_host_path_batches_are_the_same_with_either_host_decoder(coded):
+    """torchcodec's frames are bit-identical to PyAV's (both FFmpeg's conversion), so an augmented
+    host-path epoch is the same with either: the decoder is a speed choice, not a results choice."""
+    from dali_pipelines.host_decode import available
+
+    why = available("torchcodec")
+    if why:
+        pytest.skip(why)
+    kw = dict(batch_size=3, size=SIZE, seed=5, shuffle=True)
+    a = list(build_loader(coded, "ssl", decoder="pyav", **kw))
+    b = list(build_loader(coded, "ssl", decoder="torchcodec", **kw))
+    assert len(a) == len(b) >= 2
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+
+
 def test_reader_threads_use_one_torch_thread_and_leave_the_callers(coded):
     torch.set_num_threads(2)
     loader = build_loader(coded, "train", batch_size=2, size=SIZE, decoder="pyav")

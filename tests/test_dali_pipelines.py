@@ -203,8 +203,9 @@ def test_sharding_two_ranks_disjoint_complete(coded):
     assert lens == [2, 2]
 
 
-def test_epochs_reorder_and_start_batch_resumes_exactly(coded):
-    loader = build_loader(coded, "train", indices=CODED, batch_size=2, size=SIZE, seed=4)
+@pytest.mark.parametrize("decoder", ["dali", "pyav"])  # pyav: the host path
+def test_epochs_reorder_and_start_batch_resumes_exactly(coded, decoder):
+    loader = build_loader(coded, "train", indices=CODED, batch_size=2, size=SIZE, seed=4, decoder=decoder)
     assert len(loader) == 4
     loader.set_epoch(1)
     full = [(b["index"].clone(), b["clip"].clone()) for b in loader]
@@ -217,7 +218,7 @@ def test_epochs_reorder_and_start_batch_resumes_exactly(coded):
     for (i0, c0), (i1, c1) in zip(full[2:], resumed):
         assert torch.equal(i0, i1) and torch.equal(c0, c1)
     # a fresh loader with the same seed reproduces the epoch (another process after SIGKILL)
-    again = build_loader(coded, "train", indices=CODED, batch_size=2, size=SIZE, seed=4)
+    again = build_loader(coded, "train", indices=CODED, batch_size=2, size=SIZE, seed=4, decoder=decoder)
     again.set_epoch(1)
     assert all(torch.equal(b["clip"], c) for b, (_, c) in zip(again, full))
 

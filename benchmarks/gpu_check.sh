@@ -68,8 +68,8 @@ else
       [ -n "$split" ] || { echo "no splits/labeled_*.txt in GPU_CHECK_DATA: the supervised data wait skipped" | tee -a "$log"; continue; }
       extra=(--labeled "$split")
     fi
-    tb 150 train $stage --data "$GPU_CHECK_DATA" --out "$out/wait_$stage" --overwrite "${wait_opts[@]}" \
-      --epochs 1000 --warmup-epochs 0 --log-every 5 --no-progress "${extra[@]}"
+    tb 90 train $stage --data "$GPU_CHECK_DATA" --out "$out/wait_$stage" --overwrite "${wait_opts[@]}" \
+      --epochs 1000 --save-every 1000 --warmup-epochs 0 --log-every 5 --no-progress "${extra[@]}"
   done
 fi
 $py - "$out" <<'PY' | tee "$out/SUMMARY.md"

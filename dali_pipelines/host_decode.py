@@ -16,6 +16,7 @@ the same plan gives the same frames and crops with slightly different pixel valu
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 
@@ -73,6 +74,22 @@ def _pad(got: list[np.ndarray], wanted_count: int, decoder: str) -> np.ndarray:
     return np.stack(got)
 
 
+_LOCAL = threading.local()
+
+
+def _rgb24(frame) -> np.ndarray:
+    """(H, W, 3) uint8 of a PyAV frame, as ``frame.to_ndarray(format="rgb24")`` (the same swscale
+    conversion, bit for bit: tests/test_dali_pipelines.py) but through one reformatter per thread:
+    PyAV's ``to_ndarray`` sets up a new swscale context for every frame, which cost more than decoding
+    the frame (0.28 ms per 170x128 frame against 0.18 for the decoding)."""
+    fmt = _LOCAL.__dict__.get("reformatter")
+    if fmt is None:
+        from av.video.reformatter import VideoReformatter
+
+        fmt = _LOCAL.reformatter = VideoReformatter()
+    return fmt.reformat(frame, format="rgb24").to_ndarray()
+
+
 def _pyav(data: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Seek to the key frame at or before the first wanted frame, decode to the last one."""
     import av
@@ -103,7 +120,7 @@ def _pyav(data: np.ndarray, wanted: np.ndarray) -> np.ndarray:
                 i = count
             if i < want[j]:
                 continue
-            rgb = frame.to_ndarray(format="rgb24")
+            rgb = _rgb24(frame)
             while j < len(want) and want[j] <= i:  # a frame missing from the stream repeats the next
                 got.append(rgb)
                 j += 1

@@ -307,6 +307,27 @@ def test_host_decoders_give_ffmpegs_frames_and_differ_from_dalis_by_its_colour_c
         assert 0.1 < d < 3.0, (f, d)
 
 
+def test_pyav_reused_reformatter_is_to_ndarray_bit_for_bit(tmp_path):
+    """The PyAV host decoder converts through one swscale context per thread (PyAV's ``to_ndarray``
+    makes a new one per frame): on colourful frames of two sizes, alternating in one thread, and with
+    every converted frame still held, the pixels are ``to_ndarray(format="rgb24")``'s exactly."""
+    import av
+
+    from dali_pipelines.host_decode import _rgb24
+
+    paths = [
+        next(make_dataset(tmp_path / name, [12], static=[True], width=w, height=h).glob("videos/*/*.webm"))
+        for name, w, h in (("a", 48, 32), ("b", 64, 40))
+    ]
+    for _ in range(2):
+        for path in paths:
+            with av.open(str(path)) as c:
+                pairs = [(_rgb24(f), f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+            assert len(pairs) == 12 and pairs[0][0].std() > 10  # colourful, not flat
+            for got, ref in pairs:
+                assert got.shape == ref.shape and np.array_equal(got, ref)
+
+
 @pytest.mark.gpu
 def test_gpu_path_matches_cpu_frames(coded):
     cpu = next(iter(build_loader(coded, "eval", indices=CODED[:2], batch_size=2, size=SIZE)))

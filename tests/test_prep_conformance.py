@@ -371,3 +371,36 @@ def test_outputs_of_an_earlier_prep_version_are_transcoded_again(tmp_path, capsy
     assert "earlier version of prep: transcoded again" in " ".join(capsys.readouterr().err.split())
     rep = prepare(src, out, "folder", short_side=SHORT, workers=1, show_progress=False)
     assert rep["counts"]["skipped"] == 1
+
+
+@pytest.mark.parametrize("kind", ["scaled", "full_range_709", "rotated"])
+def test_one_swscale_context_per_video_prepares_the_same_bytes(tmp_path, monkeypatch, kind):
+    """transcode converts every frame through one reformatter per video (PyAV's frame.reformat set up
+    a new swscale context per frame, as costly as encoding the frame): the prepared file is
+    byte-identical to converting each frame with a fresh context, for a downscale, a full-range
+    10-bit 4:2:2 BT.709 source and a rotated one."""
+    import av.video.reformatter as rf
+
+    from tbfast.data import transcode as tc
+
+    kw = {
+        "scaled": dict(w=320, h=240),
+        "full_range_709": dict(w=200, h=150, full_range=True, colorspace="bt709", pix_fmt="yuv422p10le"),
+        "rotated": dict(w=160, h=120, rotation=90),
+    }[kind]
+    src = write_video(tmp_path / "src.mp4", n=20, **kw)
+    settings = tc.Settings(short_side=64)
+    tc.transcode(src, tmp_path / "reused.webm", settings)
+
+    original = rf.VideoReformatter
+
+    class FreshPerFrame:  # the earlier behaviour: a new context for every frame
+        def reformat(self, frame, *a, **k):
+            return original().reformat(frame, *a, **k)
+
+    calls = []
+    monkeypatch.setattr(rf, "VideoReformatter", lambda: calls.append(1) or FreshPerFrame())
+    tc.transcode(src, tmp_path / "fresh.webm", settings)
+    assert calls, "transcode did not take its reformatter from av.video.reformatter"
+    a, b = ((tmp_path / n).read_bytes() for n in ("reused.webm", "fresh.webm"))
+    assert len(a) > 1000 and a == b

@@ -399,6 +399,7 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
     at its display aspect (sample aspect ratio), in limited-range BT.601 colours, at the source's
     real average rate (or ``--fps``), resampled to constant rate by timestamps."""
     import av
+    from av.video.reformatter import VideoReformatter
 
     src, dst = Path(src), Path(dst)
     _check_input(src)
@@ -457,6 +458,10 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
                     yield item
 
             colour_flags: set[str] = set()
+            # one swscale context for the video: PyAV's frame.reformat sets up a new one for every
+            # frame (the area filter's set-up cost about as much as encoding the frame); the
+            # pixels are the same (tests/test_data_prep.py)
+            reformatter = VideoReformatter()
             for frame in _cfr_frames(counted(), rate, tick=tick):
                 if out is None:  # the first frame tells the orientation
                     ops = orientation(display_matrix(frame))
@@ -475,7 +480,7 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
                     out, ost = _open_output(dst, fmt, codec_name, rate, w, h, settings)
                 cargs, cflags = colour_args(frame, src_h)
                 colour_flags.update(cflags)
-                vf = frame.reformat(width=cw, height=ch, format="yuv420p", interpolation="AREA", **cargs)
+                vf = reformatter.reformat(frame, width=cw, height=ch, format="yuv420p", interpolation="AREA", **cargs)
                 if ops:
                     vf = _orient(vf, ops)
                 vf.pts = n_out

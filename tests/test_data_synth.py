@@ -166,6 +166,25 @@ def test_extra_test_videos_only_in_test_groups(tmp_path):
     assert len(list((out / "UCF-101").rglob("*.avi"))) == 2 * (8 + 9)
 
 
+def test_short_videos_with_long_minimum_lengths(tmp_path):
+    """--frames with a minimum of 128 or more still makes its short videos (under 64 frames; it
+    crashed drawing from an empty range), and a minimum under 128 keeps its lengths as before."""
+    import av
+
+    def lengths(out):
+        n = []
+        for p in sorted((out / "UCF-101").rglob("*.avi")):
+            with av.open(str(p)) as c:
+                n.append(sum(1 for _ in c.decode(video=0)))
+        return n
+
+    base = dict(classes=1, videos_per_class=3, groups=8, size=(16, 16), seed=3, short_fraction=1.0)
+    long = lengths(make_synthetic_dataset(tmp_path / "a", frames=(150, 180), **base))
+    assert len(long) == 3 and all(32 <= n < 64 for n in long)
+    usual = lengths(make_synthetic_dataset(tmp_path / "b", frames=(72, 110), **base))
+    assert all(36 <= n < 64 for n in usual)  # [lo // 2, 64), unchanged
+
+
 @pytest.mark.parametrize(
     "bad,message",
     [

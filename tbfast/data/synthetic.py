@@ -324,7 +324,8 @@ def make_synthetic_dataset(out: str | Path, *, force: bool = False, progress: bo
         bg_rng = np.random.default_rng([opt.seed, ci, g, 2])
         lo, hi = opt.frames
         if lo >= 64 and rng.random() < opt.short_fraction:
-            n = int(rng.integers(max(2, lo // 2), 64))
+            low = max(2, lo // 2)  # (a minimum of 128 frames or more: 32 to 63)
+            n = int(rng.integers(low if low < 64 else 32, 64))
         else:
             n = int(rng.integers(lo, hi + 1))
         write_avi(path, render_video(cls, n, opt.size, rng, bg_rng, opt.difficulty), opt.fps)

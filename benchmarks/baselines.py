@@ -6,6 +6,10 @@ same augmentation work and differ only in how they decode and where they augment
 
 * ``ReferenceStyle``: like the TimeBalance/TCLR code, each sample decodes *every frame of the whole
   video* (PyAV instead of OpenCV) and augments frame by frame on PIL images.
+
+Both convert frames to RGB through one swscale context per process, as OpenCV's reader does (since
+session 11: PyAV's ``frame.to_ndarray(format="rgb24")`` sets up a new context for every frame, which
+cost more than decoding it and made both baselines slower than the code they stand for).
 * ``PerClip``: a good Python loader: seek to the key frame before the span, decode only up to the
   last needed frame, then augment each clip as one (T, 3, H, W) tensor.
 """
@@ -25,6 +29,7 @@ import torchvision.transforms.functional as TF  # PIL functional ops (reference 
 import torchvision.transforms.v2.functional as TF2  # tensor ops (per clip)
 from PIL import Image
 
+from dali_pipelines.host_decode import pyav_rgb24
 from tbfast.data.manifest import VideoRecord
 from tbfast.data.plans import ClipSpec, ClipView, plan_sample
 
@@ -102,7 +107,7 @@ class ReferenceStyle(_PlannedDataset):
     def decode(self, path: Path, wanted: np.ndarray, record: VideoRecord) -> np.ndarray:
         container, stream = _open(path)
         with container:
-            allf = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+            allf = [pyav_rgb24(f) for f in container.decode(stream)]
         allf = np.stack(allf)
         return allf[np.minimum(wanted, len(allf) - 1)]
 
@@ -139,7 +144,7 @@ class PerClip(_PlannedDataset):
             for f in container.decode(stream):
                 i = int(round(float(f.pts * tb) * fps)) if f.pts is not None else len(got)
                 if i in need:
-                    got[i] = f.to_ndarray(format="rgb24")
+                    got[i] = pyav_rgb24(f)
                 if i >= last:
                     break
         lastf = got[max(got)]

@@ -16,6 +16,7 @@ the same plan gives the same frames and crops with slightly different pixel valu
 from __future__ import annotations
 
 import io
+import os
 import threading
 
 import numpy as np
@@ -77,17 +78,21 @@ def _pad(got: list[np.ndarray], wanted_count: int, decoder: str) -> np.ndarray:
 _LOCAL = threading.local()
 
 
-def _rgb24(frame) -> np.ndarray:
+def pyav_rgb24(frame) -> np.ndarray:
     """(H, W, 3) uint8 of a PyAV frame, as ``frame.to_ndarray(format="rgb24")`` (the same swscale
-    conversion, bit for bit: tests/test_dali_pipelines.py) but through one reformatter per thread:
-    PyAV's ``to_ndarray`` sets up a new swscale context for every frame, which cost more than decoding
-    the frame (0.28 ms per 170x128 frame against 0.18 for the decoding)."""
-    fmt = _LOCAL.__dict__.get("reformatter")
-    if fmt is None:
+    conversion, bit for bit: tests/test_dali_pipelines.py) but through one reformatter per thread
+    and process: PyAV's ``to_ndarray`` sets up a new swscale context for every frame, which cost
+    more than decoding the frame (0.28 ms per 170x128 frame against 0.18 for the decoding). The
+    context runs on the calling thread (``threads=1``; PyAV's default starts a pool of swscale
+    threads per context, which a forked DataLoader worker would inherit without its threads and
+    wait on forever), and a forked process makes its own."""
+    pid = os.getpid()
+    cached = _LOCAL.__dict__.get("reformatter")
+    if cached is None or cached[0] != pid:
         from av.video.reformatter import VideoReformatter
 
-        fmt = _LOCAL.reformatter = VideoReformatter()
-    return fmt.reformat(frame, format="rgb24").to_ndarray()
+        cached = _LOCAL.reformatter = (pid, VideoReformatter())
+    return cached[1].reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
 def _pyav(data: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -120,7 +125,7 @@ def _pyav(data: np.ndarray, wanted: np.ndarray) -> np.ndarray:
                 i = count
             if i < want[j]:
                 continue
-            rgb = _rgb24(frame)
+            rgb = pyav_rgb24(frame)
             while j < len(want) and want[j] <= i:  # a frame missing from the stream repeats the next
                 got.append(rgb)
                 j += 1

@@ -313,7 +313,7 @@ def test_pyav_reused_reformatter_is_to_ndarray_bit_for_bit(tmp_path):
     every converted frame still held, the pixels are ``to_ndarray(format="rgb24")``'s exactly."""
     import av
 
-    from dali_pipelines.host_decode import _rgb24
+    from dali_pipelines.host_decode import pyav_rgb24
 
     paths = [
         next(make_dataset(tmp_path / name, [12], static=[True], width=w, height=h).glob("videos/*/*.webm"))
@@ -322,7 +322,7 @@ def test_pyav_reused_reformatter_is_to_ndarray_bit_for_bit(tmp_path):
     for _ in range(2):
         for path in paths:
             with av.open(str(path)) as c:
-                pairs = [(_rgb24(f), f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+                pairs = [(pyav_rgb24(f), f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
             assert len(pairs) == 12 and pairs[0][0].std() > 10  # colourful, not flat
             for got, ref in pairs:
                 assert got.shape == ref.shape and np.array_equal(got, ref)

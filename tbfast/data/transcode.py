@@ -459,8 +459,10 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
 
             colour_flags: set[str] = set()
             # one swscale context for the video: PyAV's frame.reformat sets up a new one for every
-            # frame (the area filter's set-up cost about as much as encoding the frame); the
-            # pixels are the same (tests/test_data_prep.py)
+            # frame (the area filter's set-up cost about as much as encoding the frame), on this
+            # thread (PyAV's default starts a pool of swscale threads per context; prep's
+            # parallelism is its worker processes); the bytes are the same
+            # (tests/test_prep_conformance.py)
             reformatter = VideoReformatter()
             for frame in _cfr_frames(counted(), rate, tick=tick):
                 if out is None:  # the first frame tells the orientation
@@ -480,7 +482,9 @@ def transcode(src: str | Path, dst: str | Path, settings: Settings) -> Result:
                     out, ost = _open_output(dst, fmt, codec_name, rate, w, h, settings)
                 cargs, cflags = colour_args(frame, src_h)
                 colour_flags.update(cflags)
-                vf = reformatter.reformat(frame, width=cw, height=ch, format="yuv420p", interpolation="AREA", **cargs)
+                vf = reformatter.reformat(
+                    frame, width=cw, height=ch, format="yuv420p", interpolation="AREA", threads=1, **cargs
+                )
                 if ops:
                     vf = _orient(vf, ops)
                 vf.pts = n_out

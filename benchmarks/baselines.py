@@ -6,12 +6,12 @@ same augmentation work and differ only in how they decode and where they augment
 
 * ``ReferenceStyle``: like the TimeBalance/TCLR code, each sample decodes *every frame of the whole
   video* (PyAV instead of OpenCV) and augments frame by frame on PIL images.
+* ``PerClip``: a good Python loader: seek to the key frame before the span, decode only up to the
+  last needed frame, then augment each clip as one (T, 3, H, W) tensor.
 
 Both convert frames to RGB through one swscale context per process, as OpenCV's reader does (since
 session 11: PyAV's ``frame.to_ndarray(format="rgb24")`` sets up a new context for every frame, which
 cost more than decoding it and made both baselines slower than the code they stand for).
-* ``PerClip``: a good Python loader: seek to the key frame before the span, decode only up to the
-  last needed frame, then augment each clip as one (T, 3, H, W) tensor.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ setup(
         "torchvision",
         "nvidia-dali-cuda130",
         "pytorchvideo==0.1.5",
-        "av",
+        "av>=17",  # VideoReformatter.reformat(threads=...): the host path and prep convert on the calling thread
         "numpy",
         "numba",
         "rich",
